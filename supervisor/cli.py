@@ -1,0 +1,345 @@
+"""The `agentvisor` command line: a thin skin over the host API and the package's functions."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from supervisor import __version__
+from supervisor.client import ApiClient
+from supervisor.config import Settings, load_settings
+from supervisor.errors import AgentvisorError
+from supervisor.render import console, err_console, print_json, short, table, when
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    help="agentvisor: run teams of AI coding agents, each in its own sandbox.",
+)
+
+StateOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--state", help="State directory (default ~/.local/state/agentvisor, or $AGENTVISOR_STATE)."
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+ProjectOpt = Annotated[
+    str | None,
+    typer.Option("--project", "-p", help="Project name (optional when there is only one)."),
+]
+
+
+class Context:
+    def __init__(self, state: Path | None) -> None:
+        self.state = state
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.state)
+        return self._settings
+
+    def client(self) -> ApiClient:
+        return ApiClient(self.settings)
+
+
+def ctx_of(ctx: typer.Context) -> Context:
+    return ctx.obj  # type: ignore[no-any-return]
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    state: StateOpt = None,
+    version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+) -> None:
+    if version:
+        print(__version__)
+        raise typer.Exit()
+    ctx.obj = Context(state)
+
+
+# -- the server -------------------------------------------------------------------------------
+@app.command()
+def serve(
+    ctx: typer.Context,
+    detach: Annotated[
+        bool,
+        typer.Option("--detach", help="Run in the background (pid file and log in the state dir)."),
+    ] = False,
+    port: Annotated[
+        int | None, typer.Option("--port", help="Also listen on this loopback TCP port.")
+    ] = None,
+) -> None:
+    """Run the server: the schedule and the host API."""
+    from supervisor import server
+
+    settings = load_settings(ctx_of(ctx).state, tcp_port=port)
+    if detach:
+        extra = ["--port", str(port)] if port else []
+        pid = server.start_detached(settings, extra)
+        console.print(
+            f"agentvisor server running (pid {pid}); socket {settings.socket_path}, "
+            f"log {settings.log_path}"
+        )
+        return
+    console.print(
+        f"agentvisor server on {settings.socket_path}"
+        + (f" and http://{settings.tcp_host}:{port}" if port else "")
+    )
+    server.serve(settings)
+
+
+@app.command("stop-server")
+def stop_server(ctx: typer.Context) -> None:
+    """Stop the background server (sandboxes keep running)."""
+    from supervisor import server
+
+    stopped = server.stop_server(ctx_of(ctx).settings)
+    console.print("server stopped" if stopped else "no server was running")
+
+
+@app.command()
+def health(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+    """Ask the server how it is."""
+    with ctx_of(ctx).client() as client:
+        result = client.get("/v1/health")
+    if json_out:
+        print_json(result)
+    else:
+        for key, value in result.items():
+            console.print(f"{key}: {value}")
+    if not result.get("ok"):
+        raise typer.Exit(1)
+
+
+# -- messages and check-ins -------------------------------------------------------------------
+@app.command()
+def send(
+    ctx: typer.Context,
+    role: str,
+    message: str,
+    project: ProjectOpt = None,
+    key: Annotated[
+        str | None,
+        typer.Option(
+            "--key", help="Idempotency key: sending again with the same key does nothing."
+        ),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Send MESSAGE to the agent ROLE ('-' reads the message from stdin)."""
+    body = sys.stdin.read() if message == "-" else message
+    with ctx_of(ctx).client() as client:
+        result = client.post(
+            "/v1/messages", {"to": role, "body": body, "project": project, "idempotency_key": key}
+        )
+    if json_out:
+        print_json(result)
+    else:
+        console.print(f"message {result['id']} to {role}: {result['state']}")
+
+
+@app.command()
+def schedule(
+    ctx: typer.Context,
+    minutes: float,
+    note: str,
+    to: Annotated[str, typer.Option("--to", help="Role the check-in is for.")] = "orchestrator",
+    every: Annotated[float | None, typer.Option("--every", help="Repeat every N minutes.")] = None,
+    project: ProjectOpt = None,
+    key: Annotated[str | None, typer.Option("--key", help="Idempotency key.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Schedule a check-in NOTE for an agent in MINUTES."""
+    with ctx_of(ctx).client() as client:
+        result = client.post(
+            "/v1/checkins",
+            {
+                "minutes": minutes,
+                "note": note,
+                "to": to,
+                "every_minutes": every,
+                "project": project,
+                "idempotency_key": key,
+            },
+        )
+    if json_out:
+        print_json(result)
+    else:
+        repeat = f", every {every:g} min" if every else ""
+        console.print(f"check-in {result['id']} for {to} at {when(result['due_at'])}{repeat}")
+
+
+@app.command()
+def checkins(
+    ctx: typer.Context,
+    project: ProjectOpt = None,
+    cancel: Annotated[
+        int | None, typer.Option("--cancel", help="Cancel the check-in with this id.")
+    ] = None,
+    all_states: Annotated[
+        bool, typer.Option("--all", help="Include fired and cancelled ones.")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """List pending check-ins, or cancel one."""
+    with ctx_of(ctx).client() as client:
+        if cancel is not None:
+            result = client.delete(f"/v1/checkins/{cancel}")
+            if json_out:
+                print_json(result)
+            else:
+                console.print(f"check-in {cancel} cancelled")
+            return
+        rows = client.get("/v1/checkins", project=project, state="all" if all_states else None)
+        roles = _role_names(client)
+    if json_out:
+        print_json(rows)
+        return
+    table(
+        "check-ins",
+        ["id", "for", "due", "every", "state", "fired", "note"],
+        (
+            [
+                r["id"],
+                roles.get(r["recipient_id"], r["recipient_id"]),
+                when(r["due_at"]),
+                f"{r['every_s'] / 60:g} min" if r["every_s"] else "",
+                r["state"],
+                r["fired_count"],
+                short(r["note"]),
+            ]
+            for r in rows
+        ),
+    )
+
+
+@app.command()
+def messages(
+    ctx: typer.Context,
+    project: ProjectOpt = None,
+    to: Annotated[str | None, typer.Option("--to", help="Only messages for this role.")] = None,
+    state: Annotated[str | None, typer.Option("--state", help="Only this state.")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n")] = 30,
+    retry: Annotated[
+        int | None, typer.Option("--retry", help="Queue this failed message again.")
+    ] = None,
+    cancel: Annotated[
+        int | None, typer.Option("--cancel", help="Cancel this queued message.")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Recent messages with their delivery states."""
+    with ctx_of(ctx).client() as client:
+        for message_id, action in ((retry, "retry"), (cancel, "cancel")):
+            if message_id is not None:
+                result = client.post(f"/v1/messages/{message_id}/action", {"action": action})
+                console.print(f"message {message_id}: {result['state']}")
+                return
+        rows = client.get("/v1/messages", project=project, recipient=to, state=state, limit=limit)
+        roles = _role_names(client)
+    if json_out:
+        print_json(rows)
+        return
+    table(
+        "messages",
+        ["id", "from", "to", "kind", "state", "tries", "created", "body"],
+        (
+            [
+                r["id"],
+                r["sender"],
+                roles.get(r["recipient_id"], r["recipient_id"]),
+                r["kind"],
+                r["state"] + (f" ({short(r['last_error'], 30)})" if r["last_error"] else ""),
+                r["attempts"],
+                when(r["created_at"]),
+                short(r["body"]),
+            ]
+            for r in rows
+        ),
+    )
+
+
+@app.command()
+def agents(ctx: typer.Context, project: ProjectOpt = None, json_out: JsonOpt = False) -> None:
+    """Agents known to the server."""
+    with ctx_of(ctx).client() as client:
+        rows = client.get("/v1/agents", project=project)
+        projects = {p["id"]: p["name"] for p in client.get("/v1/projects")}
+    if json_out:
+        print_json(rows)
+        return
+    table(
+        "agents",
+        ["id", "project", "role", "profile", "state", "last seen"],
+        (
+            [
+                r["id"],
+                projects.get(r["project_id"]),
+                r["role"],
+                r["profile"],
+                r["state"],
+                when(r["last_seen_at"]),
+            ]
+            for r in rows
+        ),
+    )
+
+
+@app.command()
+def projects(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+    """Projects known to the server."""
+    with ctx_of(ctx).client() as client:
+        rows = client.get("/v1/projects")
+    if json_out:
+        print_json(rows)
+        return
+    table(
+        "projects",
+        ["id", "name", "state", "path", "start branch"],
+        ([r["id"], r["name"], r["state"], r["path"], r["start_branch"]] for r in rows),
+    )
+
+
+@app.command()
+def events(
+    ctx: typer.Context,
+    project: ProjectOpt = None,
+    limit: Annotated[int, typer.Option("--limit", "-n")] = 30,
+    json_out: JsonOpt = False,
+) -> None:
+    """The event log, newest first."""
+    with ctx_of(ctx).client() as client:
+        rows = client.get("/v1/events", project=project, limit=limit)
+    if json_out:
+        print_json(rows)
+        return
+    table(
+        "events",
+        ["id", "at", "kind", "data"],
+        ([r["id"], when(r["at"]), r["kind"], short(str(r["data"]), 80)] for r in rows),
+    )
+
+
+def _role_names(client: ApiClient) -> dict[int, str]:
+    return {a["id"]: a["role"] for a in client.get("/v1/agents")}
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Console entry point: domain errors become one line on stderr and exit code 1."""
+    try:
+        return app(args=argv, standalone_mode=True)
+    except AgentvisorError as exc:
+        err_console.print(f"error: {exc.message}", markup=False, highlight=False)
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()

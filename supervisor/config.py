@@ -1,0 +1,135 @@
+"""One typed settings object, built once from defaults, a TOML file, the environment and flags.
+
+Order of precedence (later wins): defaults, `<state>/config.toml`, `AGENTVISOR_*` variables,
+command-line flags. Everything else receives a `Settings` and never reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from supervisor.errors import InvalidInput
+
+DEFAULT_STATE_DIR = Path("~/.local/state/agentvisor")
+
+
+@dataclass(frozen=True)
+class Settings:
+    state_dir: Path = field(default_factory=lambda: DEFAULT_STATE_DIR.expanduser())
+    tcp_host: str = "127.0.0.1"
+    tcp_port: int | None = None  # the loopback TCP listener, only when asked
+    lease_s: float = 60.0  # how long a leased message stays with a shim before redelivery
+    max_attempts: int = 20  # deliveries tried before a message is marked failed
+    max_body_bytes: int = 256 * 1024
+    max_note_bytes: int = 16 * 1024
+    min_every_minutes: float = 1.0  # shortest recurrence a check-in may have
+    scheduler_max_sleep_s: float = 30.0  # safety net for check-ins added by another process
+    orchestrator_checkin_minutes: float = 30.0
+    commit_reminder_minutes: float = 30.0
+    image: str = "agentvisor/sandbox:latest"
+    memory_mb: int = 4096
+    cpus: float = 1.0
+    pids: int = 512
+    tmpfs_mb: int = 512
+    sandbox_uid: int | None = None  # default: the host user's uid (1000 when that is root)
+    sandbox_gid: int | None = None
+    agent: str = "auto"  # auto | claude | demo | generic
+    agent_command: str | None = None  # generic profile
+    ready_pattern: str | None = None  # generic profile
+    heartbeat_timeout_s: float = 30.0
+    clock_offset_file: str | None = None  # tests only: shift the server's clock
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "agentvisor.db"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.state_dir / "sock"
+
+    @property
+    def socket_path(self) -> Path:
+        return self.socket_dir / "api.sock"
+
+    @property
+    def operator_token_path(self) -> Path:
+        return self.state_dir / "operator.token"
+
+    @property
+    def tokens_dir(self) -> Path:
+        return self.state_dir / "tokens"
+
+    @property
+    def pid_path(self) -> Path:
+        return self.state_dir / "server.pid"
+
+    @property
+    def log_path(self) -> Path:
+        return self.state_dir / "server.log"
+
+    def sandbox_ids(self) -> tuple[int, int]:
+        """The uid/gid sandboxes run as: the host user's, or 1000 when the host user is root."""
+        uid = self.sandbox_uid if self.sandbox_uid is not None else os.getuid() or 1000
+        gid = self.sandbox_gid if self.sandbox_gid is not None else os.getgid() or 1000
+        return uid, gid
+
+
+def _coerce(name: str, raw: Any, current: Any) -> Any:
+    kind = type(current) if current is not None else None
+    try:
+        if name == "state_dir":
+            return Path(str(raw)).expanduser()
+        if kind is bool:
+            return str(raw).lower() in {"1", "true", "yes", "on"}
+        if kind in (int, float):
+            return kind(raw)
+        if name in {"tcp_port", "sandbox_uid", "sandbox_gid"}:
+            return None if raw in (None, "") else int(raw)
+        return raw if raw is None else str(raw) if not isinstance(raw, (int, float)) else raw
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"setting {name}={raw!r} is not valid: {exc}") from None
+
+
+def load_settings(
+    state_dir: str | Path | None = None, env: dict[str, str] | None = None, **overrides: Any
+) -> Settings:
+    """Build the settings: defaults, then config.toml, then AGENTVISOR_* env, then overrides."""
+    env = dict(os.environ if env is None else env)
+    settings = Settings()
+    state = state_dir or env.get("AGENTVISOR_STATE")
+    if state:
+        settings = replace(settings, state_dir=Path(state).expanduser())
+    names = {f.name for f in fields(Settings)}
+    config_file = settings.state_dir / "config.toml"
+    if config_file.is_file():
+        try:
+            data = tomllib.loads(config_file.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise InvalidInput(
+                f"{config_file} is not valid TOML: {exc}; fix or remove it"
+            ) from None
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise InvalidInput(
+                f"{config_file}: unknown setting(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(names))}"
+            )
+        data.pop("state_dir", None)
+        settings = replace(
+            settings, **{k: _coerce(k, v, getattr(settings, k)) for k, v in data.items()}
+        )
+    from_env = {}
+    for name in names - {"state_dir"}:
+        raw = env.get(f"AGENTVISOR_{name.upper()}")
+        if raw is not None:
+            from_env[name] = _coerce(name, raw, getattr(settings, name))
+    settings = replace(settings, **from_env)
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    unknown = sorted(set(clean) - names)
+    if unknown:
+        raise InvalidInput(f"unknown setting(s): {', '.join(unknown)}")
+    return replace(settings, **clean)

@@ -1,0 +1,49 @@
+"""Wakes long-polling inbox requests when a message for their agent is queued.
+
+Notifications may come from any thread (the scheduler's, a request's); waiters live on the
+server's event loop. A waiter also re-checks on its own every `recheck_s`, which covers messages
+queued by another process and leases that expire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import defaultdict
+
+
+class InboxWaiters:
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._events: dict[int, set[asyncio.Event]] = defaultdict(set)
+        self._lock = threading.Lock()
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    async def wait(self, agent_id: int, timeout_s: float) -> bool:
+        """Wait until notified for `agent_id` or `timeout_s` passes. True when notified."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        event = asyncio.Event()
+        with self._lock:
+            self._events[agent_id].add(event)
+        try:
+            await asyncio.wait_for(event.wait(), timeout=max(0.0, timeout_s))
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            with self._lock:
+                self._events[agent_id].discard(event)
+                if not self._events[agent_id]:
+                    del self._events[agent_id]
+
+    def notify(self, agent_ids: set[int] | list[int]) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with self._lock:
+            events = [e for a in set(agent_ids) for e in self._events.get(a, ())]
+        for event in events:
+            loop.call_soon_threadsafe(event.set)

@@ -1,0 +1,150 @@
+"""Schema versions and forward migrations of the store. Each migration runs once, in order,
+inside the caller's transaction; the version lives in the `meta` table."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sqlite_utils
+
+from supervisor.errors import AgentvisorError
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    db["projects"].create(
+        {
+            "id": int,
+            "name": str,
+            "path": str,
+            "spec_path": str,
+            "start_branch": str,
+            "state": str,
+            "created_at": float,
+            "updated_at": float,
+            "settings": str,
+        },
+        pk="id",
+        not_null={"name", "state"},
+    )
+    db["projects"].create_index(["name"], unique=True)
+    db["agents"].create(
+        {
+            "id": int,
+            "project_id": int,
+            "role": str,
+            "profile": str,
+            "container": str,
+            "token_hash": str,
+            "state": str,
+            "last_seen_at": float,
+            "created_at": float,
+            "paused_until": float,
+            "session_id": str,
+            "pane_changed_at": float,
+            "info": str,
+        },
+        pk="id",
+        foreign_keys=[("project_id", "projects", "id")],
+        not_null={"project_id", "role", "token_hash"},
+    )
+    db["agents"].create_index(["project_id", "role"], unique=True)
+    db["agents"].create_index(["token_hash"], unique=True)
+    db["checkins"].create(
+        {
+            "id": int,
+            "project_id": int,
+            "creator": str,
+            "recipient_id": int,
+            "note": str,
+            "due_at": float,
+            "every_s": float,
+            "state": str,
+            "fired_count": int,
+            "last_fired_at": float,
+            "created_at": float,
+            "idempotency_key": str,
+        },
+        pk="id",
+        foreign_keys=[("project_id", "projects", "id"), ("recipient_id", "agents", "id")],
+        not_null={"project_id", "recipient_id", "note", "due_at", "state"},
+    )
+    db["checkins"].create_index(["state", "due_at"])
+    db["checkins"].create_index(["project_id", "creator", "idempotency_key"], unique=True)
+    db["messages"].create(
+        {
+            "id": int,
+            "project_id": int,
+            "sender": str,
+            "recipient_id": int,
+            "body": str,
+            "kind": str,
+            "state": str,
+            "attempts": int,
+            "lease_id": str,
+            "lease_expires_at": float,
+            "created_at": float,
+            "updated_at": float,
+            "delivered_at": float,
+            "last_error": str,
+            "idempotency_key": str,
+            "checkin_id": int,
+            "marker": str,
+        },
+        pk="id",
+        foreign_keys=[("project_id", "projects", "id"), ("recipient_id", "agents", "id")],
+        not_null={"project_id", "recipient_id", "body", "state"},
+    )
+    db["messages"].create_index(["recipient_id", "state", "id"])
+    db["messages"].create_index(["project_id", "sender", "idempotency_key"], unique=True)
+    db["events"].create(
+        {
+            "id": int,
+            "at": float,
+            "project_id": int,
+            "agent_id": int,
+            "kind": str,
+            "data": str,
+        },
+        pk="id",
+    )
+    db["events"].create_index(["project_id", "id"])
+    # The event log is append-only.
+    db.execute(
+        "CREATE TRIGGER events_no_update BEFORE UPDATE ON events "
+        "BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END"
+    )
+    db.execute(
+        "CREATE TRIGGER events_no_delete BEFORE DELETE ON events "
+        "BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END"
+    )
+
+
+MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [
+    (1, _v1),
+]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+def current_version(db: sqlite_utils.Database) -> int:
+    if "meta" not in db.table_names():
+        return 0
+    row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def migrate(db: sqlite_utils.Database) -> int:
+    """Bring the schema up to SCHEMA_VERSION. Refuses a database from a newer agentvisor."""
+    if "meta" not in db.table_names():
+        db["meta"].create({"key": str, "value": str}, pk="key")
+    version = current_version(db)
+    if version > SCHEMA_VERSION:
+        raise AgentvisorError(
+            f"the state database has schema version {version}, newer than this agentvisor "
+            f"understands ({SCHEMA_VERSION}); upgrade agentvisor or use another --state"
+        )
+    for target, step in MIGRATIONS:
+        if target > version:
+            step(db)
+            db["meta"].upsert({"key": "schema_version", "value": str(target)}, pk="key")
+            version = target
+    return version

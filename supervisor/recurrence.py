@@ -1,0 +1,65 @@
+"""Check-in arithmetic: when a check-in fires, what it says, and when it fires next.
+
+Pure functions, no clock and no I/O: the scheduler passes `now` in.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+# A check-in fired later than this is announced as late in its text.
+LATE_AFTER_S = 60.0
+
+
+@dataclass(frozen=True)
+class Firing:
+    """What to do with one due check-in at time `now`."""
+
+    lateness_s: float
+    missed: int  # occurrences that were skipped because they fell in downtime
+    next_due_at: float | None  # None when the check-in is done
+
+
+def plan_firing(due_at: float, every_s: float | None, now: float) -> Firing:
+    """A due check-in fires once, however many occurrences it missed, then keeps its cadence.
+
+    The next occurrence is `due_at + k * every_s` for the smallest k that lies after `now`, so a
+    recurring check-in never drifts by the time it took to fire.
+    """
+    lateness = max(0.0, now - due_at)
+    if not every_s:
+        return Firing(lateness_s=lateness, missed=0, next_due_at=None)
+    steps = math.floor(lateness / every_s) + 1
+    next_due = due_at + steps * every_s
+    if next_due <= now:  # float rounding at exact multiples
+        steps += 1
+        next_due = due_at + steps * every_s
+    return Firing(lateness_s=lateness, missed=steps - 1, next_due_at=next_due)
+
+
+def format_duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, sec = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m {sec}s" if sec else f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h {minutes}m" if minutes else f"{hours}h"
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours}h" if hours else f"{days}d"
+
+
+def checkin_text(note: str, firing: Firing) -> str:
+    """The message an agent receives when its check-in fires."""
+    text = f"Scheduled check-in: {note}"
+    if firing.lateness_s >= LATE_AFTER_S:
+        late = f"(late by {format_duration(firing.lateness_s)}"
+        if firing.missed:
+            late += (
+                f"; {firing.missed} earlier occurrence{'s' if firing.missed > 1 else ''} skipped"
+            )
+        text += f"\n{late} because agentvisor was not running.)"
+    return text

@@ -1,0 +1,222 @@
+"""The agentvisor server process: the store, the scheduler thread and the host API on uvicorn,
+served on the Unix socket in the state directory (and on loopback TCP only when asked)."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import IO
+
+import uvicorn
+from fastapi import FastAPI
+
+from supervisor.api import create_app
+from supervisor.auth import Authenticator, ensure_operator_token
+from supervisor.clock import Clock, FileClock, SystemClock
+from supervisor.config import Settings
+from supervisor.errors import Conflict, ServerUnavailable
+from supervisor.inbox_waiters import InboxWaiters
+from supervisor.metrics import Metrics
+from supervisor.scheduler import Scheduler
+from supervisor.service import Service
+from supervisor.store import Store
+
+log = logging.getLogger("agentvisor.server")
+
+
+def make_clock(settings: Settings) -> Clock:
+    return FileClock(settings.clock_offset_file) if settings.clock_offset_file else SystemClock()
+
+
+def build_app(settings: Settings, clock: Clock | None = None) -> tuple[FastAPI, Service]:
+    """Everything the server runs, wired together; the scheduler starts with the app."""
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(PermissionError):
+        os.chmod(settings.state_dir, 0o700)
+    store = Store(settings.db_path, clock or make_clock(settings))
+    token = ensure_operator_token(settings.operator_token_path)
+    waiters = InboxWaiters()
+    metrics = Metrics()
+    service = Service(settings, store, None, waiters, metrics)
+    scheduler = Scheduler(store, service.notify_fired, max_sleep_s=settings.scheduler_max_sleep_s)
+    service.scheduler = scheduler
+    app = create_app(service, Authenticator(store, token))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        import asyncio
+
+        waiters.bind(asyncio.get_running_loop())
+        scheduler.start()
+        store.log_event("server.started", data={"pid": os.getpid()})
+        try:
+            yield
+        finally:
+            scheduler.stop()
+            with contextlib.suppress(Exception):
+                store.log_event("server.stopped", data={"pid": os.getpid()})
+
+    app.router.lifespan_context = lifespan
+    return app, service
+
+
+def bind_unix_socket(path: Path, gid: int | None = None) -> socket.socket:
+    """Bind the API socket with mode 0660 (no window with looser permissions)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o755)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()  # stale: the server lock proves no live server owns it
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o117)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, 0o660)
+    if gid is not None and os.getuid() == 0:
+        os.chown(path, -1, gid)  # sandboxes run as that group
+    sock.listen(512)
+    sock.setblocking(False)
+    return sock
+
+
+def _lock(settings: Settings) -> IO[str]:
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(settings.state_dir / "server.lock", "a+", encoding="utf-8")  # noqa: SIM115
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        pid = read_pid(settings)
+        handle.close()
+        running = f" (pid {pid})" if pid else ""
+        raise Conflict(
+            f"an agentvisor server is already running for {settings.state_dir}"
+            f"{running}; stop it first or use another --state"
+        ) from None
+    return handle
+
+
+def serve(settings: Settings) -> None:
+    """Run the server in the foreground until SIGINT/SIGTERM."""
+    lock = _lock(settings)
+    app, service = build_app(settings)
+    sockets = [bind_unix_socket(settings.socket_path, settings.sandbox_ids()[1])]
+    if settings.tcp_port is not None:
+        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        tcp.bind((settings.tcp_host, settings.tcp_port))
+        tcp.listen(512)
+        tcp.setblocking(False)
+        sockets.append(tcp)
+    settings.pid_path.write_text(f"{os.getpid()}\n", encoding="utf-8")
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        timeout_keep_alive=30,
+        timeout_graceful_shutdown=3,
+    )
+    try:
+        uvicorn.Server(config).run(sockets=sockets)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            settings.socket_path.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            settings.pid_path.unlink()
+        service.store.close()
+        lock.close()
+
+
+def read_pid(settings: Settings) -> int | None:
+    try:
+        return int(settings.pid_path.read_text(encoding="utf-8").strip())
+    except (OSError, ValueError):
+        return None
+
+
+def is_running(settings: Settings) -> bool:
+    """True when a server answers on the socket."""
+    if not settings.socket_path.exists():
+        return False
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(str(settings.socket_path))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+def start_detached(
+    settings: Settings, extra_args: list[str] | None = None, timeout_s: float = 20.0
+) -> int:
+    """Start `agentvisor serve` in the background; wait until its socket answers."""
+    if is_running(settings):
+        pid = read_pid(settings)
+        return pid or 0
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    log_file = open(settings.log_path, "ab")  # noqa: SIM115
+    args = [
+        sys.executable,
+        "-m",
+        "supervisor",
+        "--state",
+        str(settings.state_dir),
+        "serve",
+        *(extra_args or []),
+    ]
+    proc = subprocess.Popen(
+        args,
+        stdin=subprocess.DEVNULL,
+        stdout=log_file,
+        stderr=log_file,
+        start_new_session=True,
+        close_fds=True,
+    )
+    log_file.close()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = settings.log_path.read_text(encoding="utf-8", errors="replace")[-2000:]
+            raise ServerUnavailable(
+                f"the server exited at start (code {proc.returncode}); "
+                f"log {settings.log_path}:\n{tail}"
+            )
+        if is_running(settings):
+            return proc.pid
+        time.sleep(0.05)
+    raise ServerUnavailable(
+        f"the server did not answer within {timeout_s:.0f} s; see {settings.log_path}"
+    )
+
+
+def stop_server(settings: Settings, timeout_s: float = 10.0) -> bool:
+    """SIGTERM the detached server and wait for it to go. False when none was running."""
+    import signal
+
+    pid = read_pid(settings)
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    return True

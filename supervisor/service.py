@@ -1,0 +1,300 @@
+"""What the host API does, apart from HTTP: validation, permissions and the store calls.
+
+Every method takes the `Caller` first; an agent may only act in its own project and as itself.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from supervisor.auth import Caller
+from supervisor.config import Settings
+from supervisor.delivery import Event, delivered_text
+from supervisor.errors import Forbidden, InvalidInput, NotFound, TooLarge
+from supervisor.inbox_waiters import InboxWaiters
+from supervisor.metrics import Metrics
+from supervisor.scheduler import Fired, Scheduler
+from supervisor.store import OPERATOR, Row, Store, validate_role_name
+
+MIN_DELAY_MINUTES = 0.01
+MAX_DELAY_MINUTES = 366 * 24 * 60
+MAX_IDEMPOTENCY_KEY = 200
+_KIND = re.compile(r"[a-z][a-z0-9_.-]{0,39}")
+
+
+@dataclass
+class Service:
+    settings: Settings
+    store: Store
+    scheduler: Scheduler | None
+    waiters: InboxWaiters
+    metrics: Metrics
+
+    # -- helpers ---------------------------------------------------------------------------
+    def project_for(self, caller: Caller, project: str | None) -> Row:
+        """The project a request is about: the agent's own, or the one the operator names (or
+        the only one there is)."""
+        if caller.agent is not None:
+            own = self.store.get_project_by_id(caller.agent["project_id"])
+            if project and project != own["name"]:
+                raise Forbidden(
+                    f"an agent of project '{own['name']}' cannot act on project '{project}'"
+                )
+            return own
+        if project:
+            return self.store.get_project(project)
+        projects = self.store.list_projects()
+        if len(projects) == 1:
+            return projects[0]
+        known = ", ".join(p["name"] for p in projects) or "none yet"
+        raise InvalidInput(f"say which project this is about (known projects: {known})")
+
+    def _recipient(self, project: Row, role: str) -> Row:
+        validate_role_name(role)
+        return self.store.get_agent(project["id"], role)
+
+    def _text(self, value: str, what: str, limit: int) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise InvalidInput(f"the {what} is empty: give some text")
+        size = len(value.encode("utf-8"))
+        if size > limit:
+            raise TooLarge(
+                f"the {what} is {size} bytes, over the limit of {limit} bytes; "
+                "split it or put it in a file in the worktree and send the path"
+            )
+        if "\x00" in value:
+            raise InvalidInput(f"the {what} contains a NUL character, which cannot be typed")
+        return value
+
+    @staticmethod
+    def _key(key: str | None) -> str | None:
+        if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY):
+            raise InvalidInput(f"idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
+        return key
+
+    def notify_fired(self, fired: list[Fired]) -> None:
+        self.metrics.inc("checkins_fired", len(fired))
+        self.waiters.notify({f.message["recipient_id"] for f in fired})
+
+    # -- messages --------------------------------------------------------------------------
+    def send(
+        self,
+        caller: Caller,
+        to: str,
+        body: str,
+        kind: str = "message",
+        idempotency_key: str | None = None,
+        project: str | None = None,
+    ) -> tuple[Row, bool]:
+        proj = self.project_for(caller, project)
+        recipient = self._recipient(proj, to)
+        self._text(body, "message body", self.settings.max_body_bytes)
+        if not _KIND.fullmatch(kind or ""):
+            raise InvalidInput(f"message kind '{kind}' is not valid: use a short lowercase word")
+        message, created = self.store.add_message(
+            proj["id"], caller.name, recipient["id"], body, kind, self._key(idempotency_key)
+        )
+        if created:
+            self.metrics.inc("messages_accepted")
+            self.waiters.notify([recipient["id"]])
+        return message, created
+
+    def done(self, caller: Caller, summary: str) -> Row:
+        agent = caller.require_agent()
+        self._text(summary, "summary", self.settings.max_body_bytes)
+        project = self.store.get_project_by_id(agent["project_id"])
+        self.store.log_event("agent.done", project["id"], agent["id"], {"summary": summary})
+        self.metrics.inc("completions")
+        if agent["role"] == "orchestrator":
+            # The orchestrator reports to the operator: its report is the project's outcome.
+            self.store.update_agent(agent["id"], state="done")
+            if summary.strip().upper().startswith("PROJECT COMPLETE"):
+                self.store.set_project_state(project["id"], "complete")
+            return {"recipient": OPERATOR, "body": summary, "state": "logged"}
+        orchestrator = self.store.get_agent(project["id"], "orchestrator")
+        body = f"Completion report from {agent['role']}: {summary}"
+        message, _ = self.store.add_message(
+            project["id"], agent["role"], orchestrator["id"], body, kind="completion"
+        )
+        self.waiters.notify([orchestrator["id"]])
+        return message
+
+    def messages(
+        self,
+        caller: Caller,
+        project: str | None,
+        recipient: str | None,
+        state: str | None,
+        limit: int,
+    ) -> list[Row]:
+        proj = self.project_for(caller, project) if (project or caller.agent) else None
+        recipient_id = None
+        if recipient:
+            if proj is None:
+                proj = self.project_for(caller, None)
+            recipient_id = self._recipient(proj, recipient)["id"]
+        return self.store.list_messages(
+            proj["id"] if proj else None, recipient_id, state, _limit(limit)
+        )
+
+    def change_message(self, caller: Caller, message_id: int, action: str) -> Row:
+        caller.require_operator()
+        event = {"cancel": Event.CANCEL, "retry": Event.RETRY}.get(action)
+        if event is None:
+            raise InvalidInput(f"unknown action '{action}': use cancel or retry")
+        message = self.store.set_message_state(message_id, event, None)
+        if event == Event.RETRY:
+            self.waiters.notify([message["recipient_id"]])
+        return message
+
+    # -- check-ins -------------------------------------------------------------------------
+    def schedule(
+        self,
+        caller: Caller,
+        note: str,
+        minutes: float | None = None,
+        due_at: float | None = None,
+        to: str | None = None,
+        every_minutes: float | None = None,
+        idempotency_key: str | None = None,
+        project: str | None = None,
+    ) -> tuple[Row, bool]:
+        proj = self.project_for(caller, project)
+        if to is None:
+            if caller.agent is None:
+                raise InvalidInput("say who the check-in is for: give 'to' (a role)")
+            to = caller.agent["role"]
+        recipient = self._recipient(proj, to)
+        self._text(note, "check-in note", self.settings.max_note_bytes)
+        now = self.store.clock.now()
+        if (minutes is None) == (due_at is None):
+            raise InvalidInput(
+                "give exactly one of 'minutes' (a delay) or 'due_at' (epoch seconds)"
+            )
+        if minutes is not None:
+            if not MIN_DELAY_MINUTES <= minutes <= MAX_DELAY_MINUTES:
+                raise InvalidInput(
+                    f"a delay of {minutes} minutes is not allowed: use "
+                    f"{MIN_DELAY_MINUTES} to {MAX_DELAY_MINUTES} minutes"
+                )
+            due_at = now + minutes * 60.0
+        assert due_at is not None
+        if due_at > now + MAX_DELAY_MINUTES * 60:
+            raise InvalidInput("that check-in is more than a year away; schedule it nearer")
+        every_s = None
+        if every_minutes is not None:
+            shortest = self.settings.min_every_minutes
+            if not shortest <= every_minutes <= MAX_DELAY_MINUTES:
+                raise InvalidInput(
+                    f"every {every_minutes} minutes is not allowed: use "
+                    f"{shortest:g} to {MAX_DELAY_MINUTES} minutes"
+                )
+            every_s = every_minutes * 60.0
+        checkin, created = self.store.add_checkin(
+            proj["id"],
+            caller.name,
+            recipient["id"],
+            note,
+            due_at,
+            every_s,
+            self._key(idempotency_key),
+        )
+        if created and self.scheduler is not None:
+            self.scheduler.wake(checkin["due_at"])
+        return checkin, created
+
+    def checkins(
+        self, caller: Caller, project: str | None, state: str | None, limit: int = 200
+    ) -> list[Row]:
+        proj = self.project_for(caller, project) if (project or caller.agent) else None
+        return self.store.list_checkins(
+            proj["id"] if proj else None, state or None, limit=_limit(limit, 1000)
+        )
+
+    def cancel_checkin(self, caller: Caller, checkin_id: int) -> Row:
+        return self.store.cancel_checkin(checkin_id, caller.project_id)
+
+    # -- the shim's inbox ------------------------------------------------------------------
+    def lease(self, caller: Caller) -> Row | None:
+        agent = caller.require_agent()
+        return self.store.lease_next(agent["id"], self.settings.lease_s, self.settings.max_attempts)
+
+    def ack(self, caller: Caller, message_id: int, lease_id: str) -> Row:
+        agent = caller.require_agent()
+        before = self.store.get_message(message_id)
+        message = self.store.ack(agent["id"], message_id, lease_id)
+        if before["state"] != "delivered":
+            self.metrics.inc('deliveries|state="delivered"')
+            self.metrics.observe_delivery_latency(
+                max(0.0, (message["delivered_at"] or 0) - message["created_at"])
+            )
+            self.waiters.notify([agent["id"]])
+        return message
+
+    def nack(self, caller: Caller, message_id: int, lease_id: str, reason: str, retry: bool) -> Row:
+        agent = caller.require_agent()
+        message = self.store.nack(
+            agent["id"], message_id, lease_id, reason[:2000], retry, self.settings.max_attempts
+        )
+        self.metrics.inc(f'deliveries|state="{message["state"]}"')
+        self.waiters.notify([agent["id"]])
+        return message
+
+    def extend(self, caller: Caller, message_id: int, lease_id: str) -> Row:
+        agent = caller.require_agent()
+        return self.store.extend_lease(agent["id"], message_id, lease_id, self.settings.lease_s)
+
+    def inbox(self, caller: Caller) -> list[Row]:
+        return self.store.pending_messages(caller.require_agent()["id"])
+
+    def heartbeat(self, caller: Caller, state: str | None, info: dict[str, Any] | None) -> None:
+        agent = caller.require_agent()
+        fields: dict[str, Any] = {}
+        if state:
+            fields["state"] = state[:40]
+        if info:
+            import json
+
+            fields["info"] = json.dumps(info)[:4000]
+        self.store.touch_agent(agent["id"], **fields)
+
+    # -- agents, projects, events ----------------------------------------------------------
+    def register_agent(
+        self, caller: Caller, project: str, role: str, profile: str
+    ) -> tuple[Row, str]:
+        caller.require_operator()
+        validate_role_name(role)
+        proj = self.store.get_project(project)
+        return self.store.register_agent(proj["id"], role, profile)
+
+    def agents(self, caller: Caller, project: str | None) -> list[Row]:
+        if caller.agent is not None or project:
+            return self.store.list_agents(self.project_for(caller, project)["id"])
+        return self.store.list_agents()
+
+    def event(self, caller: Caller, kind: str, data: dict[str, Any] | None) -> Row:
+        agent = caller.require_agent()
+        if not _KIND.fullmatch(kind or ""):
+            raise InvalidInput(f"event kind '{kind}' is not valid: use a short lowercase word")
+        return self.store.log_event(f"agent.{kind}", agent["project_id"], agent["id"], data)
+
+    def events(self, caller: Caller, project: str | None, limit: int) -> list[Row]:
+        proj = self.project_for(caller, project) if (project or caller.agent) else None
+        return self.store.list_events(proj["id"] if proj else None, _limit(limit, 1000))
+
+    def typed_text(self, message: Row) -> str:
+        return delivered_text(message["marker"], message["body"])
+
+
+def _limit(limit: int, most: int = 500) -> int:
+    if not 1 <= limit <= most:
+        raise InvalidInput(f"limit must be between 1 and {most}")
+    return limit
+
+
+def require_found(row: Row | None, what: str) -> Row:
+    if row is None:
+        raise NotFound(f"{what} not found")
+    return row

@@ -1,0 +1,657 @@
+"""The durable store: projects, agents, check-ins, messages and the event log in one SQLite file.
+
+Every write that must be atomic runs in `BEGIN IMMEDIATE`, so two processes on the same file
+serialise on SQLite's write lock and never act on the same row twice. Connections are per thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from supervisor.clock import Clock, SystemClock
+from supervisor.delivery import PENDING_STATES, Event, MessageState, new_marker, transition
+from supervisor.errors import Conflict, InvalidInput, NotFound, StorageFull
+from supervisor.migrations import migrate
+from supervisor.recurrence import checkin_text, plan_firing
+
+Row = dict[str, Any]
+OPERATOR = "operator"
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def new_token(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_urlsafe(32)}"
+
+
+@dataclass(frozen=True)
+class Fired:
+    checkin_id: int
+    message: Row
+
+
+def _storage_errors(exc: sqlite3.OperationalError) -> Exception:
+    text = str(exc)
+    if "disk is full" in text or "database or disk is full" in text:
+        return StorageFull(
+            "the disk holding the agentvisor state is full; free space and retry "
+            "(nothing already accepted was lost)"
+        )
+    return exc
+
+
+class Store:
+    """One SQLite database. Safe to share between threads (each gets its own connection)."""
+
+    def __init__(
+        self, path: Path | str, clock: Clock | None = None, synchronous: str = "FULL"
+    ) -> None:
+        self.path = Path(path)
+        self.clock = clock or SystemClock()
+        self._synchronous = synchronous
+        self._local = threading.local()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.transaction() as db:
+            migrate(db)
+
+    # -- connections and transactions ------------------------------------------------------
+    @property
+    def db(self) -> sqlite_utils.Database:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            conn = sqlite3.connect(
+                str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False
+            )
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            conn.execute("PRAGMA foreign_keys=ON")
+            db = sqlite_utils.Database(conn)
+            self._local.db = db
+        return db
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite_utils.Database]:
+        db = self.db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise _storage_errors(exc) from exc
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        try:
+            db.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            with contextlib.suppress(sqlite3.OperationalError):
+                db.execute("ROLLBACK")
+            raise _storage_errors(exc) from exc
+
+    def _one(self, sql: str, params: tuple | dict = ()) -> Row | None:
+        row = self.db.execute(sql, params).fetchone()
+        return dict(row) if row is not None else None
+
+    def _all(self, sql: str, params: tuple | dict = ()) -> list[Row]:
+        return [dict(r) for r in self.db.execute(sql, params).fetchall()]
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.conn.close()
+            self._local.db = None
+
+    # -- events ----------------------------------------------------------------------------
+    def log_event(
+        self,
+        kind: str,
+        project_id: int | None = None,
+        agent_id: int | None = None,
+        data: dict[str, Any] | None = None,
+        db: sqlite_utils.Database | None = None,
+    ) -> Row:
+        target = db or self.db
+        row = {
+            "at": self.clock.now(),
+            "project_id": project_id,
+            "agent_id": agent_id,
+            "kind": kind,
+            "data": json.dumps(data or {}, ensure_ascii=False),
+        }
+        if db is None:
+            with self.transaction() as tx:
+                row["id"] = tx["events"].insert(row).last_pk
+        else:
+            row["id"] = target["events"].insert(row).last_pk
+        return row
+
+    def list_events(
+        self, project_id: int | None = None, limit: int = 100, kind: str | None = None
+    ) -> list[Row]:
+        where, params = ["1=1"], []
+        if project_id is not None:
+            where.append("project_id = ?")
+            params.append(project_id)
+        if kind:
+            where.append("kind = ?")
+            params.append(kind)
+        rows = self._all(
+            f"SELECT * FROM events WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
+            (*params, limit),
+        )
+        for row in rows:
+            row["data"] = json.loads(row["data"] or "{}")
+        return rows
+
+    # -- projects --------------------------------------------------------------------------
+    def upsert_project(
+        self,
+        name: str,
+        path: str = "",
+        spec_path: str | None = None,
+        start_branch: str | None = None,
+    ) -> Row:
+        now = self.clock.now()
+        with self.transaction() as db:
+            existing = self._one("SELECT * FROM projects WHERE name = ?", (name,))
+            if existing is None:
+                pk = (
+                    db["projects"]
+                    .insert(
+                        {
+                            "name": name,
+                            "path": path,
+                            "spec_path": spec_path,
+                            "start_branch": start_branch,
+                            "state": "created",
+                            "created_at": now,
+                            "updated_at": now,
+                        }
+                    )
+                    .last_pk
+                )
+                self.log_event("project.created", pk, data={"path": path}, db=db)
+            else:
+                pk = existing["id"]
+                changes = {
+                    k: v
+                    for k, v in {
+                        "path": path or None,
+                        "spec_path": spec_path,
+                        "start_branch": start_branch,
+                    }.items()
+                    if v
+                }
+                if changes:
+                    db["projects"].update(pk, {**changes, "updated_at": now})
+        return self.get_project_by_id(pk)
+
+    def get_project_by_id(self, project_id: int) -> Row:
+        row = self._one("SELECT * FROM projects WHERE id = ?", (project_id,))
+        if row is None:
+            raise NotFound(f"no project with id {project_id}")
+        return row
+
+    def get_project(self, name: str) -> Row:
+        row = self._one("SELECT * FROM projects WHERE name = ?", (name,))
+        if row is None:
+            known = ", ".join(p["name"] for p in self.list_projects()) or "none yet"
+            raise NotFound(f"unknown project '{name}' (known: {known})")
+        return row
+
+    def list_projects(self) -> list[Row]:
+        return self._all("SELECT * FROM projects ORDER BY id")
+
+    def set_project_state(self, project_id: int, state: str) -> None:
+        with self.transaction() as db:
+            db["projects"].update(project_id, {"state": state, "updated_at": self.clock.now()})
+            self.log_event("project.state", project_id, data={"state": state}, db=db)
+
+    # -- agents ----------------------------------------------------------------------------
+    def register_agent(self, project_id: int, role: str, profile: str = "demo") -> tuple[Row, str]:
+        """Create the agent, or give an existing one a fresh token (the old one stops working)."""
+        token = new_token("ava")
+        now = self.clock.now()
+        with self.transaction() as db:
+            existing = self._one(
+                "SELECT * FROM agents WHERE project_id = ? AND role = ?", (project_id, role)
+            )
+            if existing is None:
+                pk = (
+                    db["agents"]
+                    .insert(
+                        {
+                            "project_id": project_id,
+                            "role": role,
+                            "profile": profile,
+                            "token_hash": hash_token(token),
+                            "state": "registered",
+                            "created_at": now,
+                            "last_seen_at": None,
+                        }
+                    )
+                    .last_pk
+                )
+                self.log_event("agent.registered", project_id, pk, {"role": role}, db=db)
+            else:
+                pk = existing["id"]
+                db["agents"].update(pk, {"token_hash": hash_token(token), "profile": profile})
+        return self.get_agent_by_id(pk), token
+
+    def get_agent_by_id(self, agent_id: int) -> Row:
+        row = self._one("SELECT * FROM agents WHERE id = ?", (agent_id,))
+        if row is None:
+            raise NotFound(f"no agent with id {agent_id}")
+        return row
+
+    def agent_by_token(self, token: str) -> Row | None:
+        return self._one("SELECT * FROM agents WHERE token_hash = ?", (hash_token(token),))
+
+    def get_agent(self, project_id: int, role: str) -> Row:
+        row = self._one(
+            "SELECT * FROM agents WHERE project_id = ? AND role = ?", (project_id, role)
+        )
+        if row is None:
+            roles = [a["role"] for a in self.list_agents(project_id)]
+            known = ", ".join(roles) or "no agents yet"
+            raise NotFound(f"unknown agent '{role}' in this project (known: {known})")
+        return row
+
+    def list_agents(self, project_id: int | None = None) -> list[Row]:
+        if project_id is None:
+            return self._all("SELECT * FROM agents ORDER BY project_id, id")
+        return self._all("SELECT * FROM agents WHERE project_id = ? ORDER BY id", (project_id,))
+
+    def update_agent(self, agent_id: int, **fields: Any) -> Row:
+        with self.transaction() as db:
+            db["agents"].update(agent_id, fields)
+        return self.get_agent_by_id(agent_id)
+
+    def touch_agent(self, agent_id: int, **fields: Any) -> None:
+        """Record a sign of life (heartbeat) and optional state fields."""
+        with self.transaction() as db:
+            db["agents"].update(agent_id, {"last_seen_at": self.clock.now(), **fields})
+
+    # -- messages --------------------------------------------------------------------------
+    def add_message(
+        self,
+        project_id: int,
+        sender: str,
+        recipient_id: int,
+        body: str,
+        kind: str = "message",
+        idempotency_key: str | None = None,
+        db: sqlite_utils.Database | None = None,
+        checkin_id: int | None = None,
+    ) -> tuple[Row, bool]:
+        """Queue a message. Returns (message, created); a repeated idempotency key returns the
+        first message and created=False."""
+        if db is None:
+            with self.transaction() as tx:
+                return self.add_message(
+                    project_id,
+                    sender,
+                    recipient_id,
+                    body,
+                    kind,
+                    idempotency_key,
+                    db=tx,
+                    checkin_id=checkin_id,
+                )
+        if idempotency_key:
+            first = self._one(
+                "SELECT * FROM messages WHERE project_id = ? AND sender = ? "
+                "AND idempotency_key = ?",
+                (project_id, sender, idempotency_key),
+            )
+            if first is not None:
+                return first, False
+        now = self.clock.now()
+        pk = (
+            db["messages"]
+            .insert(
+                {
+                    "project_id": project_id,
+                    "sender": sender,
+                    "recipient_id": recipient_id,
+                    "body": body,
+                    "kind": kind,
+                    "state": MessageState.QUEUED.value,
+                    "attempts": 0,
+                    "created_at": now,
+                    "updated_at": now,
+                    "idempotency_key": idempotency_key,
+                    "checkin_id": checkin_id,
+                    "marker": "",
+                }
+            )
+            .last_pk
+        )
+        marker = new_marker(pk)
+        db.execute("UPDATE messages SET marker = ? WHERE id = ?", (marker, pk))
+        return self.get_message(pk), True
+
+    def get_message(self, message_id: int) -> Row:
+        row = self._one("SELECT * FROM messages WHERE id = ?", (message_id,))
+        if row is None:
+            raise NotFound(f"no message with id {message_id}")
+        return row
+
+    def list_messages(
+        self,
+        project_id: int | None = None,
+        recipient_id: int | None = None,
+        state: str | None = None,
+        limit: int = 50,
+    ) -> list[Row]:
+        where, params = ["1=1"], []
+        for column, value in (
+            ("project_id", project_id),
+            ("recipient_id", recipient_id),
+            ("state", state),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        return self._all(
+            f"SELECT * FROM messages WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
+            (*params, limit),
+        )
+
+    def pending_messages(self, recipient_id: int) -> list[Row]:
+        return self._all(
+            "SELECT * FROM messages WHERE recipient_id = ? AND state IN (?, ?) ORDER BY id",
+            (recipient_id, *PENDING_STATES),
+        )
+
+    def count_messages_by_state(self) -> dict[str, int]:
+        rows = self._all("SELECT state, COUNT(*) AS n FROM messages GROUP BY state")
+        return {r["state"]: r["n"] for r in rows}
+
+    def lease_next(self, agent_id: int, lease_s: float, max_attempts: int) -> Row | None:
+        """Lease the recipient's oldest pending message, in order, one at a time.
+
+        Nothing is handed out while an earlier message is under an unexpired lease, so the pane
+        sees messages in the order they were accepted. Returns the message with its lease_id.
+        """
+        now = self.clock.now()
+        with self.transaction() as db:
+            agent = self._one("SELECT paused_until FROM agents WHERE id = ?", (agent_id,))
+            if agent and agent["paused_until"] and agent["paused_until"] > now:
+                return None
+            while True:
+                head = self._one(
+                    "SELECT * FROM messages WHERE recipient_id = ? AND state IN (?, ?) "
+                    "ORDER BY id LIMIT 1",
+                    (agent_id, *PENDING_STATES),
+                )
+                if head is None:
+                    return None
+                if head["state"] == MessageState.LEASED and head["lease_expires_at"] > now:
+                    return None
+                if head["attempts"] >= max_attempts:
+                    self._give_up(db, head, f"not acknowledged after {head['attempts']} attempts")
+                    continue
+                lease_id = secrets.token_hex(8)
+                db.execute(
+                    "UPDATE messages SET state = ?, lease_id = ?, lease_expires_at = ?, "
+                    "attempts = attempts + 1, updated_at = ? WHERE id = ?",
+                    (
+                        transition(head["state"], Event.LEASE).value,
+                        lease_id,
+                        now + lease_s,
+                        now,
+                        head["id"],
+                    ),
+                )
+                return self.get_message(head["id"])
+
+    def _give_up(self, db: sqlite_utils.Database, message: Row, reason: str) -> None:
+        state = transition(message["state"], Event.GIVE_UP)
+        db.execute(
+            "UPDATE messages SET state = ?, last_error = ?, lease_id = NULL, "
+            "updated_at = ? WHERE id = ?",
+            (state.value, reason, self.clock.now(), message["id"]),
+        )
+        self.log_event(
+            "message.failed",
+            message["project_id"],
+            message["recipient_id"],
+            {"message_id": message["id"], "reason": reason},
+            db=db,
+        )
+
+    def _leased_message(self, agent_id: int, message_id: int, lease_id: str) -> Row:
+        message = self._one("SELECT * FROM messages WHERE id = ?", (message_id,))
+        if message is None or message["recipient_id"] != agent_id:
+            raise NotFound(f"message {message_id} is not in your inbox")
+        if message["lease_id"] != lease_id:
+            raise Conflict(
+                f"lease {lease_id} on message {message_id} is no longer valid "
+                "(it expired and was handed out again); lease the message again"
+            )
+        return message
+
+    def ack(self, agent_id: int, message_id: int, lease_id: str) -> Row:
+        with self.transaction() as db:
+            message = self._leased_message(agent_id, message_id, lease_id)
+            if message["state"] == MessageState.DELIVERED:
+                return message
+            state = transition(message["state"], Event.ACK)
+            now = self.clock.now()
+            db.execute(
+                "UPDATE messages SET state = ?, delivered_at = ?, lease_expires_at = NULL,"
+                " updated_at = ? WHERE id = ?",
+                (state.value, now, now, message_id),
+            )
+        return self.get_message(message_id)
+
+    def nack(
+        self,
+        agent_id: int,
+        message_id: int,
+        lease_id: str,
+        reason: str,
+        retry: bool,
+        max_attempts: int,
+    ) -> Row:
+        with self.transaction() as db:
+            message = self._leased_message(agent_id, message_id, lease_id)
+            if message["state"] != MessageState.LEASED:
+                raise Conflict(f"message {message_id} is {message['state']}, not leased")
+            if not retry or message["attempts"] >= max_attempts:
+                self._give_up(db, message, reason)
+            else:
+                state = transition(message["state"], Event.NACK_RETRY)
+                db.execute(
+                    "UPDATE messages SET state = ?, lease_id = NULL, lease_expires_at ="
+                    " NULL, last_error = ?, updated_at = ? WHERE id = ?",
+                    (state.value, reason, self.clock.now(), message_id),
+                )
+                self.log_event(
+                    "message.nack",
+                    message["project_id"],
+                    agent_id,
+                    {"message_id": message_id, "reason": reason},
+                    db=db,
+                )
+        return self.get_message(message_id)
+
+    def extend_lease(self, agent_id: int, message_id: int, lease_id: str, lease_s: float) -> Row:
+        with self.transaction() as db:
+            message = self._leased_message(agent_id, message_id, lease_id)
+            if message["state"] != MessageState.LEASED:
+                raise Conflict(f"message {message_id} is {message['state']}, not leased")
+            db.execute(
+                "UPDATE messages SET lease_expires_at = ? WHERE id = ?",
+                (self.clock.now() + lease_s, message_id),
+            )
+        return self.get_message(message_id)
+
+    def set_message_state(self, message_id: int, event: Event, project_id: int | None) -> Row:
+        """Operator actions: cancel a queued message, or retry a failed/cancelled one."""
+        with self.transaction() as db:
+            message = self.get_message(message_id)
+            if project_id is not None and message["project_id"] != project_id:
+                raise NotFound(f"no message with id {message_id} in this project")
+            state = transition(message["state"], event)
+            db.execute(
+                "UPDATE messages SET state = ?, updated_at = ?, attempts = CASE WHEN ? "
+                "THEN 0 ELSE attempts END WHERE id = ?",
+                (state.value, self.clock.now(), event == Event.RETRY, message_id),
+            )
+        return self.get_message(message_id)
+
+    # -- check-ins -------------------------------------------------------------------------
+    def add_checkin(
+        self,
+        project_id: int,
+        creator: str,
+        recipient_id: int,
+        note: str,
+        due_at: float,
+        every_s: float | None = None,
+        idempotency_key: str | None = None,
+    ) -> tuple[Row, bool]:
+        with self.transaction() as db:
+            if idempotency_key:
+                first = self._one(
+                    "SELECT * FROM checkins WHERE project_id = ? AND creator = ? "
+                    "AND idempotency_key = ?",
+                    (project_id, creator, idempotency_key),
+                )
+                if first is not None:
+                    return first, False
+            now = self.clock.now()
+            pk = (
+                db["checkins"]
+                .insert(
+                    {
+                        "project_id": project_id,
+                        "creator": creator,
+                        "recipient_id": recipient_id,
+                        "note": note,
+                        "due_at": due_at,
+                        "every_s": every_s,
+                        "state": "pending",
+                        "fired_count": 0,
+                        "created_at": now,
+                        "idempotency_key": idempotency_key,
+                    }
+                )
+                .last_pk
+            )
+        return self.get_checkin(pk), True
+
+    def get_checkin(self, checkin_id: int) -> Row:
+        row = self._one("SELECT * FROM checkins WHERE id = ?", (checkin_id,))
+        if row is None:
+            raise NotFound(f"no check-in with id {checkin_id}")
+        return row
+
+    def list_checkins(
+        self,
+        project_id: int | None = None,
+        state: str | None = "pending",
+        recipient_id: int | None = None,
+        limit: int = 200,
+    ) -> list[Row]:
+        where, params = ["1=1"], []
+        for column, value in (
+            ("project_id", project_id),
+            ("state", state),
+            ("recipient_id", recipient_id),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        return self._all(
+            f"SELECT * FROM checkins WHERE {' AND '.join(where)} ORDER BY due_at LIMIT ?",
+            (*params, limit),
+        )
+
+    def cancel_checkin(self, checkin_id: int, project_id: int | None = None) -> Row:
+        with self.transaction() as db:
+            row = self.get_checkin(checkin_id)
+            if project_id is not None and row["project_id"] != project_id:
+                raise NotFound(f"no check-in with id {checkin_id} in this project")
+            if row["state"] != "pending":
+                raise Conflict(f"check-in {checkin_id} is already {row['state']}")
+            db.execute("UPDATE checkins SET state = 'cancelled' WHERE id = ?", (checkin_id,))
+        return self.get_checkin(checkin_id)
+
+    def count_pending_checkins(self) -> int:
+        row = self._one("SELECT COUNT(*) AS n FROM checkins WHERE state = 'pending'")
+        return int(row["n"]) if row else 0
+
+    def next_due_at(self) -> float | None:
+        row = self._one("SELECT MIN(due_at) AS due FROM checkins WHERE state = 'pending'")
+        return row["due"] if row else None
+
+    def fire_due(self, now: float | None = None, limit: int = 500) -> list[Fired]:
+        """Turn due check-ins into messages, in the same transaction that advances or closes them.
+
+        Safe against a second process doing the same: the rows are re-read under the write lock.
+        """
+        now = self.clock.now() if now is None else now
+        fired: list[Fired] = []
+        with self.transaction() as db:
+            due = self._all(
+                "SELECT * FROM checkins WHERE state = 'pending' AND due_at <= ? "
+                "ORDER BY due_at, id LIMIT ?",
+                (now, limit),
+            )
+            for checkin in due:
+                firing = plan_firing(checkin["due_at"], checkin["every_s"], now)
+                message, _ = self.add_message(
+                    checkin["project_id"],
+                    checkin["creator"],
+                    checkin["recipient_id"],
+                    checkin_text(checkin["note"], firing),
+                    kind="checkin",
+                    db=db,
+                    checkin_id=checkin["id"],
+                )
+                db.execute(
+                    "UPDATE checkins SET due_at = COALESCE(?, due_at), state = ?, "
+                    "fired_count = fired_count + 1, last_fired_at = ? WHERE id = ?",
+                    (
+                        firing.next_due_at,
+                        "pending" if firing.next_due_at else "fired",
+                        now,
+                        checkin["id"],
+                    ),
+                )
+                fired.append(Fired(checkin["id"], message))
+        return fired
+
+    # -- sanity ----------------------------------------------------------------------------
+    def check_writable(self) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE meta SET value = value WHERE key = 'schema_version'")
+
+
+def validate_role_name(role: str) -> str:
+    import re
+
+    if not re.fullmatch(r"[a-z][a-z0-9-]{0,31}", role or ""):
+        raise InvalidInput(
+            f"'{role}' is not a valid role name: use 1-32 lowercase letters, digits"
+            " or dashes, starting with a letter"
+        )
+    return role

@@ -1,0 +1,134 @@
+"""Shared fixtures: real server processes on throwaway state directories, and the rule that
+Docker and tmux tests fail in CI rather than skip."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from supervisor.client import ApiClient
+from supervisor.config import Settings, load_settings
+from tests.helpers import wait_until
+
+REPO = Path(__file__).resolve().parent.parent
+IN_CI = bool(os.environ.get("CI"))
+
+
+def require(condition: bool, what: str) -> None:
+    """Skip locally, fail in CI: CI must run every Docker and tmux test."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"{what} is required in CI (run 'make setup')", pytrace=False)
+    pytest.skip(f"{what} is not available")
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A short temp dir: Unix socket paths must stay under 108 bytes."""
+    path = Path(tempfile.mkdtemp(prefix="av-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+class ServerProcess:
+    """A real `agentvisor serve` process on its own state directory."""
+
+    def __init__(self, state_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.state_dir = state_dir
+        self.env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+        self.env.pop("AGENTVISOR_STATE", None)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._clients: list[ApiClient] = []
+
+    @property
+    def settings(self) -> Settings:
+        return load_settings(self.state_dir, env={})
+
+    @property
+    def socket_path(self) -> Path:
+        return self.settings.socket_path
+
+    @property
+    def operator_token(self) -> str:
+        return self.settings.operator_token_path.read_text(encoding="utf-8").strip()
+
+    def start(self) -> ServerProcess:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.state_dir / "test-server.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "supervisor", "--state", str(self.state_dir), "serve"],
+            env=self.env,
+            stdout=log,
+            stderr=log,
+            cwd=REPO,
+        )
+        log.close()
+
+        def up() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError("server exited: " + self.log_tail())
+            probe = ApiClient(self.settings, token="")
+            try:
+                probe.get("/v1/health")
+                return True
+            except Exception:
+                return False
+            finally:
+                probe.close()
+
+        wait_until(up, timeout_s=20, message="the server to answer")
+        return self
+
+    def log_tail(self) -> str:
+        path = self.state_dir / "test-server.log"
+        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=15)
+        for client in self._clients:
+            client.close()
+        self._clients.clear()
+
+    def restart(self) -> ServerProcess:
+        self.kill(signal.SIGTERM)
+        return self.start()
+
+    @property
+    def client(self) -> ApiClient:
+        """An operator client (a new one after each restart)."""
+        if not self._clients:
+            self._clients.append(ApiClient(self.settings))
+        return self._clients[0]
+
+    def client_for(self, token: str) -> ApiClient:
+        client = ApiClient(self.settings, token=token)
+        self._clients.append(client)
+        return client
+
+    def ensure_project(self, project: str = "demo", path: str = "/tmp/demo") -> dict:
+        return self.client.post("/v1/projects", {"name": project, "path": path})
+
+    def register_agent(self, project: str, role: str, profile: str = "demo") -> str:
+        self.ensure_project(project)
+        return self.client.post(
+            "/v1/agents", {"project": project, "role": role, "profile": profile}
+        )["token"]
+
+
+@pytest.fixture
+def server(short_tmp: Path) -> Iterator[ServerProcess]:
+    proc = ServerProcess(short_tmp / "state").start()
+    yield proc
+    proc.kill(signal.SIGTERM)

@@ -1,0 +1,269 @@
+"""The host API over its real Unix socket, served by a real server process."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import httpx
+import pytest
+
+from supervisor.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    TooLarge,
+    Unauthorized,
+)
+from tests.conftest import ServerProcess
+from tests.helpers import wait_until
+
+
+@pytest.fixture
+def team(server: ServerProcess) -> dict[str, object]:
+    tokens = {
+        role: server.register_agent("demo", role)
+        for role in ("orchestrator", "developer", "tester")
+    }
+    return {role: server.client_for(token) for role, token in tokens.items()}
+
+
+def raw(server: ServerProcess, token: str | None = None) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(
+        transport=httpx.HTTPTransport(uds=str(server.socket_path)),
+        base_url="http://agentvisor",
+        headers=headers,
+    )
+
+
+def test_socket_and_operator_token_have_tight_modes(server: ServerProcess):
+    assert stat.S_IMODE(os.stat(server.socket_path).st_mode) == 0o660
+    assert stat.S_IMODE(os.stat(server.settings.operator_token_path).st_mode) == 0o600
+
+
+def test_health_and_openapi_need_no_token(server: ServerProcess):
+    with raw(server) as http:
+        assert http.get("/v1/health").json()["ok"] is True
+        assert "/v1/messages" in http.get("/openapi.json").json()["paths"]
+        assert http.get("/docs").status_code == 200
+
+
+def test_messages_to_one_recipient_arrive_in_order(server: ServerProcess, team):
+    for i in range(20):
+        team["orchestrator"].post("/v1/messages", {"to": "developer", "body": f"m{i}"})
+    dev = team["developer"]
+    got = []
+    while (lease := dev.post("/v1/inbox/lease", wait_s=0)) is not None:
+        got.append(lease["message"]["body"])
+        dev.post(f"/v1/inbox/{lease['message']['id']}/ack", {"lease_id": lease["lease_id"]})
+    assert got == [f"m{i}" for i in range(20)]
+
+
+def test_idempotency_key_makes_a_resend_a_no_op(server: ServerProcess, team):
+    orch = team["orchestrator"]
+    first = orch.post("/v1/messages", {"to": "tester", "body": "x", "idempotency_key": "k1"})
+    again = orch.post("/v1/messages", {"to": "tester", "body": "x", "idempotency_key": "k1"})
+    assert again["id"] == first["id"]
+    c1 = orch.post("/v1/checkins", {"minutes": 5, "note": "n", "idempotency_key": "loop"})
+    c2 = orch.post("/v1/checkins", {"minutes": 5, "note": "n", "idempotency_key": "loop"})
+    assert c1["id"] == c2["id"]
+    assert len(server.client.get("/v1/checkins")) == 1
+
+
+def test_long_poll_returns_as_soon_as_a_message_is_sent(server: ServerProcess, team):
+    import threading
+    import time
+
+    result = {}
+
+    def poll():
+        start = time.monotonic()
+        result["lease"] = team["developer"].post("/v1/inbox/lease", wait_s=20)
+        result["waited"] = time.monotonic() - start
+
+    thread = threading.Thread(target=poll)
+    thread.start()
+    time.sleep(0.3)
+    team["orchestrator"].post("/v1/messages", {"to": "developer", "body": "wake"})
+    thread.join(10)
+    assert result["lease"]["message"]["body"] == "wake"
+    assert result["waited"] < 2
+
+
+def test_long_poll_times_out_with_204(server: ServerProcess, team):
+    assert team["developer"].post("/v1/inbox/lease", wait_s=0.2) is None
+
+
+def test_forged_and_missing_tokens_are_refused(server: ServerProcess, team):
+    forged = server.client_for("ava_" + "A" * 43)
+    with pytest.raises(Unauthorized, match="unknown or revoked"):
+        forged.get("/v1/agents")
+    with raw(server) as http:
+        response = http.post("/v1/messages", json={"to": "developer", "body": "x"})
+        assert response.status_code == 401
+        assert "bearer token" in response.json()["detail"]
+    with raw(server, "x") as http:
+        assert http.get("/v1/agents", headers={"Authorization": "Basic abc"}).status_code == 401
+
+
+def test_agent_identity_comes_from_its_token_not_the_body(server: ServerProcess, team):
+    dev = team["developer"]
+    with pytest.raises(InvalidInput, match="sender"):
+        dev.post("/v1/messages", {"to": "tester", "body": "x", "sender": "orchestrator"})
+    sent = dev.post("/v1/messages", {"to": "tester", "body": "hi"})
+    assert sent["sender"] == "developer"
+
+
+def test_agent_cannot_ack_or_read_another_agents_inbox(server: ServerProcess, team):
+    team["orchestrator"].post("/v1/messages", {"to": "developer", "body": "private"})
+    lease = team["developer"].post("/v1/inbox/lease", wait_s=0)
+    with pytest.raises(NotFound):
+        team["tester"].post(
+            f"/v1/inbox/{lease['message']['id']}/ack", {"lease_id": lease["lease_id"]}
+        )
+    assert team["tester"].get("/v1/inbox") == []
+    assert team["tester"].post("/v1/inbox/lease", wait_s=0) is None
+
+
+def test_agent_cannot_act_in_another_project(server: ServerProcess, team):
+    other = server.client_for(server.register_agent("other", "developer"))
+    with pytest.raises(Forbidden, match="cannot act on project 'demo'"):
+        other.post("/v1/messages", {"to": "developer", "body": "x", "project": "demo"})
+    with pytest.raises(NotFound):  # 'tester' does not exist in project 'other'
+        other.post("/v1/messages", {"to": "tester", "body": "x"})
+    with pytest.raises(Forbidden):
+        other.post("/v1/agents", {"project": "demo", "role": "evil"})
+
+
+def test_agent_cannot_cancel_checkins_of_another_project(server: ServerProcess, team):
+    checkin = team["developer"].post("/v1/checkins", {"minutes": 10, "note": "mine"})
+    other = server.client_for(server.register_agent("other", "developer"))
+    with pytest.raises(NotFound):
+        other.delete(f"/v1/checkins/{checkin['id']}")
+
+
+@pytest.mark.parametrize(
+    ("body", "error", "text"),
+    [
+        ({"to": "nobody", "body": "x"}, NotFound, "unknown agent 'nobody'"),
+        ({"to": "Bad Name", "body": "x"}, InvalidInput, "not a valid role name"),
+        ({"to": "developer", "body": ""}, InvalidInput, "empty"),
+        ({"to": "developer", "body": "   \n"}, InvalidInput, "empty"),
+        ({"to": "developer", "body": "x" * (256 * 1024 + 1)}, TooLarge, "over the limit"),
+        ({"to": "developer", "body": "a\x00b"}, InvalidInput, "NUL"),
+        ({"to": "developer"}, InvalidInput, "body: Field required"),
+        ({"to": "developer", "body": 5}, InvalidInput, "body"),
+    ],
+)
+def test_bad_messages_get_clear_4xx(server: ServerProcess, team, body, error, text):
+    with pytest.raises(error, match=text):
+        team["orchestrator"].post("/v1/messages", body)
+
+
+def test_a_body_at_the_limit_is_accepted(server: ServerProcess, team):
+    body = "é" * (128 * 1024)  # 256 KiB of UTF-8
+    sent = team["orchestrator"].post("/v1/messages", {"to": "developer", "body": body})
+    assert server.client.get("/v1/messages", limit=1)[0]["body"] == body
+    assert sent["state"] == "queued"
+
+
+@pytest.mark.parametrize(
+    ("body", "text"),
+    [
+        ({"minutes": 0, "note": "n"}, "not allowed"),
+        ({"minutes": -5, "note": "n"}, "not allowed"),
+        ({"minutes": 10**9, "note": "n"}, "not allowed"),
+        ({"minutes": 5, "note": "n", "every_minutes": 0.001}, "every 0.001 minutes"),
+        ({"note": "n"}, "exactly one of"),
+        ({"minutes": 5, "due_at": 5, "note": "n"}, "exactly one of"),
+        ({"minutes": 5, "note": ""}, "empty"),
+        ({"minutes": 5, "note": "n", "to": "ghost"}, "unknown agent"),
+    ],
+)
+def test_bad_checkins_get_clear_4xx(server: ServerProcess, team, body, text):
+    with pytest.raises((InvalidInput, NotFound), match=text):
+        team["developer"].post("/v1/checkins", body)
+
+
+def test_malformed_json_gets_clear_422(server: ServerProcess, team):
+    with raw(server, server.operator_token) as http:
+        response = http.post(
+            "/v1/messages", content=b"{not json", headers={"content-type": "application/json"}
+        )
+    assert response.status_code == 422
+    assert response.json()["detail"] == "the request body is not valid JSON: send a JSON object"
+
+
+def test_operator_must_name_a_project_when_there_are_several(server: ServerProcess, team):
+    server.register_agent("other", "orchestrator")
+    with pytest.raises(InvalidInput, match="say which project"):
+        server.client.post("/v1/messages", {"to": "developer", "body": "x"})
+    sent = server.client.post("/v1/messages", {"to": "developer", "body": "x", "project": "demo"})
+    assert sent["state"] == "queued"
+
+
+def test_stale_lease_ack_is_a_conflict(server: ServerProcess, team):
+    team["orchestrator"].post("/v1/messages", {"to": "developer", "body": "x"})
+    lease = team["developer"].post("/v1/inbox/lease", wait_s=0)
+    with pytest.raises(Conflict, match="no longer valid"):
+        team["developer"].post(f"/v1/inbox/{lease['message']['id']}/ack", {"lease_id": "nope"})
+
+
+def test_done_reports_completion_to_the_orchestrator(server: ServerProcess, team):
+    team["developer"].post("/v1/done", {"summary": "feature X works"})
+    lease = team["orchestrator"].post("/v1/inbox/lease", wait_s=0)
+    assert lease["message"]["kind"] == "completion"
+    assert "developer" in lease["message"]["body"]
+    assert "feature X works" in lease["message"]["body"]
+
+
+def test_checkin_fires_on_time_in_real_time(server: ServerProcess, team):
+    import time
+
+    checkin = team["developer"].post("/v1/checkins", {"minutes": 0.01, "note": "soon"})
+    lease = team["developer"].post("/v1/inbox/lease", wait_s=10)
+    received = time.time()
+    assert lease["message"]["kind"] == "checkin"
+    assert lease["message"]["body"] == "Scheduled check-in: soon"
+    assert received - checkin["due_at"] < 1.0
+
+
+def test_metrics_count_deliveries_and_pending_checkins(server: ServerProcess, team):
+    team["orchestrator"].post("/v1/messages", {"to": "developer", "body": "x"})
+    lease = team["developer"].post("/v1/inbox/lease", wait_s=0)
+    team["developer"].post(
+        f"/v1/inbox/{lease['message']['id']}/ack", {"lease_id": lease["lease_id"]}
+    )
+    team["developer"].post("/v1/checkins", {"minutes": 30, "note": "later"})
+    text = server.client.get("/metrics")
+    assert 'agentvisor_deliveries_total{state="delivered"} 1' in text
+    assert "agentvisor_checkins_pending 1" in text
+    assert "agentvisor_delivery_latency_seconds_count 1" in text
+
+
+def test_second_server_on_same_state_is_refused(server: ServerProcess):
+    import subprocess
+    import sys
+
+    second = subprocess.run(
+        [sys.executable, "-m", "supervisor", "--state", str(server.state_dir), "serve"],
+        env=server.env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert second.returncode == 1
+    assert "already running" in second.stderr
+    assert "Traceback" not in second.stderr
+    assert server.client.get("/v1/health")["ok"]
+
+
+def test_accepted_messages_survive_a_restart(server: ServerProcess, team):
+    team["orchestrator"].post("/v1/messages", {"to": "developer", "body": "durable"})
+    server.restart()
+    token = server.register_agent("demo", "developer")  # fresh token after restart
+    dev = server.client_for(token)
+    lease = wait_until(lambda: dev.post("/v1/inbox/lease", wait_s=1))
+    assert lease["message"]["body"] == "durable"
