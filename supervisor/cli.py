@@ -328,6 +328,20 @@ def events(
     )
 
 
+def _register_more() -> None:
+    from supervisor import cli_project
+
+    cli_project.register(app)
+    try:
+        from supervisor import cli_sandboxes
+    except ImportError:  # the container backend is optional for the CLI to load
+        return
+    cli_sandboxes.register(app)
+
+
+_register_more()
+
+
 def _role_names(client: ApiClient) -> dict[int, str]:
     return {a["id"]: a["role"] for a in client.get("/v1/agents")}
 

@@ -30,7 +30,8 @@ class Settings:
     scheduler_max_sleep_s: float = 30.0  # safety net for check-ins added by another process
     orchestrator_checkin_minutes: float = 30.0
     commit_reminder_minutes: float = 30.0
-    image: str = "agentvisor/sandbox:latest"
+    image: str = "agentvisor/sandbox:latest"  # with Claude Code, for the claude profile
+    demo_image: str = "agentvisor/sandbox:demo"  # without agent CLIs: demo and generic profiles
     memory_mb: int = 4096
     cpus: float = 1.0
     pids: int = 512

@@ -16,7 +16,8 @@ from supervisor.errors import Forbidden, InvalidInput, NotFound, TooLarge
 from supervisor.inbox_waiters import InboxWaiters
 from supervisor.metrics import Metrics
 from supervisor.scheduler import Fired, Scheduler
-from supervisor.store import OPERATOR, Row, Store, validate_role_name
+from supervisor.store import OPERATOR, Row, Store
+from supervisor.team import validate_role_name
 
 MIN_DELAY_MINUTES = 0.01
 MAX_DELAY_MINUTES = 366 * 24 * 60

@@ -21,12 +21,13 @@ import sqlite_utils
 
 from supervisor.clock import Clock, SystemClock
 from supervisor.delivery import PENDING_STATES, Event, MessageState, new_marker, transition
-from supervisor.errors import Conflict, InvalidInput, NotFound, StorageFull
+from supervisor.errors import Conflict, NotFound, StorageFull
 from supervisor.migrations import migrate
 from supervisor.recurrence import checkin_text, plan_firing
+from supervisor.team import OPERATOR
 
 Row = dict[str, Any]
-OPERATOR = "operator"
+__all__ = ["OPERATOR", "Fired", "Row", "Store", "hash_token", "new_token"]
 
 
 def hash_token(token: str) -> str:
@@ -644,14 +645,3 @@ class Store:
     def check_writable(self) -> None:
         with self.transaction() as db:
             db.execute("UPDATE meta SET value = value WHERE key = 'schema_version'")
-
-
-def validate_role_name(role: str) -> str:
-    import re
-
-    if not re.fullmatch(r"[a-z][a-z0-9-]{0,31}", role or ""):
-        raise InvalidInput(
-            f"'{role}' is not a valid role name: use 1-32 lowercase letters, digits"
-            " or dashes, starting with a letter"
-        )
-    return role

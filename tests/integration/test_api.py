@@ -148,7 +148,7 @@ def test_agent_cannot_cancel_checkins_of_another_project(server: ServerProcess, 
     ("body", "error", "text"),
     [
         ({"to": "nobody", "body": "x"}, NotFound, "unknown agent 'nobody'"),
-        ({"to": "Bad Name", "body": "x"}, InvalidInput, "not a valid role name"),
+        ({"to": "Bad Name", "body": "x"}, InvalidInput, "is not valid"),
         ({"to": "developer", "body": ""}, InvalidInput, "empty"),
         ({"to": "developer", "body": "   \n"}, InvalidInput, "empty"),
         ({"to": "developer", "body": "x" * (256 * 1024 + 1)}, TooLarge, "over the limit"),

@@ -1,0 +1,155 @@
+"""The schedule and the host API: fire rate with many pending check-ins, wake-up lateness,
+requests per second over the Unix socket."""
+
+from __future__ import annotations
+
+import random
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from benchmarks.report import Result
+from supervisor.scheduler import Scheduler
+from supervisor.store import Store
+
+
+def _store_with_pending(path: Path, pending: int, due_now: int) -> Store:
+    store = Store(path, synchronous="FULL")
+    project = store.upsert_project("bench", "/tmp/bench")
+    agent, _ = store.register_agent(project["id"], "orchestrator")
+    now = time.time()
+    far = now + 86400 * 30
+    rows = [
+        {
+            "project_id": project["id"],
+            "creator": "operator",
+            "recipient_id": agent["id"],
+            "note": f"n{i}",
+            "due_at": far + i,
+            "every_s": None,
+            "state": "pending",
+            "fired_count": 0,
+            "created_at": now,
+        }
+        for i in range(pending)
+    ]
+    rows += [
+        {
+            "project_id": project["id"],
+            "creator": "operator",
+            "recipient_id": agent["id"],
+            "note": f"due{i}",
+            "due_at": now - 1 + i * 1e-6,
+            "every_s": 600.0,
+            "state": "pending",
+            "fired_count": 0,
+            "created_at": now,
+        }
+        for i in range(due_now)
+    ]
+    with store.transaction() as db:
+        db["checkins"].insert_all(rows, batch_size=5000)
+    return store
+
+
+def fire_rate(pending: int, due_now: int = 5000) -> float:
+    """Check-ins fired per second when `pending` others wait in the table."""
+    with tempfile.TemporaryDirectory() as tmp:
+        store = _store_with_pending(Path(tmp) / "b.db", pending, due_now)
+        scheduler = Scheduler(store)
+        start = time.perf_counter()
+        fired = scheduler.run_once()
+        elapsed = time.perf_counter() - start
+        assert len(fired) == due_now, len(fired)
+        store.close()
+        return due_now / elapsed
+
+
+def wakeup_lateness(count: int = 300, spread_s: float = 6.0) -> list[float]:
+    """Lateness in ms between a check-in's due time and its firing, with a live scheduler."""
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(Path(tmp) / "b.db")
+        project = store.upsert_project("bench", "/tmp/bench")
+        agent, _ = store.register_agent(project["id"], "orchestrator")
+        lateness: list[float] = []
+        done = threading.Event()
+
+        def on_fired(fired):  # runs on the scheduler thread right after the commit
+            now = time.time()
+            for f in fired:
+                due = store.get_checkin(f.checkin_id)
+                lateness.append((now - due["due_at"]) * 1000.0 if due["every_s"] is None else 0.0)
+            if len(lateness) >= count:
+                done.set()
+
+        scheduler = Scheduler(store, on_fired=on_fired)
+        scheduler.start()
+        start = time.time() + 0.5
+        for i in range(count):
+            due = start + random.uniform(0, spread_s)
+            checkin, _ = store.add_checkin(project["id"], "operator", agent["id"], f"c{i}", due)
+            scheduler.wake(checkin["due_at"])
+        done.wait(spread_s + 10)
+        scheduler.stop()
+        store.close()
+        return lateness
+
+
+def api_requests_per_second(requests: int = 2000, threads: int = 4) -> tuple[float, float]:
+    """(sequential, concurrent) POST /v1/messages per second over the Unix socket."""
+    import signal
+
+    from tests.conftest import ServerProcess
+
+    with tempfile.TemporaryDirectory(prefix="avb-", dir="/tmp") as tmp:
+        server = ServerProcess(Path(tmp) / "state").start()
+        try:
+            server.register_agent("bench", "developer")
+            client = server.client
+            start = time.perf_counter()
+            for i in range(requests):
+                client.post("/v1/messages", {"to": "developer", "body": f"m{i}"})
+            sequential = requests / (time.perf_counter() - start)
+
+            def worker(n: int) -> None:
+                c = server.client_for(server.operator_token)
+                for i in range(n):
+                    c.post("/v1/messages", {"to": "developer", "body": f"t{i}"})
+
+            per = requests // threads
+            pool = [threading.Thread(target=worker, args=(per,)) for _ in range(threads)]
+            start = time.perf_counter()
+            for t in pool:
+                t.start()
+            for t in pool:
+                t.join()
+            concurrent = per * threads / (time.perf_counter() - start)
+            return sequential, concurrent
+        finally:
+            server.kill(signal.SIGTERM)
+
+
+def run() -> list[Result]:
+    results: list[Result] = []
+    few = fire_rate(100)
+    many = fire_rate(100_000)
+    results.append(Result("check-ins fired/s, 100 pending", f"{few:,.0f}/s", ""))
+    results.append(
+        Result(
+            "check-ins fired/s, 100,000 pending",
+            f"{many:,.0f}/s",
+            "per-fire cost no more than with 100",
+            many >= few * 0.8,
+        )
+    )
+    lateness = sorted(wakeup_lateness())
+    p50 = statistics.median(lateness)
+    p99 = lateness[int(len(lateness) * 0.99) - 1]
+    results.append(Result("wake-up lateness median", f"{p50:.2f} ms", ""))
+    results.append(Result("wake-up lateness p99", f"{p99:.2f} ms", "< 20 ms", p99 < 20))
+    sequential, concurrent = api_requests_per_second()
+    results.append(Result("API POST /v1/messages, 1 client", f"{sequential:,.0f} req/s", ""))
+    results.append(Result("API POST /v1/messages, 4 clients", f"{concurrent:,.0f} req/s", ""))
+    return results

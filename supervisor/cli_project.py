@@ -1,0 +1,232 @@
+"""Project commands of the CLI: plan, up, status, down, resume, destroy."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from supervisor import launch
+from supervisor.config import load_settings
+from supervisor.render import console, print_json, table, when
+from supervisor.spec import load_spec
+from supervisor.team import describe_plan, plan_team
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+RolesOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--roles", help="Comma-separated roles, overriding the team chosen from the spec."
+    ),
+]
+TypeOpt = Annotated[str | None, typer.Option("--team-type", help="Force a project type.")]
+PlanOpt = Annotated[
+    str | None, typer.Option("--plan", help="Cap the team size: pro, max5 or max20.")
+]
+
+
+def _roles(roles: str | None) -> tuple[str, ...] | None:
+    return tuple(r.strip() for r in roles.split(",") if r.strip()) if roles else None
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("plan")
+    def plan_cmd(
+        spec: Path,
+        roles: RolesOpt = None,
+        team_type: TypeOpt = None,
+        plan: PlanOpt = None,
+        json_out: JsonOpt = False,
+    ) -> None:
+        """Print the team a spec would get, and why, without starting anything."""
+        loaded = load_spec(spec)
+        team = plan_team(loaded.text, roles=_roles(roles), team_type=team_type, plan=plan)
+        if json_out:
+            print_json(
+                {
+                    "project_type": team.project_type,
+                    "roles": team.roles,
+                    "reasons": team.reasons,
+                    "dropped": team.dropped,
+                }
+            )
+            return
+        console.print(f"spec: {loaded.title} ({loaded.path})")
+        for line in describe_plan(team):
+            console.print(line, markup=False, highlight=False)
+
+    @app.command()
+    def up(
+        ctx: typer.Context,
+        spec: Path,
+        project: Annotated[
+            Path | None,
+            typer.Option(
+                "--project",
+                help="The project's git repository (default: the one holding the spec).",
+            ),
+        ] = None,
+        new_project: Annotated[
+            bool,
+            typer.Option("--new-project", help="Create a new repository named after the spec."),
+        ] = False,
+        force: Annotated[
+            bool, typer.Option("--force", help="With --new-project: replace an existing folder.")
+        ] = False,
+        roles: RolesOpt = None,
+        team_type: TypeOpt = None,
+        plan: PlanOpt = None,
+        agent: Annotated[
+            str | None,
+            typer.Option(
+                "--agent",
+                help="Agent profile: claude, "
+                "demo or generic (default: claude when "
+                "its credentials are found).",
+            ),
+        ] = None,
+        checkin_minutes: Annotated[
+            float | None,
+            typer.Option("--checkin-minutes", help="The orchestrator's routine check-in interval."),
+        ] = None,
+        json_out: JsonOpt = False,
+    ) -> None:
+        """Bring a team of agents up for SPEC, each in its own sandbox."""
+        settings = load_settings(ctx.obj.state)
+        options = launch.UpOptions(
+            spec=spec,
+            project_dir=project,
+            new_project=new_project,
+            force=force,
+            roles=_roles(roles),
+            team_type=team_type,
+            plan=plan,
+            agent=agent,
+            checkin_minutes=checkin_minutes,
+        )
+        with console.status("starting") as spinner:
+
+            def progress(line: str) -> None:
+                spinner.update(line)
+                if not line.startswith("Step") and not line.startswith(" "):
+                    console.log(line, markup=False, highlight=False)
+
+            report = launch.up(settings, options, progress)
+        if json_out:
+            print_json(
+                {
+                    "project": report.project,
+                    "path": str(report.path),
+                    "already_running": report.already_running,
+                    "profile": report.profile,
+                    "agents": [vars(a) for a in report.agents],
+                }
+            )
+            return
+        if report.already_running:
+            console.print(f"project '{report.project}' is already running: nothing changed")
+        else:
+            console.print(
+                f"project '{report.project}' is up in {report.elapsed_s:.1f} s "
+                f"({report.profile} agents, start branch {report.start_branch})"
+            )
+        table(
+            f"team of {report.project}",
+            ["role", "branch", "worktree", "briefing", "attach"],
+            (
+                [
+                    a.role,
+                    a.branch,
+                    a.worktree,
+                    a.briefing or a.status,
+                    f"agentvisor attach {a.role}",
+                ]
+                for a in report.agents
+            ),
+        )
+        console.print("watch: agentvisor status --watch   |   stop: agentvisor down")
+
+    @app.command()
+    def status(
+        ctx: typer.Context,
+        project: Annotated[str | None, typer.Argument()] = None,
+        watch: Annotated[bool, typer.Option("--watch", help="Refresh in place.")] = False,
+        json_out: JsonOpt = False,
+    ) -> None:
+        """Agents, their state, last activity, next check-in and pending messages."""
+        settings = load_settings(ctx.obj.state)
+        if watch and not json_out:
+            from rich.live import Live
+
+            with Live(console=console, refresh_per_second=2) as live:
+                while True:
+                    live.update(_status_table(settings, project))
+                    time.sleep(2)
+        row, rows = launch.status(settings, project)
+        if json_out:
+            print_json({"project": row, "agents": [vars(r) for r in rows]})
+            return
+        console.print(_status_table(settings, project, (row, rows)))
+
+    @app.command()
+    def down(ctx: typer.Context, project: Annotated[str | None, typer.Argument()] = None) -> None:
+        """Stop the project's sandboxes; state, worktrees and schedule are kept."""
+        stopped = launch.down(load_settings(ctx.obj.state), project)
+        console.print(f"stopped {len(stopped)} sandbox(es); 'agentvisor resume' brings them back")
+
+    @app.command()
+    def resume(ctx: typer.Context, project: Annotated[str | None, typer.Argument()] = None) -> None:
+        """Bring a stopped project back; pending check-ins and messages are delivered."""
+        report = launch.resume(
+            load_settings(ctx.obj.state), project, lambda line: console.log(line, markup=False)
+        )
+        table(
+            f"team of {report.project}",
+            ["role", "branch", "sandbox", "status"],
+            ([a.role, a.branch, a.container, a.status] for a in report.agents),
+        )
+
+    @app.command()
+    def destroy(
+        ctx: typer.Context,
+        project: str,
+        yes: Annotated[
+            bool, typer.Option("--yes", "-y", help="Also remove the worktrees without asking.")
+        ] = False,
+    ) -> None:
+        """Remove the project's sandboxes and, after confirmation, its worktrees."""
+        remove = yes or typer.confirm(
+            f"also remove the worktrees of '{project}'? (branches are kept)", default=False
+        )
+        removed = launch.destroy(load_settings(ctx.obj.state), project, remove)
+        console.print(f"removed: {', '.join(removed) or 'nothing'}")
+
+
+def _status_table(settings, project, data=None):  # type: ignore[no-untyped-def]
+    from rich.table import Table
+
+    row, rows = data or launch.status(settings, project)
+    t = Table(title=f"{row['name']} ({row['state']}) {row['path']}", title_justify="left")
+    for column in (
+        "role",
+        "state",
+        "sandbox",
+        "last activity",
+        "next check-in",
+        "pending",
+        "paused until",
+    ):
+        t.add_column(column)
+    for r in rows:
+        t.add_row(
+            r.role,
+            r.state,
+            r.sandbox,
+            when(r.last_seen_at),
+            when(r.next_checkin_at),
+            str(r.pending),
+            when(r.paused_until) if r.paused_until else "",
+        )
+    return t

@@ -1,0 +1,449 @@
+"""From a spec to a running team, and back: `up`, `down`, `resume`, `destroy`, `status`.
+
+Each step is a call into the package (spec, team, worktrees, briefing, images, sandboxes) or the
+host API; this module only puts them in order and reports progress.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from supervisor import server as server_process
+from supervisor.briefing import BriefingContext, render_briefing
+from supervisor.client import ApiClient
+from supervisor.config import Settings
+from supervisor.errors import AgentvisorError, Conflict, InvalidInput, SandboxError
+from supervisor.spec import Spec, load_spec
+from supervisor.team import TeamPlan, plan_team, reports_to
+from supervisor.worktrees import (
+    Worktree,
+    chown_for_sandbox,
+    create_new_project,
+    ensure_worktree,
+    find_project,
+    git_common_dir,
+    list_worktrees,
+    remove_worktree,
+    start_branch,
+)
+
+Progress = Callable[[str], None]
+PROFILES = ("claude", "demo", "generic")
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    spec: Path
+    project_dir: Path | None = None
+    new_project: bool = False
+    force: bool = False
+    roles: tuple[str, ...] | None = None
+    team_type: str | None = None
+    plan: str | None = None
+    agent: str | None = None  # claude | demo | generic; None = settings.agent
+    checkin_minutes: float | None = None
+    wait_s: float = 60.0  # how long to wait for every briefing to be verified
+
+
+@dataclass
+class AgentRow:
+    role: str
+    branch: str
+    worktree: str
+    container: str = ""
+    status: str = ""
+    briefing: str = ""  # delivered | queued | failed ...
+
+
+@dataclass
+class UpReport:
+    project: str
+    path: Path
+    start_branch: str
+    profile: str
+    team: TeamPlan | None
+    agents: list[AgentRow] = field(default_factory=list)
+    already_running: bool = False
+    elapsed_s: float = 0.0
+
+
+def choose_profile(wanted: str, env: dict[str, str] | None = None, home: Path | None = None) -> str:
+    """`auto` picks Claude Code when its credentials are on the host, else the demo agent."""
+    if wanted != "auto":
+        if wanted not in PROFILES:
+            raise InvalidInput(
+                f"unknown agent profile '{wanted}': use auto, " + ", ".join(PROFILES)
+            )
+        return wanted
+    env = dict(os.environ if env is None else env)
+    home = home or Path(env.get("HOME", "~")).expanduser()
+    if env.get("ANTHROPIC_API_KEY") or (home / ".claude" / ".credentials.json").is_file():
+        return "claude"
+    return "demo"
+
+
+def project_name(root: Path) -> str:
+    name = re.sub(r"[^a-z0-9]+", "-", root.name.lower()).strip("-")[:40] or "project"
+    return name if name[0].isalpha() else f"p-{name}"
+
+
+def _unique_name(client: ApiClient, root: Path) -> str:
+    """The project's name; a second repository with the same folder name gets a hash suffix."""
+    name = project_name(root)
+    for project in client.get("/v1/projects"):
+        if project["name"] == name and project["path"] and Path(project["path"]) != root:
+            return f"{name}-{hashlib.sha1(str(root).encode()).hexdigest()[:6]}"
+    return name
+
+
+def ensure_server(settings: Settings, progress: Progress) -> None:
+    if not server_process.is_running(settings):
+        progress("starting the agentvisor server")
+        server_process.start_detached(settings)
+
+
+def image_for(settings: Settings, profile: str) -> tuple[str, str]:
+    """(image tag, agent CLIs to install) for a profile."""
+    if profile == "claude":
+        return settings.image, "claude"
+    return settings.demo_image, "none"
+
+
+def ensure_image(settings: Settings, profile: str, progress: Progress) -> str:
+    from supervisor import images
+
+    tag, clis = image_for(settings, profile)
+    if not images.image_exists(tag):
+        progress(f"building the sandbox image {tag} (first time only)")
+        images.build_sandbox_image(tag=tag, agent_clis=clis, progress=progress)
+    return tag
+
+
+def _backend(settings: Settings) -> Any:
+    from supervisor.sandboxes import SandboxBackend
+
+    return SandboxBackend(settings)
+
+
+def up(settings: Settings, options: UpOptions, progress: Progress = lambda _: None) -> UpReport:
+    """Bring a team up for a spec. A second `up` on a running project changes nothing."""
+    started = time.monotonic()
+    spec = load_spec(options.spec)
+    team = plan_team(spec.text, roles=options.roles, team_type=options.team_type, plan=options.plan)
+    if options.new_project:
+        root = create_new_project(spec.path, force=options.force)
+        progress(f"created project repository {root}")
+    else:
+        root = find_project(spec.path, options.project_dir)
+    branch = start_branch(root)
+    profile = choose_profile(options.agent or settings.agent)
+    ensure_server(settings, progress)
+    with ApiClient(settings) as client:
+        name = _unique_name(client, root)
+        backend = _backend(settings)
+        running = {s.role for s in backend.list(name) if s.status == "running"}
+        if running and set(team.roles) <= running:
+            report = UpReport(name, root, branch, profile, team, already_running=True)
+            report.agents = _rows(client, backend, name, root)
+            return report
+        image = ensure_image(settings, profile, progress)
+        client.post(
+            "/v1/projects",
+            {"name": name, "path": str(root), "spec_path": str(spec.path), "start_branch": branch},
+        )
+        worktrees = _worktrees(root, team.roles, branch, settings, progress)
+        launches = _start_sandboxes(
+            settings, client, backend, name, root, worktrees, profile, image, progress
+        )
+        message_ids = _brief(settings, client, name, spec, team, worktrees, branch, root, options)
+        _schedule_routines(settings, client, name, team, options)
+        progress("waiting for every briefing to arrive in its pane")
+        states = _wait_delivered(client, name, message_ids, options.wait_s)
+        report = UpReport(name, root, branch, profile, team)
+        for role in team.roles:
+            report.agents.append(
+                AgentRow(
+                    role,
+                    worktrees[role].branch,
+                    str(worktrees[role].path),
+                    launches.get(role, ""),
+                    "running",
+                    states.get(message_ids[role], "queued"),
+                )
+            )
+    report.elapsed_s = time.monotonic() - started
+    return report
+
+
+def _worktrees(
+    root: Path, roles: tuple[str, ...], branch: str, settings: Settings, progress: Progress
+) -> dict[str, Worktree]:
+    worktrees = {}
+    for role in roles:
+        worktree = ensure_worktree(root, role, branch)
+        if worktree.created:
+            progress(f"worktree {worktree.path} on branch {worktree.branch}")
+        worktrees[role] = worktree
+    if os.getuid() == 0:
+        uid, gid = settings.sandbox_ids()
+        if uid != 0:  # root host: hand the worktrees and git metadata to the sandbox user
+            chown_for_sandbox(
+                [*(w.path for w in worktrees.values()), git_common_dir(root)], uid, gid
+            )
+    return worktrees
+
+
+def _start_sandboxes(
+    settings: Settings,
+    client: ApiClient,
+    backend: Any,
+    name: str,
+    root: Path,
+    worktrees: dict[str, Worktree],
+    profile: str,
+    image: str,
+    progress: Progress,
+    resume: bool = False,
+) -> dict[str, str]:
+    from supervisor.sandboxes import build_spec, write_token_file
+
+    specs = []
+    for role, worktree in worktrees.items():
+        token_file = settings.tokens_dir / name / f"{role}.token"
+        if not token_file.exists():
+            agent = client.post("/v1/agents", {"project": name, "role": role, "profile": profile})
+            token_file = write_token_file(settings, name, role, agent["token"])
+        specs.append(
+            build_spec(
+                settings,
+                project=name,
+                role=role,
+                worktree=worktree.path,
+                repo_root=root,
+                token_file=token_file,
+                profile=profile,
+                image=image,
+                resume=resume,
+            )
+        )
+    progress(f"starting {len(specs)} sandboxes")
+    started = backend.start_many(specs)
+    return {info.role: info.name for info in started}
+
+
+def _brief(
+    settings: Settings,
+    client: ApiClient,
+    name: str,
+    spec: Spec,
+    team: TeamPlan,
+    worktrees: dict[str, Worktree],
+    branch: str,
+    root: Path,
+    options: UpOptions,
+) -> dict[str, int]:
+    overrides = root / ".agentvisor" / "roles"
+    digest = hashlib.sha1(spec.text.encode("utf-8")).hexdigest()[:12]
+    ids = {}
+    for role in team.roles:
+        context = BriefingContext(
+            project=name,
+            reports_to=reports_to(role),
+            team=team.roles,
+            branch=worktrees[role].branch,
+            start_branch=branch,
+            checkin_minutes=options.checkin_minutes or settings.orchestrator_checkin_minutes,
+            spec=spec.text,
+        )
+        body = render_briefing(role, context, overrides if overrides.is_dir() else None)
+        message = client.post(
+            "/v1/messages",
+            {
+                "project": name,
+                "to": role,
+                "body": body,
+                "kind": "briefing",
+                "idempotency_key": f"briefing-{role}-{digest}",
+            },
+        )
+        ids[role] = message["id"]
+    return ids
+
+
+def _schedule_routines(
+    settings: Settings, client: ApiClient, name: str, team: TeamPlan, options: UpOptions
+) -> None:
+    every = options.checkin_minutes or settings.orchestrator_checkin_minutes
+    client.post(
+        "/v1/checkins",
+        {
+            "project": name,
+            "to": "orchestrator",
+            "minutes": every,
+            "every_minutes": every,
+            "note": "Routine check-in: review the team's progress (agent team, agent inbox), "
+            "unblock anyone waiting, and schedule what comes next.",
+            "idempotency_key": "orchestrator-routine",
+        },
+    )
+    reminder = settings.commit_reminder_minutes
+    for role in team.roles:
+        client.post(
+            "/v1/checkins",
+            {
+                "project": name,
+                "to": role,
+                "minutes": reminder,
+                "every_minutes": reminder,
+                "note": "Commit reminder: commit your work on your branch now if you have not "
+                "in the last 30 minutes (git add -A && git commit -m '...').",
+                "idempotency_key": f"commit-reminder-{role}",
+            },
+        )
+
+
+def _wait_delivered(
+    client: ApiClient, name: str, ids: dict[str, int], wait_s: float
+) -> dict[int, str]:
+    deadline = time.monotonic() + wait_s
+    wanted = set(ids.values())
+    states: dict[int, str] = {}
+    while True:
+        for message in client.get("/v1/messages", project=name, limit=500):
+            if message["id"] in wanted:
+                states[message["id"]] = message["state"]
+        if all(states.get(i) == "delivered" for i in wanted) or time.monotonic() > deadline:
+            return states
+        time.sleep(0.1)
+
+
+def _rows(client: ApiClient, backend: Any, name: str, root: Path) -> list[AgentRow]:
+    sandboxes = {s.role: s for s in backend.list(name)}
+    rows = []
+    for worktree in list_worktrees(root):
+        sandbox = sandboxes.get(worktree.role)
+        rows.append(
+            AgentRow(
+                worktree.role,
+                worktree.branch,
+                str(worktree.path),
+                sandbox.name if sandbox else "",
+                sandbox.status if sandbox else "absent",
+            )
+        )
+    return rows
+
+
+def _project(client: ApiClient, project: str | None) -> dict[str, Any]:
+    projects = client.get("/v1/projects")
+    if project:
+        for row in projects:
+            if row["name"] == project:
+                return row
+        known = ", ".join(p["name"] for p in projects) or "none yet"
+        raise InvalidInput(f"unknown project '{project}' (known: {known})")
+    if len(projects) == 1:
+        return projects[0]
+    if not projects:
+        raise InvalidInput("no project yet: start one with 'agentvisor up SPEC'")
+    raise InvalidInput(
+        "several projects: say which one (known: " + ", ".join(p["name"] for p in projects) + ")"
+    )
+
+
+def down(settings: Settings, project: str | None) -> list[str]:
+    """Stop the project's sandboxes; state, worktrees and schedule are kept."""
+    with ApiClient(settings) as client:
+        name = _project(client, project)["name"]
+    return [s for s in _backend(settings).stop(name)]
+
+
+def resume(
+    settings: Settings, project: str | None, progress: Progress = lambda _: None
+) -> UpReport:
+    """Bring a stopped project's sandboxes back; pending check-ins and messages then flow."""
+    ensure_server(settings, progress)
+    with ApiClient(settings) as client:
+        row = _project(client, project)
+        name, root = row["name"], Path(row["path"])
+        agents = client.get("/v1/agents", project=name)
+        if not agents:
+            raise InvalidInput(f"project '{name}' has no agents to resume; use 'agentvisor up'")
+        profile = agents[0]["profile"] or "demo"
+        branch = row["start_branch"] or start_branch(root)
+        image = ensure_image(settings, profile, progress)
+        roles = tuple(a["role"] for a in agents)
+        worktrees = _worktrees(root, roles, branch, settings, progress)
+        backend = _backend(settings)
+        _start_sandboxes(
+            settings, client, backend, name, root, worktrees, profile, image, progress, resume=True
+        )
+        report = UpReport(name, root, branch, profile, None)
+        report.agents = _rows(client, backend, name, root)
+        return report
+
+
+def destroy(settings: Settings, project: str, remove_worktrees: bool) -> list[str]:
+    """Remove the project's sandboxes (and their home volumes); worktrees only when asked."""
+    with ApiClient(settings) as client:
+        row = _project(client, project)
+    removed = list(_backend(settings).remove(row["name"], volumes=True))
+    if remove_worktrees and row["path"]:
+        root = Path(row["path"])
+        for worktree in list_worktrees(root):
+            try:
+                remove_worktree(root, worktree.role, force=True)
+                removed.append(str(worktree.path))
+            except AgentvisorError as exc:
+                raise Conflict(f"could not remove {worktree.path}: {exc.message}") from None
+    return removed
+
+
+@dataclass
+class StatusRow:
+    role: str
+    state: str
+    sandbox: str
+    last_seen_at: float | None
+    next_checkin_at: float | None
+    pending: int
+    paused_until: float | None
+
+
+def status(settings: Settings, project: str | None) -> tuple[dict[str, Any], list[StatusRow]]:
+    with ApiClient(settings) as client:
+        row = _project(client, project)
+        name = row["name"]
+        agents = client.get("/v1/agents", project=name)
+        checkins = client.get("/v1/checkins", project=name)
+        pending = [
+            m
+            for m in client.get("/v1/messages", project=name, limit=500)
+            if m["state"] in ("queued", "leased")
+        ]
+    try:
+        sandboxes = {s.role: s.status for s in _backend(settings).list(name)}
+    except SandboxError:
+        sandboxes = {}
+    rows = []
+    for agent in agents:
+        due = [c["due_at"] for c in checkins if c["recipient_id"] == agent["id"]]
+        rows.append(
+            StatusRow(
+                agent["role"],
+                agent["state"] or "-",
+                sandboxes.get(agent["role"], "absent"),
+                agent["last_seen_at"],
+                min(due) if due else None,
+                sum(1 for m in pending if m["recipient_id"] == agent["id"]),
+                agent["paused_until"],
+            )
+        )
+    return row, rows
