@@ -23,6 +23,7 @@ from supervisor.errors import AgentvisorError, Conflict, InvalidInput, SandboxEr
 from supervisor.spec import Spec, load_spec
 from supervisor.team import TeamPlan, plan_team, reports_to
 from supervisor.worktrees import (
+    NEW_PROJECT_SPEC_NAME,
     Worktree,
     chown_for_sandbox,
     create_new_project,
@@ -30,6 +31,7 @@ from supervisor.worktrees import (
     find_project,
     git_common_dir,
     list_worktrees,
+    new_project_folder,
     remove_worktree,
     start_branch,
 )
@@ -138,8 +140,10 @@ def up(settings: Settings, options: UpOptions, progress: Progress = lambda _: No
     spec = load_spec(options.spec)
     team = plan_team(spec.text, roles=options.roles, team_type=options.team_type, plan=options.plan)
     if options.new_project:
-        root = create_new_project(spec.path, force=options.force)
-        progress(f"created project repository {root}")
+        root = _reusable_new_project(spec) if not options.force else None
+        if root is None:
+            root = create_new_project(spec.path, force=options.force)
+            progress(f"created project repository {root}")
     else:
         root = find_project(spec.path, options.project_dir)
     branch = start_branch(root)
@@ -180,6 +184,17 @@ def up(settings: Settings, options: UpOptions, progress: Progress = lambda _: No
             )
     report.elapsed_s = time.monotonic() - started
     return report
+
+
+def _reusable_new_project(spec: Spec) -> Path | None:
+    """The project an earlier `up --new-project` made from this same spec, if any: so that a
+    second `up` finds the running project instead of refusing to overwrite it."""
+    target = new_project_folder(spec.path)
+    copied = target / NEW_PROJECT_SPEC_NAME
+    same = (target / ".git").exists() and copied.is_file()
+    if same and copied.read_text(encoding="utf-8", errors="replace") == spec.text:
+        return target
+    return None
 
 
 def _worktrees(

@@ -213,7 +213,7 @@ def create_new_project(spec_path: Path | str, force: bool = False) -> Path:
     spec = Path(spec_path).resolve()
     if not spec.is_file():
         raise SpecError(f"the spec {spec} does not exist or is not a file")
-    target = _new_project_folder(spec)
+    target = new_project_folder(spec)
     _check_replaceable(target, spec, force)
     try:
         staging = Path(
@@ -246,7 +246,7 @@ def project_slug(spec_path: Path | str) -> str:
     return slug
 
 
-def _new_project_folder(spec: Path) -> Path:
+def new_project_folder(spec: Path) -> Path:
     repo = _discover(spec.parent)
     if repo is not None and repo.working_tree_dir is not None:
         return _top(repo.working_tree_dir).parent / project_slug(spec)
