@@ -329,9 +329,10 @@ def events(
 
 
 def _register_more() -> None:
-    from supervisor import cli_project
+    from supervisor import cli_git, cli_project
 
     cli_project.register(app)
+    cli_git.register(app)
     try:
         from supervisor import cli_sandboxes
     except ImportError:  # the container backend is optional for the CLI to load

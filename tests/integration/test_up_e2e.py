@@ -1,0 +1,141 @@
+"""End to end with real Docker, real tmux in the sandboxes, real git and the demo agent:
+`up` brings a team up, the demo developer commits and reports done, `down`, `resume`, and a
+check-in scheduled before `down` still arrives once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from supervisor import launch, server
+from supervisor.client import ApiClient
+from supervisor.config import Settings, load_settings
+from tests.conftest import require
+from tests.helpers import wait_until
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+SPEC = """# Greeting library
+
+Build a small Python library that formats friendly greetings for a list of names, with unit
+tests and a short README. Keep it dependency free.
+"""
+
+
+def _git(cwd: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout
+
+
+@pytest.fixture
+def project_repo(short_tmp: Path) -> Path:
+    repo = short_tmp / "greet"
+    repo.mkdir()
+    _git(repo, "init", "-q", "-b", "main")
+    _git(repo, "config", "user.name", "Test")
+    _git(repo, "config", "user.email", "test@example.com")
+    (repo / "spec.md").write_text(SPEC, encoding="utf-8")
+    _git(repo, "add", "spec.md")
+    _git(repo, "commit", "-qm", "spec")
+    return repo
+
+
+@pytest.fixture
+def settings(short_tmp: Path) -> Settings:
+    import docker
+
+    try:
+        docker.from_env().ping()
+        engine = True
+    except Exception:
+        engine = False
+    require(engine, "a Docker engine")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTVISOR_")}
+    env["AGENTVISOR_DEMO_IMAGE"] = os.environ.get(
+        "AGENTVISOR_TEST_IMAGE", "agentvisor/sandbox:test"
+    )
+    env["AGENTVISOR_MIN_EVERY_MINUTES"] = "0.05"
+    return load_settings(short_tmp / "state", env=env, memory_mb=512)
+
+
+@pytest.fixture
+def cleanup(settings: Settings):
+    names: list[str] = []
+    yield names
+    from supervisor.sandboxes import SandboxBackend
+
+    backend = SandboxBackend(settings)
+    for name in names:
+        backend.remove(name, volumes=True)
+    server.stop_server(settings)
+
+
+def _messages(client: ApiClient, project: str) -> list[dict]:
+    return client.get("/v1/messages", project=project, limit=500)
+
+
+def test_up_down_resume_with_demo_team(project_repo: Path, settings: Settings, cleanup):
+    options = launch.UpOptions(
+        spec=project_repo / "spec.md",
+        roles=("orchestrator", "developer", "tester"),
+        agent="demo",
+        wait_s=90,
+    )
+    report = launch.up(settings, options)
+    cleanup.append(report.project)
+    assert [a.role for a in report.agents] == ["orchestrator", "developer", "tester"]
+    assert {a.briefing for a in report.agents} == {"delivered"}, report.agents
+    worktrees = project_repo.parent / "greet-worktrees"
+    assert sorted(p.name for p in worktrees.iterdir()) == ["developer", "orchestrator", "tester"]
+
+    client = ApiClient(settings)
+    # The demo developer commits on its own branch and reports done to the orchestrator.
+    wait_until(
+        lambda: int(_git(project_repo, "rev-list", "--count", "main..agent/developer")),
+        timeout_s=60,
+        message="the developer's commit on agent/developer",
+    )
+    assert _git(project_repo, "rev-parse", "main") == _git(project_repo, "rev-parse", "HEAD")
+
+    def completion_delivered() -> bool:
+        return any(
+            m["kind"] == "completion" and m["sender"] == "developer" and m["state"] == "delivered"
+            for m in _messages(client, report.project)
+        )
+
+    wait_until(completion_delivered, timeout_s=60, message="the completion at the orchestrator")
+
+    # A second up on the running project changes nothing.
+    again = launch.up(settings, options)
+    assert again.already_running
+
+    # Schedule a check-in, stop the team before it is due, resume after: it arrives once.
+    checkin = client.post(
+        "/v1/checkins",
+        {"project": report.project, "to": "tester", "minutes": 0.1, "note": "after the break"},
+    )
+    stopped = launch.down(settings, report.project)
+    assert len(stopped) == 3
+    wait_until(lambda: time.time() > checkin["due_at"] + 1, timeout_s=30, message="due time")
+    launch.resume(settings, report.project)
+
+    def checkin_delivered() -> list[dict]:
+        return [
+            m
+            for m in _messages(client, report.project)
+            if m["checkin_id"] == checkin["id"] and m["state"] == "delivered"
+        ]
+
+    delivered = wait_until(checkin_delivered, timeout_s=90, message="the check-in after resume")
+    assert len(delivered) == 1
+    from supervisor.sandboxes import SandboxBackend
+
+    pane = SandboxBackend(settings).pane_history(report.project, "tester", lines=2000)
+    assert pane.count(delivered[0]["marker"]) >= 1
+    assert pane.count("after the break") == pane.count(delivered[0]["marker"])
+    client.close()
