@@ -79,6 +79,12 @@ class AgentBody(Strict):
     profile: str = "demo"
 
 
+class QueueBody(Strict):
+    spec_path: str
+    project_dir: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
 class ActionBody(Strict):
     action: str
 
@@ -300,13 +306,28 @@ def create_app(service: Service, auth: Authenticator) -> FastAPI:
         return svc.done(who, body.summary)
 
     @app.post("/v1/heartbeat")
-    def heartbeat(body: HeartbeatBody, who: Caller = Depends(caller)) -> dict[str, bool]:
-        svc.heartbeat(who, body.state, body.info)
-        return {"ok": True}
+    def heartbeat(body: HeartbeatBody, who: Caller = Depends(caller)) -> dict[str, Any]:
+        return svc.heartbeat(who, body.state, body.info)
 
     @app.post("/v1/events", status_code=201)
     def post_event(body: EventBody, who: Caller = Depends(caller)) -> Row:
         return svc.event(who, body.kind, body.data)
+
+    @app.post("/v1/queue", status_code=201)
+    def queue_add(body: QueueBody, who: Caller = Depends(caller)) -> Row:
+        return svc.queue_add(who, body.spec_path, body.project_dir, body.options)
+
+    @app.get("/v1/queue")
+    def queue_list(state: str | None = None, who: Caller = Depends(caller)) -> list[Row]:
+        return svc.queue_list(who, state)
+
+    @app.get("/v1/queue/{queue_id}")
+    def queue_get(queue_id: int, who: Caller = Depends(caller)) -> Row:
+        return svc.queue_get(who, queue_id)
+
+    @app.delete("/v1/queue/{queue_id}")
+    def queue_cancel(queue_id: int, who: Caller = Depends(caller)) -> Row:
+        return svc.queue_cancel(who, queue_id)
 
     @app.get("/v1/events")
     def events(

@@ -76,13 +76,17 @@ def serve(
     port: Annotated[
         int | None, typer.Option("--port", help="Also listen on this loopback TCP port.")
     ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option("--concurrency", help="Queued projects run at once.")
+    ] = None,
 ) -> None:
-    """Run the server: the schedule and the host API."""
+    """Run the server: the schedule, the host API and the project queue."""
     from supervisor import server
 
-    settings = load_settings(ctx_of(ctx).state, tcp_port=port)
+    settings = load_settings(ctx_of(ctx).state, tcp_port=port, queue_concurrency=concurrency)
     if detach:
         extra = ["--port", str(port)] if port else []
+        extra += ["--concurrency", str(concurrency)] if concurrency else []
         pid = server.start_detached(settings, extra)
         console.print(
             f"agentvisor server running (pid {pid}); socket {settings.socket_path}, "
@@ -329,10 +333,11 @@ def events(
 
 
 def _register_more() -> None:
-    from supervisor import cli_git, cli_project
+    from supervisor import cli_git, cli_project, cli_queue
 
     cli_project.register(app)
     cli_git.register(app)
+    cli_queue.register(app)
     try:
         from supervisor import cli_sandboxes
     except ImportError:  # the container backend is optional for the CLI to load

@@ -60,7 +60,13 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def up(
         ctx: typer.Context,
-        spec: Path,
+        specs: Annotated[
+            list[str] | None,
+            typer.Argument(help="Spec file(s), folders or globs; several go to the queue."),
+        ] = None,
+        spec_opt: Annotated[
+            list[str] | None, typer.Option("--spec", help="A spec (repeatable).")
+        ] = None,
         project: Annotated[
             Path | None,
             typer.Option(
@@ -94,9 +100,34 @@ def register(app: typer.Typer) -> None:
         json_out: JsonOpt = False,
     ) -> None:
         """Bring a team of agents up for SPEC, each in its own sandbox."""
+        from supervisor.cli_queue import add_to_queue, expand_specs, show
+
         settings = load_settings(ctx.obj.state)
+        found = expand_specs([*(specs or []), *(spec_opt or [])]) if (specs or spec_opt) else []
+        if not found:
+            raise typer.BadParameter("give a spec file: agentvisor up spec.md")
+        if len(found) > 1:
+            launch.ensure_server(settings, lambda line: console.log(line))
+            queued = add_to_queue(
+                ctx.obj.state,
+                found,
+                project,
+                {
+                    "new_project": new_project,
+                    "agent": agent,
+                    "roles": _roles(roles),
+                    "team_type": team_type,
+                    "plan": plan,
+                },
+            )
+            show(queued)
+            console.print(
+                f"{len(queued)} specs queued; they start one at a time "
+                "('agentvisor queue list' to follow)"
+            )
+            return
         options = launch.UpOptions(
-            spec=spec,
+            spec=found[0],
             project_dir=project,
             new_project=new_project,
             force=force,

@@ -42,6 +42,14 @@ class Settings:
     agent_command: str | None = None  # generic profile
     ready_pattern: str | None = None  # generic profile
     heartbeat_timeout_s: float = 30.0
+    queue_concurrency: int = 1  # projects from the queue running at once
+    project_timeout_minutes: float = 720.0  # a queued project not complete by then has failed
+    queue_retries: int = 3  # retries of a failed queued project, each with the failure's context
+    escalation_command: str | None = None  # run after the last retry failed (see docs)
+    usage_limit_margin_s: float = 120.0  # wait this long past a usage limit's reset time
+    stall_minutes: float = 15.0  # a pane unchanged this long with undelivered work is nudged
+    max_restarts: int = 5  # a sandbox restarted this often is marked failed
+    watchdog_interval_s: float = 10.0
     clock_offset_file: str | None = None  # tests only: shift the server's clock
 
     @property

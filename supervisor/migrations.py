@@ -119,8 +119,36 @@ def _v1(db: sqlite_utils.Database) -> None:
     )
 
 
+def _v2(db: sqlite_utils.Database) -> None:
+    """The project queue, and the watchdog's nudge requests."""
+    db["queue"].create(
+        {
+            "id": int,
+            "spec_path": str,
+            "project_dir": str,
+            "options": str,
+            "state": str,
+            "attempts": int,
+            "max_attempts": int,
+            "project": str,
+            "current_spec": str,
+            "created_at": float,
+            "started_at": float,
+            "deadline_at": float,
+            "finished_at": float,
+            "last_error": str,
+            "escalated_at": float,
+        },
+        pk="id",
+        not_null={"spec_path", "state"},
+    )
+    db["queue"].create_index(["state", "id"])
+    db.execute("ALTER TABLE agents ADD COLUMN nudge_at REAL")
+
+
 MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [
     (1, _v1),
+    (2, _v2),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

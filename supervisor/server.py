@@ -25,9 +25,11 @@ from supervisor.config import Settings
 from supervisor.errors import Conflict, ServerUnavailable
 from supervisor.inbox_waiters import InboxWaiters
 from supervisor.metrics import Metrics
+from supervisor.project_queue import QueueRunner
 from supervisor.scheduler import Scheduler
 from supervisor.service import Service
 from supervisor.store import Store
+from supervisor.watchdog import Watchdog
 
 log = logging.getLogger("agentvisor.server")
 
@@ -48,6 +50,9 @@ def build_app(settings: Settings, clock: Clock | None = None) -> tuple[FastAPI, 
     service = Service(settings, store, None, waiters, metrics)
     scheduler = Scheduler(store, service.notify_fired, max_sleep_s=settings.scheduler_max_sleep_s)
     service.scheduler = scheduler
+    queue_runner = QueueRunner(settings, store)
+    service.queue_runner = queue_runner
+    watchdog = Watchdog(service)
     app = create_app(service, Authenticator(store, token))
 
     @contextlib.asynccontextmanager
@@ -56,10 +61,14 @@ def build_app(settings: Settings, clock: Clock | None = None) -> tuple[FastAPI, 
 
         waiters.bind(asyncio.get_running_loop())
         scheduler.start()
+        queue_runner.start()
+        watchdog.start()
         store.log_event("server.started", data={"pid": os.getpid()})
         try:
             yield
         finally:
+            watchdog.stop()
+            queue_runner.stop()
             scheduler.stop()
             with contextlib.suppress(Exception):
                 store.log_event("server.stopped", data={"pid": os.getpid()})

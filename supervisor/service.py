@@ -5,6 +5,8 @@ Every method takes the `Caller` first; an agent may only act in its own project 
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -12,9 +14,10 @@ from typing import Any
 from supervisor.auth import Caller
 from supervisor.config import Settings
 from supervisor.delivery import Event, delivered_text
-from supervisor.errors import Forbidden, InvalidInput, NotFound, TooLarge
+from supervisor.errors import AgentvisorError, Forbidden, InvalidInput, NotFound, TooLarge
 from supervisor.inbox_waiters import InboxWaiters
 from supervisor.metrics import Metrics
+from supervisor.recurrence import format_duration
 from supervisor.scheduler import Fired, Scheduler
 from supervisor.store import OPERATOR, Row, Store
 from supervisor.team import validate_role_name
@@ -32,6 +35,7 @@ class Service:
     scheduler: Scheduler | None
     waiters: InboxWaiters
     metrics: Metrics
+    queue_runner: Any = None  # QueueRunner, set by the server
 
     # -- helpers ---------------------------------------------------------------------------
     def project_for(self, caller: Caller, project: str | None) -> Row:
@@ -250,16 +254,25 @@ class Service:
     def inbox(self, caller: Caller) -> list[Row]:
         return self.store.pending_messages(caller.require_agent()["id"])
 
-    def heartbeat(self, caller: Caller, state: str | None, info: dict[str, Any] | None) -> None:
+    def heartbeat(
+        self, caller: Caller, state: str | None, info: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """Record a sign of life. The answer may ask the shim to nudge a stalled agent."""
         agent = caller.require_agent()
+        now = self.store.clock.now()
         fields: dict[str, Any] = {}
         if state:
             fields["state"] = state[:40]
         if info:
-            import json
-
+            previous = json.loads(agent["info"] or "{}")
+            if info.get("pane_hash") != previous.get("pane_hash") or not agent["pane_changed_at"]:
+                fields["pane_changed_at"] = now
             fields["info"] = json.dumps(info)[:4000]
+        nudge = bool(agent["nudge_at"])
+        if nudge:
+            fields["nudge_at"] = None
         self.store.touch_agent(agent["id"], **fields)
+        return {"ok": True, "nudge": nudge}
 
     # -- agents, projects, events ----------------------------------------------------------
     def register_agent(
@@ -279,11 +292,87 @@ class Service:
         agent = caller.require_agent()
         if not _KIND.fullmatch(kind or ""):
             raise InvalidInput(f"event kind '{kind}' is not valid: use a short lowercase word")
-        return self.store.log_event(f"agent.{kind}", agent["project_id"], agent["id"], data)
+        event = self.store.log_event(f"agent.{kind}", agent["project_id"], agent["id"], data)
+        if kind == "usage_limit":
+            self.pause_for_usage_limit(
+                agent, (data or {}).get("paused_until"), str((data or {}).get("notice") or "")
+            )
+        return event
+
+    def pause_for_usage_limit(self, agent: Row, reset_at: Any, notice: str) -> float:
+        """Hold the agent's deliveries until its usage limit resets (plus a margin), then tell
+        it to continue: a check-in at that time does both, as nothing is leased before it."""
+        now = self.store.clock.now()
+        try:
+            reset = float(reset_at)
+        except (TypeError, ValueError):
+            reset = now + 5 * 3600  # the notice named no time we could read: the longest window
+        resume_at = max(reset, now) + self.settings.usage_limit_margin_s
+        self.store.update_agent(agent["id"], paused_until=resume_at, state="paused")
+        self.store.add_checkin(
+            agent["project_id"],
+            OPERATOR,
+            agent["id"],
+            "Your usage limit has reset. Continue where you left off.",
+            resume_at,
+            idempotency_key=f"usage-resume-{agent['id']}-{int(resume_at // 60)}",
+        )
+        if self.scheduler is not None:
+            self.scheduler.wake(resume_at)
+        if agent["role"] != "orchestrator":
+            with contextlib.suppress(AgentvisorError):
+                orchestrator = self.store.get_agent(agent["project_id"], "orchestrator")
+                self.store.add_message(
+                    agent["project_id"],
+                    OPERATOR,
+                    orchestrator["id"],
+                    f"{agent['role']} hit its usage limit ({notice or 'no details'}); its "
+                    f"messages are held until it resumes in "
+                    f"{format_duration(resume_at - now)}.",
+                    kind="notice",
+                    idempotency_key=f"usage-notice-{agent['id']}-{int(resume_at // 60)}",
+                )
+                self.waiters.notify([orchestrator["id"]])
+        self.metrics.inc("usage_limit_pauses")
+        return resume_at
 
     def events(self, caller: Caller, project: str | None, limit: int) -> list[Row]:
         proj = self.project_for(caller, project) if (project or caller.agent) else None
         return self.store.list_events(proj["id"] if proj else None, _limit(limit, 1000))
+
+    # -- the project queue -----------------------------------------------------------------
+    def queue_add(
+        self, caller: Caller, spec_path: str, project_dir: str | None, options: dict[str, Any]
+    ) -> Row:
+        caller.require_operator()
+        from supervisor.queue_store import QueueStore
+        from supervisor.spec import load_spec
+
+        spec = load_spec(spec_path)  # refuse a bad spec now, not when its turn comes
+        row = QueueStore(self.store).add(
+            str(spec.path), project_dir, options, 1 + self.settings.queue_retries
+        )
+        if self.queue_runner is not None:
+            self.queue_runner.wake()
+        return row
+
+    def queue_list(self, caller: Caller, state: str | None) -> list[Row]:
+        caller.require_operator()
+        from supervisor.queue_store import QueueStore
+
+        return QueueStore(self.store).list(state or None)
+
+    def queue_get(self, caller: Caller, queue_id: int) -> Row:
+        caller.require_operator()
+        from supervisor.queue_store import QueueStore
+
+        return QueueStore(self.store).get(queue_id)
+
+    def queue_cancel(self, caller: Caller, queue_id: int) -> Row:
+        caller.require_operator()
+        from supervisor.queue_store import QueueStore
+
+        return QueueStore(self.store).cancel(queue_id)
 
     def typed_text(self, message: Row) -> str:
         return delivered_text(message["marker"], message["body"])

@@ -1,0 +1,232 @@
+"""The project queue runner: starts queued specs (one at a time by default), watches each until
+its orchestrator reports the project complete or it times out, retries a failure with the
+failure's context appended to the spec, and runs the escalation hook after the last retry.
+
+It runs as a thread in the server process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import subprocess
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from supervisor.config import Settings
+from supervisor.errors import AgentvisorError
+from supervisor.queue_store import QueueStore
+from supervisor.recurrence import format_duration
+from supervisor.store import Row, Store
+
+log = logging.getLogger("agentvisor.queue")
+PANE_TAIL_LINES = 30
+EVENT_TAIL = 15
+
+
+def retry_spec_text(
+    original: str, attempt: int, reason: str, panes: dict[str, str], events: list[Row]
+) -> str:
+    """The spec for a retry: the original, then what went wrong last time. Pure."""
+    parts = [
+        original.rstrip(),
+        "",
+        f"## Previous attempt {attempt} failed",
+        "",
+        f"Reason: {reason}",
+        "",
+        "Start from the work already committed on your branch; avoid what went wrong.",
+        "",
+    ]
+    if panes:
+        parts += ["### Last lines of each agent's screen", ""]
+        for role, text in panes.items():
+            tail = "\n".join(text.rstrip().splitlines()[-PANE_TAIL_LINES:])
+            parts += [f"#### {role}", "", "```text", tail.replace("```", "'''"), "```", ""]
+    if events:
+        parts += ["### Last events", ""]
+        parts += [
+            f"- {e['kind']}: {json.dumps(e.get('data') or {}, ensure_ascii=False)[:200]}"
+            for e in events
+        ]
+        parts.append("")
+    return "\n".join(parts)
+
+
+class QueueRunner:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        launcher: Any = None,
+        backend_factory: Callable[[], Any] | None = None,
+        poll_s: float = 1.0,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.queue = QueueStore(store)
+        self._launcher = launcher
+        self._backend_factory = backend_factory
+        self.poll_s = poll_s
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def launcher(self) -> Any:
+        if self._launcher is None:
+            from supervisor import launch
+
+            self._launcher = launch
+        return self._launcher
+
+    def backend(self) -> Any:
+        if self._backend_factory is not None:
+            return self._backend_factory()
+        from supervisor.sandboxes import SandboxBackend
+
+        return SandboxBackend(self.settings)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="agentvisor-queue", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+            except Exception:  # the runner must outlive any one project's trouble
+                log.exception("queue pass failed")
+            self._wake.wait(self.poll_s)
+            self._wake.clear()
+
+    def run_once(self) -> None:
+        now = self.store.clock.now()
+        running = self.queue.list("running")
+        for row in running:
+            self._check(row, now)
+        while len(self.queue.list("running")) < self.settings.queue_concurrency:
+            row = self.queue.claim_next(self.settings.project_timeout_minutes * 60)
+            if row is None:
+                break
+            self._launch(row)
+
+    def _check(self, row: Row, now: float) -> None:
+        project = row["project"]
+        if project:
+            try:
+                state = self.store.get_project(project)["state"]
+            except AgentvisorError:
+                state = None
+            if state == "complete":
+                self._stop_project(project)
+                self.queue.finish(row["id"], "done")
+                return
+        if row["deadline_at"] and now > row["deadline_at"]:
+            limit = format_duration(row["deadline_at"] - row["started_at"])
+            self._fail(row, f"the project did not complete within {limit}")
+
+    def _launch(self, row: Row) -> None:
+        options = row["options"]
+        try:
+            up_options = self.launcher.UpOptions(
+                spec=Path(row["current_spec"]),
+                project_dir=Path(row["project_dir"]) if row["project_dir"] else None,
+                new_project=bool(options.get("new_project")) and not row["project_dir"],
+                roles=tuple(options["roles"]) if options.get("roles") else None,
+                team_type=options.get("team_type"),
+                plan=options.get("plan"),
+                agent=options.get("agent"),
+            )
+            report = self.launcher.up(self.settings, up_options, lambda line: log.info(line))
+        except AgentvisorError as exc:
+            self._fail(row, f"the sandboxes could not start: {exc.message}")
+            return
+        project = self.store.get_project(report.project)
+        self.store.set_project_state(project["id"], "running")
+        self.queue.update(row["id"], project=report.project, project_dir=str(report.path))
+        log.info("queue entry %s running as project %s", row["id"], report.project)
+
+    def _fail(self, row: Row, reason: str) -> None:
+        log.warning("queue entry %s failed (attempt %s): %s", row["id"], row["attempts"], reason)
+        panes: dict[str, str] = {}
+        events: list[Row] = []
+        if row["project"]:
+            panes = self._pane_tails(row["project"])
+            project = self.store.get_project(row["project"])
+            events = list(reversed(self.store.list_events(project["id"], limit=EVENT_TAIL)))
+            self._stop_project(row["project"])
+            self.store.set_project_state(project["id"], "failed")
+        if row["attempts"] < row["max_attempts"]:
+            original = Path(row["spec_path"]).read_text(encoding="utf-8")
+            folder = self.settings.state_dir / "queue" / str(row["id"])
+            folder.mkdir(parents=True, exist_ok=True)
+            retry = folder / f"spec-retry-{row['attempts']}.md"
+            retry.write_text(
+                retry_spec_text(original, row["attempts"], reason, panes, events), encoding="utf-8"
+            )
+            self.queue.update(row["id"], state="queued", current_spec=str(retry), last_error=reason)
+            self.store.log_event(
+                "queue.retry", data={"queue_id": row["id"], "reason": reason, "spec": str(retry)}
+            )
+            return
+        final = self.queue.finish(row["id"], "failed", reason)
+        self._escalate(final)
+
+    def _pane_tails(self, project: str) -> dict[str, str]:
+        try:
+            backend = self.backend()
+            return {
+                s.role: backend.pane_history(project, s.role, lines=PANE_TAIL_LINES)
+                for s in backend.list(project)
+                if s.status == "running"
+            }
+        except AgentvisorError as exc:
+            log.warning("could not read the panes of %s: %s", project, exc)
+            return {}
+
+    def _stop_project(self, project: str) -> None:
+        try:
+            self.backend().stop(project)
+        except AgentvisorError as exc:
+            log.warning("could not stop the sandboxes of %s: %s", project, exc)
+
+    def _escalate(self, row: Row) -> None:
+        command = self.settings.escalation_command
+        if not command:
+            return
+        env = {
+            **os.environ,
+            "AGENTVISOR_QUEUE_ID": str(row["id"]),
+            "AGENTVISOR_SPEC": row["spec_path"],
+            "AGENTVISOR_PROJECT": row["project"] or "",
+            "AGENTVISOR_ERROR": row["last_error"] or "",
+            "AGENTVISOR_ATTEMPTS": str(row["attempts"]),
+        }
+        try:
+            done = subprocess.run(
+                shlex.split(command),
+                input=json.dumps(row, default=str),
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            outcome = {"exit_code": done.returncode, "stderr": done.stderr[-500:]}
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            outcome = {"error": str(exc)}
+        self.queue.update(row["id"], escalated_at=self.store.clock.now())
+        self.store.log_event("queue.escalated", data={"queue_id": row["id"], **outcome})

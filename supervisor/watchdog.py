@@ -1,0 +1,160 @@
+"""The watchdog thread: brings back sandboxes that died, gives up on ones that keep dying, and
+nudges agents whose pane has not changed for a while although they have undelivered work.
+
+Docker's restart policy restarts a crashed sandbox with its own backoff; the watchdog starts the
+ones Docker left down and counts restarts. The orchestrator is told of every give-up and nudge.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from supervisor.errors import AgentvisorError
+from supervisor.recurrence import format_duration
+from supervisor.store import OPERATOR, Row
+
+log = logging.getLogger("agentvisor.watchdog")
+
+
+@dataclass(frozen=True)
+class StallCheck:
+    """Whether an agent is stalled: pure, from its row, its pending messages and the time."""
+
+    stalled: bool
+    idle_s: float
+
+
+def stall_of(agent: Row, pending: list[Row], now: float, stall_s: float) -> StallCheck:
+    if not pending or agent.get("state") in ("failed", "done", "paused", "exited"):
+        return StallCheck(False, 0.0)
+    if agent.get("paused_until") and agent["paused_until"] > now:
+        return StallCheck(False, 0.0)
+    changed = agent.get("pane_changed_at")
+    if not changed:
+        return StallCheck(False, 0.0)
+    idle = now - changed
+    waiting = now - min(m["created_at"] for m in pending)
+    return StallCheck(idle >= stall_s and waiting >= stall_s, idle)
+
+
+class Watchdog:
+    def __init__(self, service: Any, backend_factory: Callable[[], Any] | None = None) -> None:
+        self.service = service
+        self.store = service.store
+        self.settings = service.settings
+        self._backend_factory = backend_factory
+        self._backend: Any = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def backend(self) -> Any:
+        if self._backend is None:
+            if self._backend_factory is not None:
+                self._backend = self._backend_factory()
+            else:
+                from supervisor.sandboxes import SandboxBackend
+
+                self._backend = SandboxBackend(self.settings)
+        return self._backend
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="agentvisor-watchdog", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.settings.watchdog_interval_s):
+            try:
+                self.run_once()
+            except Exception:  # never let one bad pass stop the watchdog
+                log.exception("watchdog pass failed")
+
+    def run_once(self) -> None:
+        now = self.store.clock.now()
+        agents = self.store.list_agents()
+        if not agents:
+            return
+        self._sandboxes(agents)
+        for agent in agents:
+            check = stall_of(
+                agent,
+                self.store.pending_messages(agent["id"]),
+                now,
+                self.settings.stall_minutes * 60,
+            )
+            if check.stalled and not agent["nudge_at"]:
+                self._nudge(agent, check, now)
+
+    def _sandboxes(self, agents: list[Row]) -> None:
+        try:
+            backend = self.backend()
+            backend.revive()
+            sandboxes = backend.list()
+        except AgentvisorError as exc:  # engine down: health shows it; try again next pass
+            log.warning("sandboxes not checked: %s", exc)
+            return
+        projects = {p["id"]: p["name"] for p in self.store.list_projects()}
+        by_key = {(projects.get(a["project_id"]), a["role"]): a for a in agents}
+        for sandbox in sandboxes:
+            agent = by_key.get((sandbox.project, sandbox.role))
+            if agent is None or agent["state"] == "failed":
+                continue
+            if sandbox.restart_count >= self.settings.max_restarts:
+                self._give_up(agent, sandbox)
+
+    def _give_up(self, agent: Row, sandbox: Any) -> None:
+        with contextlib.suppress(AgentvisorError):
+            self.backend().stop(sandbox.project, sandbox.role)
+        self.store.update_agent(agent["id"], state="failed")
+        self.store.log_event(
+            "sandbox.failed", agent["project_id"], agent["id"], {"restarts": sandbox.restart_count}
+        )
+        self.service.metrics.inc("sandbox_restarts", sandbox.restart_count)
+        self._tell_orchestrator(
+            agent,
+            f"The sandbox of {agent['role']} crashed "
+            f"{sandbox.restart_count} times and was stopped; its "
+            "messages are kept. Run 'agentvisor resume' after "
+            "fixing the cause.",
+            f"failed-{agent['id']}",
+        )
+
+    def _nudge(self, agent: Row, check: StallCheck, now: float) -> None:
+        self.store.update_agent(agent["id"], nudge_at=now)
+        self.store.log_event(
+            "agent.nudged", agent["project_id"], agent["id"], {"idle_s": round(check.idle_s)}
+        )
+        self.service.metrics.inc("nudges")
+        self._tell_orchestrator(
+            agent,
+            f"{agent['role']} has shown no activity for "
+            f"{format_duration(check.idle_s)} although messages wait for it; it was "
+            "nudged. Check on it (agentvisor logs / attach).",
+            f"stall-{agent['id']}-{int(agent['pane_changed_at'] or 0)}",
+        )
+
+    def _tell_orchestrator(self, agent: Row, text: str, key: str) -> None:
+        if agent["role"] == "orchestrator":
+            return
+        try:
+            orchestrator = self.store.get_agent(agent["project_id"], "orchestrator")
+        except AgentvisorError:
+            return
+        self.store.add_message(
+            agent["project_id"],
+            OPERATOR,
+            orchestrator["id"],
+            text,
+            kind="notice",
+            idempotency_key=key,
+        )
+        self.service.waiters.notify([orchestrator["id"]])
