@@ -35,7 +35,7 @@ def test_usage_limit_pauses_then_resumes_at_the_named_time(short_tmp: Path):
             },
         )
         server.client.post("/v1/messages", {"to": "developer", "body": "held while paused"})
-        agent = [a for a in server.client.get("/v1/agents") if a["role"] == "developer"][0]
+        agent = next(a for a in server.client.get("/v1/agents") if a["role"] == "developer")
         assert agent["state"] == "paused"
         assert abs(agent["paused_until"] - (reset_at + 60)) < 1
         assert dev.post("/v1/inbox/lease", wait_s=0.5) is None
