@@ -1,0 +1,52 @@
+# agentvisor: set-up, images, tests. `make test` is what CI runs (.ci/run).
+
+PYTHON_VENV := .venv/bin/python
+AGENTVISOR  := .venv/bin/agentvisor
+AGENT_CLIS  ?= claude
+# The user image carries the agent CLIs; the test image (AGENT_CLIS=none) does not.
+ifeq ($(AGENT_CLIS),none)
+IMAGE_TAG   ?= agentvisor/sandbox:test
+else
+IMAGE_TAG   ?= agentvisor/sandbox:latest
+endif
+PYTEST_ARGS ?=
+ARGS        ?=
+
+.PHONY: setup image image-test test up down status bench lint fmt
+
+setup:
+	bash scripts/setup.sh
+
+# Base image (pulled, or built with debootstrap when no registry answers), then the sandbox.
+image: setup
+	$(PYTHON_VENV) -m supervisor.images --agent-clis $(AGENT_CLIS) --tag $(IMAGE_TAG)
+
+image-test: setup
+	$(PYTHON_VENV) -m supervisor.images --agent-clis none --tag agentvisor/sandbox:test
+
+test: setup image-test
+	$(PYTHON_VENV) -m pytest -q -ra --color=no --durations=10 $(PYTEST_ARGS)
+
+# A spec inside this checkout (like examples/) gets a new project repository next to it.
+NEW_PROJECT = $(if $(filter $(CURDIR)/%,$(abspath $(SPEC))),--new-project,)
+
+up: setup
+	@test -n "$(SPEC)" || { echo "usage: make up SPEC=path/to/spec.md" >&2; exit 2; }
+	$(AGENTVISOR) up $(SPEC) $(NEW_PROJECT) $(ARGS)
+
+down: setup
+	$(AGENTVISOR) down $(ARGS)
+
+status: setup
+	$(AGENTVISOR) status $(ARGS)
+
+bench: setup image-test
+	$(PYTHON_VENV) -m benchmarks $(ARGS)
+
+lint:
+	.venv/bin/ruff format --check .
+	.venv/bin/ruff check .
+
+fmt:
+	.venv/bin/ruff format .
+	.venv/bin/ruff check --fix .

@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# Prepare a Debian machine for agentvisor: system packages, a running Docker engine, and .venv.
+#
+# Idempotent and quick when everything is already there. Run it as root (CI) or as a normal user
+# with sudo rights: only the apt and dockerd steps use sudo, the venv belongs to the user (also
+# under `sudo make setup`, where it is created as $SUDO_USER).
+#
+#   scripts/setup.sh             do it
+#   scripts/setup.sh --dry-run   print the privileged commands instead of running them
+#
+# Environment: PYTHON (default python3, must be >= 3.11), DOCKERD_TIMEOUT_S (default 60).
+
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+STAMP="$VENV/.agentvisor-setup-stamp"
+DOCKERD_LOG=/var/log/agentvisor-dockerd.log
+DOCKERD_TIMEOUT_S="${DOCKERD_TIMEOUT_S:-60}"
+PYTHON="${PYTHON:-python3}"
+DRY_RUN=0
+
+for arg in "$@"; do
+    case "$arg" in
+        --dry-run) DRY_RUN=1 ;;
+        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        *) echo "setup: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
+    esac
+done
+
+say() { echo "setup: $*" >&2; }
+die() { echo "setup: ERROR: $*" >&2; exit 1; }
+
+# Privileged commands go through `as_root`; --dry-run only prints them.
+if [ "$(id -u)" -eq 0 ]; then
+    SUDO=()
+elif command -v sudo >/dev/null 2>&1; then
+    SUDO=(sudo)
+else
+    SUDO=(missing-sudo)
+fi
+
+as_root() {
+    if [ "$DRY_RUN" -eq 1 ]; then
+        echo "+ ${SUDO[*]:+${SUDO[*]} }$*" >&2
+        return 0
+    fi
+    if [ "${SUDO[0]:-}" = missing-sudo ]; then
+        die "'$*' needs root: run this script as root or install sudo"
+    fi
+    "${SUDO[@]}" "$@"
+}
+
+# Commands for the venv run as the invoking user, also when that user called us through sudo.
+as_user() {
+    if [ "$(id -u)" -eq 0 ] && [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ]; then
+        sudo -u "$SUDO_USER" -H "$@"
+    else
+        "$@"
+    fi
+}
+
+# --- system packages -------------------------------------------------------------------------
+
+docker_answers() { timeout 20 docker info >/dev/null 2>&1; }
+
+pkg_installed() {
+    [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]
+}
+
+install_packages() {
+    local wanted=(tmux git python3-venv debootstrap ca-certificates) missing=() pkg
+    # docker.io only when no engine is reachable and none is installed: a machine with Docker's
+    # own docker-ce packages (or Docker Desktop, or a remote DOCKER_HOST) keeps what it has.
+    if ! docker_answers && ! command -v dockerd >/dev/null 2>&1; then
+        wanted+=(docker.io)
+    fi
+    if ! command -v dpkg-query >/dev/null 2>&1; then
+        for pkg in tmux git; do
+            command -v "$pkg" >/dev/null 2>&1 || die "'$pkg' is missing and this is not a Debian system: install it by hand"
+        done
+        say "not a Debian system: skipping apt (install docker, tmux, git, debootstrap by hand)"
+        return 0
+    fi
+    for pkg in "${wanted[@]}"; do
+        pkg_installed "$pkg" || missing+=("$pkg")
+    done
+    if [ "${#missing[@]}" -eq 0 ]; then
+        say "system packages present"
+        return 0
+    fi
+    say "installing: ${missing[*]}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+        || die "apt-get update failed: check the network and /etc/apt/sources.list"
+    # With recommends: debootstrap needs debian-archive-keyring, dockerd cgroupfs-mount here.
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" \
+        || die "apt-get install ${missing[*]} failed: see the apt output above"
+}
+
+# --- docker engine ---------------------------------------------------------------------------
+
+ensure_docker() {
+    if docker_answers; then
+        say "docker engine answers"
+        return 0
+    fi
+    command -v docker >/dev/null 2>&1 || die "the docker client is missing: apt-get install docker.io"
+    if pgrep -x dockerd >/dev/null 2>&1; then
+        if [ "$(id -u)" -ne 0 ] && [ -S /var/run/docker.sock ] && [ ! -w /var/run/docker.sock ]; then
+            die "dockerd runs but $(id -un) may not use /var/run/docker.sock: run 'sudo usermod -aG docker $(id -un)' and log in again"
+        fi
+        die "dockerd runs but 'docker info' fails: see 'docker info' and $DOCKERD_LOG"
+    fi
+    command -v dockerd >/dev/null 2>&1 || die "dockerd is not installed: apt-get install docker.io"
+
+    if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+        say "starting docker with systemctl"
+        as_root systemctl start docker || die "'systemctl start docker' failed: see 'journalctl -u docker'"
+    else
+        say "starting dockerd in the background (log: $DOCKERD_LOG)"
+        as_root sh -c "nohup setsid dockerd >>'$DOCKERD_LOG' 2>&1 </dev/null &" \
+            || die "could not start dockerd: see $DOCKERD_LOG"
+    fi
+    [ "$DRY_RUN" -eq 1 ] && { say "dry run: not waiting for dockerd"; return 0; }
+
+    local deadline=$((SECONDS + DOCKERD_TIMEOUT_S))
+    until docker_answers; do
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            tail -n 20 "$DOCKERD_LOG" >&2 2>/dev/null || true
+            die "dockerd did not answer within ${DOCKERD_TIMEOUT_S}s: see $DOCKERD_LOG (last lines above)"
+        fi
+        sleep 0.5
+    done
+    say "docker engine answers"
+}
+
+# --- python venv -----------------------------------------------------------------------------
+
+ensure_venv() {
+    command -v "$PYTHON" >/dev/null 2>&1 || die "'$PYTHON' not found: install python3 (>= 3.11) or set PYTHON"
+    "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+        || die "$PYTHON is $("$PYTHON" -V 2>&1), agentvisor needs >= 3.11: set PYTHON to a newer one"
+
+    if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c '' 2>/dev/null \
+        && [ -f "$STAMP" ] && [ "$STAMP" -nt "$ROOT/pyproject.toml" ]; then
+        say "venv up to date ($VENV)"
+        return 0
+    fi
+    if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c '' 2>/dev/null; then
+        say "creating $VENV"
+        rm -rf "$VENV"
+        as_user "$PYTHON" -m venv "$VENV" \
+            || die "'$PYTHON -m venv' failed: install python3-venv"
+    fi
+    say "installing agentvisor and its dev dependencies into $VENV"
+    as_user "$VENV/bin/pip" install --quiet --disable-pip-version-check -e "${ROOT}[dev]" \
+        || die "pip install -e '.[dev]' failed: see the pip output above"
+    as_user touch "$STAMP"
+}
+
+install_packages
+ensure_docker
+ensure_venv
+say "ready"
