@@ -100,6 +100,23 @@ def serve(
     server.serve(settings)
 
 
+@app.command()
+def image(
+    agent_clis: Annotated[
+        str, typer.Option("--agent-clis", help="Agent CLIs in the image: claude, or none.")
+    ] = "claude",
+    tag: Annotated[str | None, typer.Option("--tag", help="Image tag.")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Rebuild every layer.")] = False,
+) -> None:
+    """Build the sandbox image (and its base, locally when no registry answers)."""
+    from supervisor import images
+
+    args = ["--agent-clis", agent_clis] + (["--tag", tag] if tag else [])
+    code = images.main(args + (["--no-cache"] if no_cache else []))
+    if code:
+        raise typer.Exit(code)
+
+
 @app.command("stop-server")
 def stop_server(ctx: typer.Context) -> None:
     """Stop the background server (sandboxes keep running)."""
