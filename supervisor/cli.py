@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -371,6 +372,10 @@ def _role_names(client: ApiClient) -> dict[int, str]:
 
 def main(argv: list[str] | None = None) -> Any:
     """Console entry point: domain errors become one line on stderr and exit code 1."""
+    if os.getuid() == 0:  # repositories handed to the sandbox uid stay usable by root's git
+        from supervisor.worktrees import trust_handed_over_repositories
+
+        trust_handed_over_repositories()
     try:
         return app(args=argv, standalone_mode=True)
     except AgentvisorError as exc:

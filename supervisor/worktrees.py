@@ -555,6 +555,7 @@ def chown_for_sandbox(paths: Iterable[Path], uid: int, gid: int) -> None:
     `git_common_dir(repo_root)`. git run by root afterwards creates root-owned files there again
     (new object folders), so call it again after host-side commits or merges.
     """
+    trust_handed_over_repositories()
     for top in paths:
         for path in _walk(Path(top)):
             try:
@@ -564,6 +565,24 @@ def chown_for_sandbox(paths: Iterable[Path], uid: int, gid: int) -> None:
                     f"cannot give {path} to uid {uid}: {error.strerror}; run as "
                     "root or let the sandbox run as your own uid"
                 ) from error
+
+
+def trust_handed_over_repositories() -> None:
+    """Let this (root) process and its children keep using repositories it handed to the
+    sandbox uid: git refuses a repository owned by someone else unless told it is safe. Only the
+    environment of this process changes, never a git config file (see docs/troubleshooting.md
+    for the same in the user's own shell)."""
+    key = "safe.directory"
+    count = int(os.environ.get("GIT_CONFIG_COUNT", "0") or 0)
+    for index in range(count):
+        if (
+            os.environ.get(f"GIT_CONFIG_KEY_{index}") == key
+            and os.environ.get(f"GIT_CONFIG_VALUE_{index}") == "*"
+        ):
+            return
+    os.environ[f"GIT_CONFIG_KEY_{count}"] = key
+    os.environ[f"GIT_CONFIG_VALUE_{count}"] = "*"
+    os.environ["GIT_CONFIG_COUNT"] = str(count + 1)
 
 
 def _walk(top: Path) -> Iterable[Path]:

@@ -1,0 +1,270 @@
+"""The rules that keep a sandbox locked down, whoever asks for more: which mounts, variables and
+limits a caller or a project's own `.agentvisor/sandbox.toml` may add. Pure but for reading paths.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from supervisor.config import Settings
+from supervisor.errors import SandboxError
+from supervisor.worktrees import Mount
+
+WORKDIR = "/workspace"
+HOME = "/home/agent"
+# Engine sockets no sandbox may see, itself or through a folder above it.
+ENGINE_SOCKETS = (
+    "/var/run/docker.sock",
+    "/run/docker.sock",
+    "/run/containerd/containerd.sock",
+    "/var/run/containerd/containerd.sock",
+    "/run/podman/podman.sock",
+)
+# Container paths an extra mount may not cover, replace or sit under.
+FORBIDDEN_TARGETS = (
+    "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/opt/agentvisor",
+    "/proc", "/run/agentvisor", "/sbin", "/sys", "/usr", "/var", WORKDIR,
+)  # fmt: skip
+# Variables that say who and where the agent is: set by agentvisor only.
+RESERVED_ENV = (
+    "AGENTVISOR_SOCKET", "AGENTVISOR_TOKEN_FILE", "AGENTVISOR_PROJECT", "AGENTVISOR_ROLE",
+    "AGENTVISOR_PROFILE", "AGENTVISOR_WORKDIR", "HOME", "PATH", "PYTHONPATH", "TMUX_TMPDIR",
+    "DOCKER_HOST",
+)  # fmt: skip
+PROJECT_CONFIG_FILE = Path(".agentvisor") / "sandbox.toml"
+# What a project's own configuration may not touch, by the rule it would break.
+PROJECT_RULES = {
+    "privileged": "no-privileged",
+    "cap_add": "no-capabilities",
+    "cap_drop": "no-capabilities",
+    "capabilities": "no-capabilities",
+    "network": "own-network-only",
+    "network_mode": "own-network-only",
+    "networks": "own-network-only",
+    "net": "own-network-only",
+    "extra_hosts": "own-network-only",
+    "ports": "own-network-only",
+    "security_opt": "fixed-security-options",
+    "seccomp": "fixed-security-options",
+    "apparmor": "fixed-security-options",
+    "no_new_privileges": "fixed-security-options",
+    "user": "fixed-user",
+    "group_add": "fixed-user",
+    "userns_mode": "fixed-user",
+    "read_only": "read-only-root",
+    "tmpfs": "read-only-root",
+    "devices": "no-devices",
+    "device_requests": "no-devices",
+    "device_cgroup_rules": "no-devices",
+    "pid_mode": "no-host-namespaces",
+    "ipc_mode": "no-host-namespaces",
+    "uts_mode": "no-host-namespaces",
+    "cgroupns": "no-host-namespaces",
+    "cgroup_parent": "no-host-namespaces",
+    "volumes": "allowed-mounts-only",
+    "binds": "allowed-mounts-only",
+    "volumes_from": "allowed-mounts-only",
+    "sysctls": "fixed-kernel-settings",
+    "runtime": "fixed-kernel-settings",
+    "image": "fixed-image",
+    "entrypoint": "fixed-image",
+    "command": "fixed-image",
+}
+PROJECT_KEYS = ("env", "mounts", "memory_mb", "cpus", "pids", "tmpfs_mb")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@dataclass(frozen=True)
+class ProjectSandboxConfig:
+    """What a project's own `.agentvisor/sandbox.toml` may set, once validated."""
+
+    env: Mapping[str, str] = field(default_factory=dict)
+    mounts: tuple[Mount, ...] = ()  # read-only, inside the project, clear of .git
+    memory_mb: int | None = None  # only lower than the operator's settings
+    cpus: float | None = None
+    pids: int | None = None
+    tmpfs_mb: int | None = None
+
+
+def check_env(key: str, value: str, source: str) -> None:
+    if not isinstance(key, str) or not _ENV_NAME.fullmatch(key):
+        raise SandboxError(f"{key!r} in {source} is not a valid environment variable name")
+    if not isinstance(value, str) or "\0" in value:
+        raise SandboxError(f"the value of {key} in {source} must be a string without NUL")
+    if key in RESERVED_ENV:
+        raise SandboxError(
+            f"{source} may not set {key} (rule fixed-identity: agentvisor sets it); remove it"
+        )
+
+
+def checked_extra_mount(mount: Mount, fixed_targets: Sequence[str], what: str) -> Mount:
+    if not mount.read_only:
+        raise SandboxError(
+            f"the {what} of {mount.source} must be read-only (rule read-only-extra-mounts)"
+        )
+    target = PurePosixPath(str(mount.target))
+    if (
+        not target.is_absolute()
+        or ".." in target.parts
+        or str(target) != os.path.normpath(str(target))
+    ):
+        raise SandboxError(f"the {what} target {target} must be a plain absolute path")
+    for forbidden in ("/", *FORBIDDEN_TARGETS, *fixed_targets):
+        if forbidden == HOME and target.parent == PurePosixPath(HOME):
+            continue  # a file at the top of the home volume, e.g. ~/.gitconfig
+        if forbidden == HOME and _under(target, HOME):
+            # Docker would create the folders in between as root, in the agent's own home:
+            # ~/.claude owned by root breaks the agent CLI.
+            raise SandboxError(
+                f"the {what} target {target} would make folders in {HOME} that the agent cannot "
+                f"write (rule home-stays-writable); mount it directly in {HOME} or under /mnt"
+            )
+        if target == PurePosixPath(forbidden) or _under(PurePosixPath(forbidden), target):
+            raise SandboxError(
+                f"the {what} target {target} would cover {forbidden} (rule "
+                "allowed-mounts-only); mount it somewhere else"
+            )
+        if forbidden != "/" and _under(target, forbidden):
+            raise SandboxError(
+                f"the {what} target {target} is inside {forbidden} (rule allowed-mounts-only); "
+                "mount it somewhere else"
+            )
+    return Mount(Path(os.path.realpath(mount.source)), Path(str(target)), True)
+
+
+def check_host_path_target(target: Path) -> None:
+    for folder in (WORKDIR, "/proc", "/sys", "/dev", "/run/agentvisor"):
+        if target == Path(folder) or _under(target, folder):
+            raise SandboxError(
+                f"{target} is mounted at its own path in the sandbox, where {folder} is "
+                "reserved; move the project out of that folder"
+            )
+
+
+def _under(path: PurePosixPath | Path, folder: str | PurePosixPath | Path) -> bool:
+    """True when `path` is strictly inside `folder`."""
+    path, folder = PurePosixPath(str(path)), PurePosixPath(str(folder))
+    return path != folder and path.is_relative_to(folder)
+
+
+def check_mount_source(
+    source: Path, settings: Settings, allowed_state: set[Path], engine_sockets: Sequence[str]
+) -> None:
+    real = Path(os.path.realpath(source))
+    if not real.exists():
+        raise SandboxError(f"the mount source {source} does not exist; create it first")
+    for engine in engine_sockets:
+        engine_real = Path(os.path.realpath(engine))
+        if real == engine_real or _under(engine_real, real):
+            raise SandboxError(
+                f"{source} is or contains the container engine's socket {engine} (rule "
+                "no-docker-socket: a sandbox must never reach the engine)"
+            )
+    if stat.S_ISSOCK(real.stat().st_mode):
+        raise SandboxError(
+            f"{source} is a socket (rule no-docker-socket: only the agentvisor API's folder "
+            "is mounted)"
+        )
+    state = Path(os.path.realpath(settings.state_dir))
+    if real in allowed_state:
+        return
+    if real == state or _under(state, real) or _under(real, state):
+        raise SandboxError(
+            f"{source} would expose the agentvisor state directory {state} (rule no-state-dir: "
+            "only the socket folder and the agent's own token are mounted)"
+        )
+
+
+def check_unique_targets(targets: Sequence[str]) -> None:
+    seen: set[str] = set()
+    for target in targets:
+        if target in seen:
+            raise SandboxError(f"two mounts target {target}; each container path is mounted once")
+        seen.add(target)
+
+
+# --- a project's own configuration -------------------------------------------------------------
+
+
+def load_project_config(repo_root: Path) -> dict[str, Any]:
+    """`<repo>/.agentvisor/sandbox.toml`'s `[sandbox]` table (or whole file), {} if absent."""
+    path = Path(repo_root) / PROJECT_CONFIG_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SandboxError(f"{path} is not valid TOML ({exc}); fix or remove it") from None
+    table = data.get("sandbox", data)
+    return table if isinstance(table, dict) else {}
+
+
+def parse_project_config(
+    raw: Mapping[str, Any], settings: Settings, repo_root: Path
+) -> ProjectSandboxConfig:
+    """Validate a project's own sandbox settings; SandboxError names the rule an entry breaks."""
+    where = f"{Path(repo_root) / PROJECT_CONFIG_FILE}"
+    for key in raw:
+        if key in PROJECT_RULES:
+            raise SandboxError(
+                f"{where} may not set {key!r} (rule {PROJECT_RULES[key]}: a project cannot "
+                "weaken its sandbox); remove it"
+            )
+        if key not in PROJECT_KEYS:
+            raise SandboxError(
+                f"{where}: unknown setting {key!r}; a project may set {', '.join(PROJECT_KEYS)}"
+            )
+    env = raw.get("env", {})
+    if not isinstance(env, Mapping):
+        raise SandboxError(f'{where}: env must be a table of NAME = "value"')
+    limits: dict[str, Any] = {}
+    for key, kind, ceiling in (
+        ("memory_mb", int, settings.memory_mb),
+        ("cpus", float, settings.cpus),
+        ("pids", int, settings.pids),
+        ("tmpfs_mb", int, settings.tmpfs_mb),
+    ):
+        if key not in raw:
+            continue
+        value = raw[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise SandboxError(f"{where}: {key} must be a positive number")
+        if value > ceiling:
+            raise SandboxError(
+                f"{where} may not raise {key} to {value} above the operator's {ceiling} (rule "
+                "limits-only-lower); lower it or raise the setting in config.toml"
+            )
+        limits[key] = kind(value)
+    mounts = tuple(_project_mount(entry, repo_root, where) for entry in raw.get("mounts", ()))
+    return ProjectSandboxConfig(env=dict(env), mounts=mounts, **limits)
+
+
+def _project_mount(entry: Any, repo_root: Path, where: str) -> Mount:
+    if not isinstance(entry, Mapping) or not {"source", "target"} <= set(entry):
+        raise SandboxError(f"{where}: each mount needs source and target")
+    if entry.get("read_only", True) is not True:
+        raise SandboxError(
+            f"{where}: the mount of {entry['source']} must be read-only (rule "
+            "read-only-extra-mounts)"
+        )
+    root = Path(repo_root).resolve()
+    source = Path(os.path.realpath(root / str(entry["source"])))
+    git_dir = Path(os.path.realpath(root / ".git"))
+    if not (source == root or _under(source, root)):
+        raise SandboxError(
+            f"{where}: the mount source {entry['source']} is outside the project {root} (rule "
+            "allowed-mounts-only: a project may only mount its own files)"
+        )
+    if source in (git_dir, root) or _under(source, git_dir) or _under(git_dir, source):
+        raise SandboxError(
+            f"{where}: the mount source {entry['source']} would expose the project's .git "
+            "(rule allowed-mounts-only); mount a folder that holds no .git"
+        )
+    return Mount(source, Path(str(entry["target"])), True)

@@ -1,0 +1,568 @@
+"""The container backend: one locked-down Docker container per agent, found again by its labels.
+
+A thin shell over the Docker SDK; what a container is made of is decided in `sandbox_spec`.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import docker
+import docker.errors
+import requests.exceptions
+from docker.models.containers import Container
+
+from supervisor.config import Settings
+from supervisor.errors import EngineUnavailable, SandboxError
+from supervisor.sandbox_spec import (
+    LABEL_CONFIG,
+    LABEL_MANAGED,
+    LABEL_PROJECT,
+    LABEL_ROLE,
+    LABEL_STATE_DIR,
+    RESERVED_LABEL_PREFIX,
+    RESTART_POLICY,
+    SandboxSpec,
+    build_spec,
+    check_project,
+    container_name,
+    home_volume_name,
+    network_name,
+    ownership_labels,
+    state_label,
+    token_file_path,
+)
+from supervisor.sandbox_status import (
+    SandboxInfo,
+    SandboxStats,
+    cpu_percent,
+    health_of,
+    memory_mb,
+    parse_docker_time,
+)
+
+__all__ = [
+    "SandboxBackend",
+    "SandboxInfo",
+    "SandboxSpec",
+    "SandboxStats",
+    "build_spec",
+    "container_name",
+    "health_of",
+    "home_volume_name",
+    "network_name",
+    "write_token_file",
+]
+
+log = logging.getLogger("agentvisor.sandboxes")
+T = TypeVar("T")
+TMUX_SESSION = "agent"
+STOP_TIMEOUT_S = 15  # the shim needs up to 10 s (supervisord's stopwaitsecs) to let go
+NO_RESTART = {"Name": "no", "MaximumRetryCount": 0}
+
+
+# --- the token file ----------------------------------------------------------------------------
+
+
+def write_token_file(settings: Settings, project: str, role: str, token: str) -> Path:
+    """`STATE/tokens/<project>/<role>.token`, mode 0400, owned by the sandbox user.
+
+    A new file is written beside and renamed into place. An existing one is rewritten in place
+    instead: a running sandbox has that very inode bind-mounted, and a rename would leave it
+    reading the old token forever (the shim reads the file on every request).
+    """
+    token = token.strip()
+    if not token or "\n" in token:
+        raise SandboxError(f"the token for {role} is empty or not one line; register it again")
+    path = token_file_path(settings, project, role)
+    for folder in (settings.tokens_dir, path.parent):
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(folder, 0o700)
+    uid, gid = settings.sandbox_ids()
+    as_root = os.getuid() == 0
+    if not as_root and uid != os.getuid():
+        raise SandboxError(
+            f"the sandbox uid {uid} is not yours, so only root can hand it the token; unset "
+            "sandbox_uid or run agentvisor as root"
+        )
+    data = f"{token}\n".encode()
+    if path.is_file() and not path.is_symlink():
+        os.chmod(path, 0o600)  # the owner (not root) needs write permission for a moment
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
+        try:
+            os.pwrite(fd, data, 0)
+            os.ftruncate(fd, len(data))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # a symlink or other leftover: never write through it
+        fd, tmp = tempfile.mkstemp(prefix=f".{role}.", suffix=".tmp", dir=path.parent)
+        try:
+            os.write(fd, data)
+            os.fchmod(fd, 0o400)  # it appears complete, private and owned, or not at all
+            if as_root:
+                os.fchown(fd, uid, gid)
+            os.fsync(fd)
+            os.close(fd)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+    os.chmod(path, 0o400)
+    if as_root:
+        os.chown(path, uid, gid)
+    return path
+
+
+# --- the engine --------------------------------------------------------------------------------
+
+
+def _engine_address() -> str:
+    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
+def docker_client(max_pool_size: int = 16) -> docker.DockerClient:
+    """A client of the local Docker engine, or EngineUnavailable saying what to do."""
+    try:
+        client = docker.from_env(max_pool_size=max_pool_size)
+        client.ping()
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise EngineUnavailable(
+            f"Docker engine not reachable at {_engine_address()}; run 'make setup' or start "
+            f"dockerd ({exc})"
+        ) from exc
+    return client
+
+
+class SandboxBackend:
+    """Creates, adopts, starts, stops and inspects the sandboxes of one state directory.
+
+    Everything is found by labels (managed, state dir, project, role), so a restarted
+    supervisor adopts the sandboxes it started, and another state dir's are left alone.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: docker.DockerClient | None = None,
+        max_workers: int = 8,
+    ) -> None:
+        self.settings = settings
+        self._client = client
+        self._max_workers = max_workers
+        self._state = state_label(settings)
+        self._lock = threading.Lock()  # network and volume creation: once per name
+
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            self._client = docker_client(max_pool_size=self._max_workers * 2)
+        return self._client
+
+    # -- creating and starting --------------------------------------------------------------
+
+    def ensure_running(self, spec: SandboxSpec) -> SandboxInfo:
+        """Start the sandbox for `spec`: adopt a container of that name and labels if it is
+        up to date, replace it (keeping the home volume) if its configuration or image
+        changed, create it if missing."""
+        image_id = self._image_id(spec.image)
+        container = self._find(spec.name)
+        if container is not None:
+            self._check_ours(container, spec.project, spec.role)
+            reason = self._stale_reason(container, spec, image_id)
+            if reason:
+                log.info("replacing sandbox %s: %s", spec.name, reason)
+                self._call(f"remove the stale sandbox {spec.name}", container.remove, force=True)
+                container = None
+        if container is None:
+            container = self.create(spec)
+        return self._run(container)
+
+    def start_many(self, specs: Iterable[SandboxSpec]) -> list[SandboxInfo]:
+        """`ensure_running` for several sandboxes at once; every one is tried before a failure
+        is reported."""
+        specs = builtins.list(specs)
+        results = self._parallel(self.ensure_running, specs)
+        failures = [f"{s.role}: {r.message}" for s, r in zip(specs, results, strict=True)
+                    if isinstance(r, SandboxError)]  # fmt: skip
+        if failures:
+            raise SandboxError(f"{len(failures)} sandbox(es) did not start: {'; '.join(failures)}")
+        return [r for r in results if isinstance(r, SandboxInfo)]
+
+    def create(self, spec: SandboxSpec) -> Container:
+        """Create (not start) the container, its project network and its home volume."""
+        extra = {k: v for k, v in spec.labels.items() if not k.startswith(RESERVED_LABEL_PREFIX)}
+        self.ensure_network(spec.project, extra)
+        self._ensure_volume(spec.home_volume, spec.project, spec.role, extra)
+        try:
+            return self.client.containers.create(**spec.create_kwargs())
+        except docker.errors.ImageNotFound:
+            raise SandboxError(
+                f"the image {spec.image} is missing; build it with 'agentvisor image' or 'make "
+                "image'"
+            ) from None
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:  # created meanwhile by another thread or process
+                container = self._find(spec.name)
+                if container is not None:
+                    self._check_ours(container, spec.project, spec.role)
+                    return container
+            raise SandboxError(f"cannot create the sandbox {spec.name}: {_why(exc)}") from None
+
+    def start(self, project: str, role: str) -> SandboxInfo:
+        return self._run(self._get(project, role))
+
+    def ensure_network(self, project: str, extra_labels: Mapping[str, str] | None = None) -> str:
+        """The project's own bridge network, created if missing: projects cannot reach each
+        other, and nothing else joins it."""
+        name = network_name(project)
+        with self._lock:
+            found = [n for n in self._call("list networks", self.client.networks.list, names=[name])
+                     if n.name == name]  # fmt: skip
+            if found:
+                labels = found[0].attrs.get("Labels") or {}
+                if not self._owned(labels, project):
+                    raise SandboxError(
+                        f"the network {name} exists but is not this state dir's; remove it "
+                        f"(docker network rm {name}) or use another project name"
+                    )
+                return name
+            labels = {**(extra_labels or {}), **ownership_labels(self.settings, project)}
+            self._call(
+                f"create the network {name}",
+                self.client.networks.create,
+                name,
+                driver="bridge",
+                labels=labels,
+                check_duplicate=True,
+            )
+            return name
+
+    def _ensure_volume(
+        self, name: str, project: str, role: str, extra_labels: Mapping[str, str]
+    ) -> None:
+        with self._lock:
+            try:
+                volume = self.client.volumes.get(name)
+            except docker.errors.NotFound:
+                labels = {**extra_labels, **ownership_labels(self.settings, project, role)}
+                self._call(f"create the volume {name}", self.client.volumes.create, name,
+                           labels=labels)  # fmt: skip
+                return
+            except docker.errors.APIError as exc:
+                raise SandboxError(f"cannot look up the volume {name}: {_why(exc)}") from None
+            if not self._owned(volume.attrs.get("Labels") or {}, project, role):
+                raise SandboxError(
+                    f"the volume {name} exists but is not this agent's home; remove it (docker "
+                    f"volume rm {name}) or use another project name"
+                )
+
+    def _run(self, container: Container) -> SandboxInfo:
+        container.reload()
+        status = container.status
+        if container.attrs["HostConfig"]["RestartPolicy"].get("Name") != RESTART_POLICY["Name"]:
+            self._call("set the restart policy", container.update, restart_policy=RESTART_POLICY)
+        if status == "paused":
+            self._call(f"unpause {container.name}", container.unpause)
+        elif status in ("created", "exited", "dead"):
+            self._call(f"start {container.name}", container.start)
+        container.reload()
+        return self._info(container)
+
+    # -- stopping and removing --------------------------------------------------------------
+
+    def stop(
+        self, project: str, role: str | None = None, timeout_s: int = STOP_TIMEOUT_S
+    ) -> builtins.list[str]:
+        """Stop the project's sandboxes (or one); they stay stopped until started again."""
+
+        def stop_one(container: Container) -> str:
+            # Policy "no" first: `revive` and a restarted engine then leave it stopped.
+            self._call("set the restart policy", container.update, restart_policy=NO_RESTART)
+            self._call(f"stop {container.name}", container.stop, timeout=timeout_s)
+            return str(container.name)
+
+        containers = self._containers(project, role)
+        return [r for r in self._parallel(stop_one, containers) if isinstance(r, str)]
+
+    def remove(
+        self, project: str, role: str | None = None, volumes: bool = False
+    ) -> builtins.list[str]:
+        """Remove the project's sandboxes (or one); with `volumes`, their home volumes too, and
+        the project's network once no sandbox is left on it. Returns what was removed."""
+        removed = []
+        for container in self._containers(project, role):
+            self._call(f"remove {container.name}", container.remove, force=True)
+            removed.append(str(container.name))
+        if volumes:
+            filters = {"label": self._label_filters(project, role)}
+            for volume in self._call("list volumes", self.client.volumes.list, filters=filters):
+                self._call(f"remove the volume {volume.name}", volume.remove, force=True)
+                removed.append(str(volume.name))
+        if role is None:
+            name = network_name(project)
+            for network in self._call("list networks", self.client.networks.list, names=[name]):
+                if network.name != name or not self._owned(
+                    network.attrs.get("Labels") or {}, project
+                ):
+                    continue
+                try:
+                    network.remove()
+                    removed.append(name)
+                except docker.errors.APIError as exc:  # something else still uses it: keep it
+                    log.warning("network %s kept: %s", name, _why(exc))
+        return removed
+
+    # -- looking -----------------------------------------------------------------------------
+
+    def list(self, project: str | None = None) -> builtins.list[SandboxInfo]:
+        """This state dir's sandboxes (of one project), by project and role."""
+        infos = [self._info(c) for c in self._containers(project)]
+        return sorted(infos, key=lambda i: (i.project, i.role))
+
+    def get(self, project: str, role: str) -> SandboxInfo:
+        return self._info(self._get(project, role))
+
+    def stats(
+        self, project: str | None = None, role: str | None = None
+    ) -> dict[tuple[str, str], SandboxStats]:
+        """CPU and memory of each running sandbox, one sample each, sampled concurrently."""
+
+        def sample(container: Container) -> tuple[tuple[str, str], SandboxStats]:
+            key = (container.labels[LABEL_PROJECT], container.labels[LABEL_ROLE])
+            raw = self._call(f"read the stats of {container.name}", container.stats, stream=False)
+            limit = (raw.get("memory_stats") or {}).get("limit")
+            return key, SandboxStats(cpu_percent(raw), memory_mb(raw), limit and limit / 2**20)
+
+        running = [c for c in self._containers(project, role) if c.status == "running"]
+        return dict(r for r in self._parallel(sample, running) if isinstance(r, tuple))
+
+    def exec_tty_argv(self, project: str, role: str) -> builtins.list[str]:
+        """`docker exec -it` into the agent's tmux session: for a person at a terminal."""
+        container = self._running(project, role)
+        docker_cli = shutil.which("docker")
+        if docker_cli is None:
+            raise SandboxError(
+                "the docker command line is not installed; attaching needs it (install "
+                "docker-ce-cli or docker.io)"
+            )
+        user = self._user(container)
+        return [docker_cli, "exec", "-it", "-u", user, "-w", "/workspace", str(container.name),
+                "tmux", "attach", "-t", TMUX_SESSION]  # fmt: skip
+
+    def pane_history(self, project: str, role: str, lines: int = 200) -> str:
+        """The last `lines` lines of the agent's pane, scrollback included (joined lines)."""
+        container = self._running(project, role)
+        command = ["tmux", "capture-pane", "-p", "-J", "-S", f"-{max(lines, 1)}",
+                   "-t", TMUX_SESSION]  # fmt: skip
+        result = self._call(f"read the pane of {container.name}", container.exec_run, command,
+                            user=self._user(container))  # fmt: skip
+        output = (result.output or b"").decode(errors="replace")
+        if result.exit_code != 0:
+            raise SandboxError(
+                f"no agent pane in {container.name} yet ({output.strip() or 'tmux failed'}); "
+                f"the shim starts it: see 'docker logs {container.name}'"
+            )
+        return output.rstrip("\n") + "\n"
+
+    def wait_ready(
+        self,
+        project: str,
+        role: str,
+        timeout_s: float = 60.0,
+        ready: Callable[[], bool] | None = None,
+        interval_s: float = 0.1,
+    ) -> float:
+        """Wait until the sandbox runs and `ready()` holds (default: the agent's tmux session
+        exists); return the seconds waited, or SandboxError saying what the sandbox did."""
+        started = time.monotonic()
+        name = container_name(project, role)
+        while True:
+            container = self._get(project, role)
+            if container.status == "running":
+                if ready is not None:
+                    if ready():
+                        return time.monotonic() - started
+                else:
+                    check = ["tmux", "has-session", "-t", TMUX_SESSION]
+                    result = container.exec_run(check, user=self._user(container))
+                    if result.exit_code == 0:
+                        return time.monotonic() - started
+            elif container.status in ("exited", "dead"):
+                tail = container.logs(tail=5).decode(errors="replace").strip()
+                raise SandboxError(
+                    f"the sandbox {name} exited (code {container.attrs['State']['ExitCode']}): "
+                    f"{tail or 'no output'}"
+                )
+            if time.monotonic() - started > timeout_s:
+                raise SandboxError(
+                    f"the sandbox {name} was not ready within {timeout_s:.0f} s (status "
+                    f"{container.status}); see 'docker logs {name}'"
+                )
+            time.sleep(interval_s)
+
+    def revive(self, project: str | None = None) -> builtins.list[SandboxInfo]:
+        """Start the sandboxes that died although nobody stopped them through agentvisor.
+
+        Docker restarts a crashed sandbox by itself, but treats `docker kill` as a wish to keep
+        it down; `stop` sets the restart policy to "no", so those are the ones left alone.
+        """
+        revived = []
+        for container in self._containers(project):
+            policy = container.attrs["HostConfig"]["RestartPolicy"].get("Name")
+            if container.status in ("exited", "dead") and policy == RESTART_POLICY["Name"]:
+                log.warning("sandbox %s had stopped by itself; starting it", container.name)
+                revived.append(self._run(container))
+        return revived
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _label_filters(self, project: str | None, role: str | None = None) -> list[str]:
+        filters = [f"{LABEL_MANAGED}=1", f"{LABEL_STATE_DIR}={self._state}"]
+        if project is not None:
+            filters.append(f"{LABEL_PROJECT}={check_project(project)}")
+        if role is not None:
+            filters.append(f"{LABEL_ROLE}={role}")
+        return filters
+
+    def _containers(self, project: str | None, role: str | None = None) -> builtins.list[Container]:
+        filters = {"label": self._label_filters(project, role)}
+        found = self._call("list containers", self.client.containers.list, all=True,
+                           filters=filters, ignore_removed=True)  # fmt: skip
+        return builtins.list(found)
+
+    def _find(self, name: str) -> Container | None:
+        try:
+            return self.client.containers.get(name)
+        except docker.errors.NotFound:
+            return None
+        except docker.errors.APIError as exc:
+            raise SandboxError(f"cannot look up the sandbox {name}: {_why(exc)}") from None
+        except requests.exceptions.ConnectionError as exc:
+            raise EngineUnavailable(
+                f"Docker engine not reachable at {_engine_address()}; run 'make setup' or start "
+                f"dockerd ({exc})"
+            ) from exc
+
+    def _get(self, project: str, role: str) -> Container:
+        name = container_name(project, role)
+        container = self._find(name)
+        if container is None:
+            raise SandboxError(
+                f"there is no sandbox for {role} in {project}; start the team with 'agentvisor up'"
+            )
+        self._check_ours(container, project, role)
+        return container
+
+    def _running(self, project: str, role: str) -> Container:
+        container = self._get(project, role)
+        if container.status != "running":
+            raise SandboxError(
+                f"the sandbox of {role} in {project} is {container.status}; start it with "
+                "'agentvisor resume'"
+            )
+        return container
+
+    def _owned(self, labels: Mapping[str, str], project: str, role: str | None = None) -> bool:
+        return all(labels.get(k) == v
+                   for k, v in ownership_labels(self.settings, project, role).items())  # fmt: skip
+
+    def _check_ours(self, container: Container, project: str, role: str) -> None:
+        labels = container.labels or {}
+        if self._owned(labels, project, role):
+            return
+        owner = labels.get(LABEL_STATE_DIR)
+        whose = f"the state dir {owner}" if owner else "no agentvisor state dir"
+        raise SandboxError(
+            f"a container named {container.name} exists but belongs to {whose}; remove it "
+            f"(docker rm -f {container.name}) or use another project name"
+        )
+
+    def _stale_reason(self, container: Container, spec: SandboxSpec, image_id: str) -> str:
+        if container.labels.get(LABEL_CONFIG) != spec.labels[LABEL_CONFIG]:
+            return "its configuration changed"
+        if container.attrs.get("Image") != image_id:
+            return f"the image {spec.image} was rebuilt"
+        return ""
+
+    def _image_id(self, image: str) -> str:
+        try:
+            return str(self.client.images.get(image).id)
+        except docker.errors.ImageNotFound:
+            raise SandboxError(
+                f"the image {image} is missing; build it with 'agentvisor image' or 'make image'"
+            ) from None
+        except docker.errors.APIError as exc:
+            raise SandboxError(f"cannot look up the image {image}: {_why(exc)}") from None
+
+    def _user(self, container: Container) -> str:
+        return str(container.attrs["Config"].get("User") or "{}:{}".format(
+            *self.settings.sandbox_ids()))  # fmt: skip
+
+    def _info(self, container: Container) -> SandboxInfo:
+        attrs = container.attrs
+        state = attrs.get("State") or {}
+        return SandboxInfo(
+            project=container.labels.get(LABEL_PROJECT, ""),
+            role=container.labels.get(LABEL_ROLE, ""),
+            name=str(container.name),
+            container_id=str(container.id),
+            status=str(state.get("Status", container.status)),
+            health=(state.get("Health") or {}).get("Status"),
+            started_at=parse_docker_time(state.get("StartedAt")),
+            restart_count=int(attrs.get("RestartCount") or 0),
+            image=str(attrs.get("Config", {}).get("Image", "")),
+            exit_code=state.get("ExitCode"),
+            restart_policy=str(attrs["HostConfig"]["RestartPolicy"].get("Name") or "no"),
+        )
+
+    def _call(self, what: str, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Call the engine; its failures become SandboxError / EngineUnavailable."""
+        try:
+            return function(*args, **kwargs)
+        except docker.errors.APIError as exc:
+            raise SandboxError(f"cannot {what}: {_why(exc)}") from None
+        except requests.exceptions.ConnectionError as exc:
+            raise EngineUnavailable(
+                f"Docker engine not reachable at {_engine_address()} (while trying to {what}); "
+                "run 'make setup' or start dockerd"
+            ) from exc
+
+    def _parallel(
+        self, function: Callable[[Any], T], items: builtins.list[Any]
+    ) -> builtins.list[T | SandboxError]:
+        """`function` over `items` in a thread pool; SandboxErrors are returned, not raised."""
+
+        def guarded(item: Any) -> T | SandboxError:
+            try:
+                return function(item)
+            except SandboxError as exc:
+                return exc
+
+        if len(items) <= 1:
+            return [guarded(item) for item in items]
+        with ThreadPoolExecutor(max_workers=min(self._max_workers, len(items))) as pool:
+            return builtins.list(pool.map(guarded, items))
+
+
+def _why(exc: docker.errors.APIError) -> str:
+    explanation = exc.explanation
+    if isinstance(explanation, bytes):
+        explanation = explanation.decode(errors="replace")
+    return str(explanation or exc)
