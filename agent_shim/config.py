@@ -1,0 +1,80 @@
+"""The daemon's settings, read once from the environment (docs/contracts.md)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent_shim.client import DEFAULT_SOCKET, DEFAULT_TOKEN_FILE
+from agent_shim.profiles import Profile, load_profile
+
+# Passed into the agent's pane besides every AGENTVISOR_* variable, so that the agent CLI and
+# the `agent` command it runs find the API and the package whoever started the tmux server.
+PANE_PASSTHROUGH = ("PATH", "PYTHONPATH", "HOME", "LANG", "LC_ALL", "TZ")
+TEST_ONLY_PREFIX = "AGENTVISOR_SHIM_"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class ShimConfig:
+    profile: Profile
+    socket_path: str = DEFAULT_SOCKET
+    token_file: str = DEFAULT_TOKEN_FILE
+    workdir: str = "/workspace"
+    tmux_socket: str | None = None  # a path (tmux -S) or a name (tmux -L); None: default
+    session_name: str = "agent"
+    journal_path: Path = Path("delivered-markers")  # from_env puts it under $HOME
+    heartbeat_interval_s: float = 5.0
+    lease_wait_s: float = 25.0
+    ready_timeout_s: float = 120.0  # a leased message waits this long for the agent's prompt
+    verify_timeout_s: float = 15.0  # typed text must show in the pane within this
+    tmux_server_wait_s: float = 10.0  # wait for supervisord's tmux server before starting one
+    crash_after_type: str | None = None  # TEST ONLY, see docs/delivery.md
+    pane_env: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ShimConfig:
+        env = os.environ if env is None else env
+        home = env.get("HOME", str(Path.home()))
+        journal = env.get("AGENTVISOR_SHIM_JOURNAL") or os.path.join(
+            home, ".local", "state", "agentvisor-shim", "delivered"
+        )
+        pane_env = {
+            k: v
+            for k, v in env.items()
+            if k.startswith("AGENTVISOR_") and not k.startswith(TEST_ONLY_PREFIX)
+        }
+        pane_env.update({k: env[k] for k in PANE_PASSTHROUGH if k in env})
+        return cls(
+            profile=load_profile(env.get("AGENTVISOR_PROFILE", "claude"), env),
+            socket_path=env.get("AGENTVISOR_SOCKET", DEFAULT_SOCKET),
+            token_file=env.get("AGENTVISOR_TOKEN_FILE", DEFAULT_TOKEN_FILE),
+            workdir=env.get("AGENTVISOR_WORKDIR", "/workspace"),
+            tmux_socket=env.get("AGENTVISOR_TMUX_SOCKET") or None,
+            journal_path=Path(journal),
+            heartbeat_interval_s=_seconds(env, "AGENTVISOR_SHIM_HEARTBEAT_S", 5.0),
+            lease_wait_s=_seconds(env, "AGENTVISOR_SHIM_LEASE_WAIT_S", 25.0),
+            ready_timeout_s=_seconds(env, "AGENTVISOR_SHIM_READY_TIMEOUT_S", 120.0),
+            verify_timeout_s=_seconds(env, "AGENTVISOR_SHIM_VERIFY_TIMEOUT_S", 15.0),
+            tmux_server_wait_s=_seconds(env, "AGENTVISOR_SHIM_TMUX_WAIT_S", 10.0),
+            crash_after_type=env.get("AGENTVISOR_SHIM_CRASH_AFTER_TYPE") or None,
+            pane_env=pane_env,
+        )
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, not {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{name} must not be negative")
+    return value

@@ -1,0 +1,174 @@
+"""Typing text into an agent's tmux pane and reading it back, with libtmux.
+
+Every tmux call passes an argv list; nothing is built as a shell or tmux command string.
+Text is typed literally: it is sanitised first (see `text.sanitise`), single short lines go
+through `send-keys -l`, anything else through a uniquely named paste buffer pasted with
+`paste-buffer -p` (bracketed paste when the agent CLI asked for it).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+
+import libtmux
+
+from agent_shim import screen
+from agent_shim.profiles import Profile
+from agent_shim.text import (
+    marker_prefix,
+    marker_token,
+    needs_paste,
+    prepare_body,
+    send_keys_literal_arg,
+)
+
+POLL_INTERVAL_S = 0.025
+
+# One write lock per pane, shared by every AgentPane object for it: texts never interleave.
+_WRITE_LOCKS: dict[tuple[str, str], threading.Lock] = {}
+_WRITE_LOCKS_GUARD = threading.Lock()
+
+
+def _write_lock(server: libtmux.Server, pane_id: str) -> threading.Lock:
+    key = (str(server.socket_path or server.socket_name or ""), pane_id)
+    with _WRITE_LOCKS_GUARD:
+        return _WRITE_LOCKS.setdefault(key, threading.Lock())
+
+
+class PaneError(Exception):
+    """A tmux command on the agent's pane failed (pane or tmux server gone)."""
+
+
+class AgentPane:
+    """One tmux pane running an agent CLI. Writes to a pane are serialised by its lock."""
+
+    def __init__(self, server: libtmux.Server, pane_id: str) -> None:
+        self.server = server
+        self.pane_id = pane_id
+        self._write_lock = _write_lock(server, pane_id)
+
+    def _tmux(self, *args: str, target: bool = True) -> list[str]:
+        command, *rest = args
+        result = self.server.cmd(command, *rest, target=self.pane_id if target else None)
+        if result.returncode != 0:
+            detail = " ".join(result.stderr) or f"exit status {result.returncode}"
+            raise PaneError(f"tmux {command} on pane {self.pane_id} failed: {detail}")
+        return list(result.stdout)
+
+    # Reading.
+
+    def capture_screen(self) -> list[str]:
+        """The visible screen, wrapped lines joined."""
+        return self._tmux("capture-pane", "-p", "-J")
+
+    def capture_history(self) -> str:
+        """The whole pane: scrollback history and visible screen, wrapped lines joined."""
+        return "\n".join(self._tmux("capture-pane", "-p", "-J", "-S", "-"))
+
+    def pane_contains(self, marker: str) -> bool:
+        """Whether the marker of a message (its bracketed form) is anywhere in the pane."""
+        return marker_token(marker) in self.capture_history()
+
+    def info(self, fmt: str) -> str:
+        """A tmux format expanded for this pane, e.g. `#{pane_dead}`."""
+        lines = self._tmux("display-message", "-p", fmt)
+        return lines[0] if lines else ""
+
+    def is_ready(self, profile: Profile) -> bool:
+        return screen.is_ready(profile, self.capture_screen())
+
+    def wait_until(self, predicate: Callable[[list[str]], bool], timeout_s: float) -> bool:
+        """Poll the visible screen until `predicate(lines)` holds; False after `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if predicate(self.capture_screen()):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(POLL_INTERVAL_S)
+
+    def wait_until_ready(self, profile: Profile, timeout_s: float) -> bool:
+        """Wait until the agent shows its ready prompt; False after `timeout_s`."""
+        return self.wait_until(lambda lines: screen.is_ready(profile, lines), timeout_s)
+
+    def wait_until_stable(self, timeout_s: float, settle_s: float) -> bool:
+        """Wait until the screen has not changed for `settle_s`; False after `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        previous, since = self.capture_screen(), time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(POLL_INTERVAL_S)
+            current, now = self.capture_screen(), time.monotonic()
+            if current != previous:
+                previous, since = current, now
+            elif now - since >= settle_s:
+                return True
+        return False
+
+    # Writing.
+
+    def type_message(self, marker: str, body: str) -> None:
+        """Type `[marker] ` and the sanitised body, without submitting, in ONE tmux command:
+        the marker and the text reach the pane together or not at all, so a marker in the
+        pane always comes with its whole text. The marker is typed as keys before a pasted
+        body so that it stays visible when the CLI folds a long paste into a placeholder
+        such as `[Pasted text #1 +40 lines]`."""
+        text = prepare_body(body)
+        prefix = marker_prefix(marker)
+        with self._write_lock:
+            self._leave_copy_mode()
+            if needs_paste(prefix + text):
+                self._paste(text, prefix)
+            else:
+                self._send_literal(prefix + text)
+
+    def type_text(self, text: str) -> None:
+        """Type `text` (sanitised) literally, without a marker and without submitting."""
+        text = prepare_body(text)
+        with self._write_lock:
+            self._leave_copy_mode()
+            if needs_paste(text):
+                self._paste(text)
+            elif text:
+                self._send_literal(text)
+
+    def send_keys(self, *keys: str) -> None:
+        """Send tmux key names (e.g. `Enter`), as keys: only ever the profile's submit keys."""
+        with self._write_lock:
+            self._leave_copy_mode()
+            for key in keys:
+                self._tmux("send-keys", key)
+
+    def _leave_copy_mode(self) -> None:
+        # In copy mode (an operator scrolling) send-keys would drive the mode, not the agent.
+        if self.info("#{pane_in_mode}") == "1":
+            self._tmux("send-keys", "-X", "cancel")
+
+    def _send_literal(self, text: str) -> None:
+        self._tmux("send-keys", "-l", "--", send_keys_literal_arg(text))
+
+    def _paste(self, text: str, prefix: str = "") -> None:
+        """Paste `text` from a uniquely named buffer (concurrent pastes never mix, and `-d`
+        leaves none behind), after typing `prefix` as keys in the same tmux command."""
+        buffer_name = f"agentvisor-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        descriptor, path = tempfile.mkstemp(prefix="agentvisor-paste-")
+        try:
+            with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+                file.write(text)
+            self._tmux("load-buffer", "-b", buffer_name, path, target=False)
+        finally:
+            os.unlink(path)
+        command: list[str] = []
+        if prefix:
+            literal = send_keys_literal_arg(prefix)
+            command += ["send-keys", "-t", self.pane_id, "-l", "--", literal, ";"]
+        command += ["paste-buffer", "-t", self.pane_id, "-p", "-d", "-b", buffer_name]
+        try:
+            self._tmux(*command, target=False)
+        except PaneError:
+            self.server.cmd("delete-buffer", "-b", buffer_name)
+            raise

@@ -1,0 +1,66 @@
+"""Agent profiles built from the environment."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent_shim.profiles import ProfileError, load_profile
+
+
+def test_claude_runs_with_skip_permissions_by_default_and_resumes_with_continue():
+    profile = load_profile("claude", {})
+    assert profile.command == ("claude", "--dangerously-skip-permissions")
+    assert profile.resume_command == ("claude", "--dangerously-skip-permissions", "--continue")
+    assert profile.submit_keys == ("Enter",)
+
+
+def test_claude_args_come_from_the_environment_split_like_a_shell():
+    profile = load_profile("claude", {"AGENTVISOR_CLAUDE_ARGS": "--model 'opus 4' --verbose"})
+    assert profile.command == ("claude", "--model", "opus 4", "--verbose")
+
+
+def test_agent_command_overrides_any_profile_and_runs_through_sh():
+    env = {"AGENTVISOR_AGENT_COMMAND": "my-cli --fast | tee log"}
+    assert load_profile("claude", env).command == ("sh", "-c", "my-cli --fast | tee log")
+    assert load_profile("demo", env).command == ("sh", "-c", "my-cli --fast | tee log")
+
+
+def test_demo_runs_the_demo_agent_module():
+    profile = load_profile("demo", {})
+    assert profile.command == ("python3", "-m", "agent_shim.demo_agent")
+    assert profile.ready_pattern == r"^demo> ?$"
+
+
+def test_generic_needs_a_command_and_says_which_variable():
+    with pytest.raises(ProfileError, match="AGENTVISOR_AGENT_COMMAND"):
+        load_profile("generic", {"AGENTVISOR_READY_PATTERN": r"\$ $"})
+
+
+def test_generic_needs_a_ready_pattern_and_says_which_variable():
+    with pytest.raises(ProfileError, match="AGENTVISOR_READY_PATTERN"):
+        load_profile("generic", {"AGENTVISOR_AGENT_COMMAND": "bash"})
+
+
+def test_generic_rejects_a_broken_pattern_by_name():
+    env = {"AGENTVISOR_AGENT_COMMAND": "bash", "AGENTVISOR_READY_PATTERN": "(unclosed"}
+    with pytest.raises(ProfileError, match="AGENTVISOR_READY_PATTERN is not a valid"):
+        load_profile("generic", env)
+
+
+def test_generic_profile_from_environment():
+    profile = load_profile(
+        "generic",
+        {
+            "AGENTVISOR_AGENT_COMMAND": "aider --yes",
+            "AGENTVISOR_READY_PATTERN": r"^> $",
+            "AGENTVISOR_USAGE_LIMIT_PATTERN": "quota exceeded",
+        },
+    )
+    assert profile.command == ("sh", "-c", "aider --yes")
+    assert profile.ready_pattern == r"^> $"
+    assert profile.usage_limit_pattern == "quota exceeded"
+
+
+def test_unknown_profile_lists_the_known_ones():
+    with pytest.raises(ProfileError, match="claude, demo, generic"):
+        load_profile("gpt", {})
