@@ -157,8 +157,38 @@ def agent_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "agent_shim.agent_cli"]
 
 
-def follow_briefing(role: str, project: str) -> None:
+COMPLETION = re.compile(r"^Completion report from (?P<role>[\w.-]+):")
+
+
+def _completions_file() -> Path:
+    return Path(os.environ.get("HOME", "/tmp")) / ".demo-completions"
+
+
+def note_completion(role: str) -> None:
+    """The demo orchestrator declares the project complete once every teammate reported done
+    (what a real orchestrator would judge from the reports). Remembered across restarts."""
+    record = _completions_file()
+    done = set(record.read_text(encoding="utf-8").split()) if record.exists() else set()
+    done.add(role)
+    record.write_text("\n".join(sorted(done)) + "\n", encoding="utf-8")
+    agent = agent_command()
+    try:
+        team = json.loads(run([*agent, "--json", "team"]))
+    except (RuntimeError, ValueError) as error:
+        say(f"demo: cannot read the team: {error}")
+        return
+    others = {a["role"] for a in team if a.get("role") != "orchestrator"}
+    say(f"orchestrator: {len(done & others)} of {len(others)} teammates reported done")
+    if others and others <= done:
+        run([*agent, "done", f"PROJECT COMPLETE: all {len(others)} teammates reported done"])
+
+
+def follow_briefing(role: str, project: str, text: str = "") -> None:
+    if "DEMO:stall" in text:
+        say(f"{role}: stalling on purpose (DEMO:stall in the briefing)")
+        return
     if role == "orchestrator":
+        _completions_file().unlink(missing_ok=True)
         say(f"orchestrator: coordinating {project}; waiting for the team's reports")
         return
     path = Path("demo") / f"{role}.md"
@@ -213,7 +243,11 @@ def handle(prompt: str) -> None:
         return
     briefing = BRIEFING.match(rest.split("\n", 1)[0].strip())
     if briefing:
-        follow_briefing(briefing["role"], briefing["project"])
+        follow_briefing(briefing["role"], briefing["project"], rest)
+        return
+    completion = COMPLETION.match(rest.strip())
+    if completion and os.environ.get("AGENTVISOR_ROLE") == "orchestrator":
+        note_completion(completion["role"])
         return
     say(f"ok: received {marker}")
 

@@ -1,0 +1,169 @@
+"""Sandboxes: latency from a check-in's due time to its verified arrival in the pane with 1, 10
+and 30 sandboxes; container start to ready; memory of an idle sandbox. Real Docker, real tmux,
+the demo agent; image `agentvisor/sandbox:test` (make image-test)."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.report import Result
+from supervisor.config import Settings, load_settings
+from supervisor.sandboxes import SandboxBackend, build_spec, write_token_file
+from supervisor.worktrees import chown_for_sandbox, ensure_worktree, git_common_dir
+from tests.conftest import ServerProcess
+from tests.helpers import wait_until
+
+IMAGE = os.environ.get("AGENTVISOR_TEST_IMAGE", "agentvisor/sandbox:test")
+
+
+def _repo(base: Path) -> Path:
+    repo = base / "bench"
+    repo.mkdir()
+    for args in (["init", "-q", "-b", "main"], ["commit", "-q", "--allow-empty", "-m", "start"]):
+        subprocess.run(
+            ["git", "-c", "user.name=b", "-c", "user.email=b@b", *args], cwd=repo, check=True
+        )
+    return repo
+
+
+class Fleet:
+    """A server and N demo sandboxes of one project."""
+
+    def __init__(self, base: Path, count: int) -> None:
+        self.server = ServerProcess(base / "state", env={"AGENTVISOR_SHIM_HEARTBEAT_S": "1"})
+        self.server.start()
+        env = {"AGENTVISOR_DEMO_IMAGE": IMAGE}
+        self.settings: Settings = load_settings(base / "state", env=env, memory_mb=256)
+        self.backend = SandboxBackend(self.settings)
+        self.project = f"bench{base.name[-5:].lower()}"
+        self.repo = _repo(base)
+        self.roles = [f"agent-{i}" for i in range(count)]
+        self.server.client.post("/v1/projects", {"name": self.project, "path": str(self.repo)})
+
+    def start(self) -> float:
+        """Start every sandbox; seconds until every shim sent a heartbeat."""
+        specs = []
+        for role in self.roles:
+            worktree = ensure_worktree(self.repo, role, "main")
+            uid, gid = self.settings.sandbox_ids()
+            if os.getuid() == 0:
+                chown_for_sandbox([worktree.path, git_common_dir(self.repo)], uid, gid)
+            token = self.server.register_agent(self.project, role)
+            token_file = write_token_file(self.settings, self.project, role, token)
+            specs.append(
+                build_spec(
+                    self.settings,
+                    project=self.project,
+                    role=role,
+                    worktree=worktree.path,
+                    repo_root=self.repo,
+                    token_file=token_file,
+                    profile="demo",
+                    image=IMAGE,
+                )
+            )
+        begin = time.time()
+        self.backend.start_many(specs)
+
+        def all_seen() -> bool:
+            agents = self.server.client.get("/v1/agents", project=self.project)
+            return all(a["last_seen_at"] and a["last_seen_at"] >= begin for a in agents)
+
+        wait_until(all_seen, timeout_s=120, interval_s=0.05, message="every heartbeat")
+        return time.time() - begin
+
+    def checkin_latency_ms(self, per_agent: int = 5) -> list[float]:
+        """Schedule check-ins for every agent; ms from due time to delivered (verified)."""
+        due_ids = []
+        start = time.time() + 1.0
+        for i in range(per_agent):
+            for role in self.roles:
+                checkin = self.server.client.post(
+                    "/v1/checkins",
+                    {
+                        "project": self.project,
+                        "to": role,
+                        "note": f"bench {i}",
+                        "due_at": start + i * 0.5,
+                    },
+                )
+                due_ids.append(checkin["id"])
+        wanted = set(due_ids)
+
+        def delivered() -> list[dict] | None:
+            rows = [
+                m
+                for m in self.server.client.get(
+                    "/v1/messages", project=self.project, limit=500, state="delivered"
+                )
+                if m["checkin_id"] in wanted
+            ]
+            return rows if len(rows) == len(wanted) else None
+
+        rows = wait_until(delivered, timeout_s=180, interval_s=0.2, message="all check-ins")
+        due = {
+            c["id"]: c["due_at"]
+            for c in self.server.client.get(
+                "/v1/checkins", project=self.project, state="fired", limit=1000
+            )
+        }
+        return sorted((m["delivered_at"] - due[m["checkin_id"]]) * 1000 for m in rows)
+
+    def idle_memory_mb(self) -> float:
+        stats = self.backend.stats(self.project).values()
+        values = [s.memory_mb for s in stats if s.memory_mb is not None]
+        return statistics.mean(values) if values else float("nan")
+
+    def close(self) -> None:
+        self.backend.remove(self.project, volumes=True)
+        self.server.kill()
+
+
+def _p99(values: list[float]) -> float:
+    return values[max(0, int(len(values) * 0.99) - 1)]
+
+
+def run() -> list[Result]:
+    results: list[Result] = []
+    for count in (1, 10, 30):
+        with tempfile.TemporaryDirectory(prefix="avb-", dir="/tmp") as tmp:
+            fleet = Fleet(Path(tmp), count)
+            try:
+                ready_s = fleet.start()
+                if count == 1:
+                    results.append(
+                        Result(
+                            "sandbox start to ready (first heartbeat)",
+                            f"{ready_s * 1000:.0f} ms",
+                            "< 500 ms",
+                            ready_s < 0.5,
+                        )
+                    )
+                latencies = fleet.checkin_latency_ms()
+                results.append(
+                    Result(
+                        f"due check-in to verified in pane, {count} sandboxes",
+                        f"median {statistics.median(latencies):.0f} ms, "
+                        f"p99 {_p99(latencies):.0f} ms",
+                        "p99 < 100 ms" if count == 30 else "",
+                        _p99(latencies) < 100 if count == 30 else None,
+                    )
+                )
+                if count == 10:
+                    memory = fleet.idle_memory_mb()
+                    results.append(
+                        Result(
+                            "memory of an idle sandbox (demo agent)",
+                            f"{memory:.0f} MB",
+                            "< 40 MB",
+                            memory < 40,
+                        )
+                    )
+            finally:
+                fleet.close()
+    return results
