@@ -48,6 +48,9 @@ class Profile:
     prompt_pattern: str | None = None  # a line of the input prompt; default `ready_pattern`
     busy_pattern: str | None = None  # seen while working even though the prompt is shown
     tail_lines: int = 6
+    # Quiet time after typing before the submit key: TUIs that take an Enter right after a
+    # paste as part of it (Claude Code) need it; a plain line reader does not.
+    settle_s: float = 0.2
 
     @property
     def input_pattern(self) -> str:
@@ -85,6 +88,7 @@ def demo_profile(env: Mapping[str, str]) -> Profile:
         resume_command=command,
         prompt_pattern=r"^demo> ",
         tail_lines=1,
+        settle_s=0.0,  # reads the paste as one block, then Enter
     )
 
 

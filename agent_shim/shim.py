@@ -31,7 +31,6 @@ LEASE_MARGIN_S = 5.0  # stop waiting for the agent this long before the lease ru
 SUBMIT_TIMEOUT_S = 5.0  # the text must leave the input box this long after the submit key
 # Agent CLIs take keys that arrive right after a burst of typed or pasted text for part of
 # that paste (Codex: within 120 ms), so an Enter sent too soon is a newline, not a submit.
-SETTLE_S = 0.2
 SETTLE_TIMEOUT_S = 3.0
 
 
@@ -264,15 +263,17 @@ class Shim:
         self._ack(lease)
 
     def _submit(self, pane: AgentPane, token: str) -> bool:
-        """Send the submit keys once the screen has been still for `SETTLE_S`; once more if
-        the text stays in the input box (the CLI took the first key for part of the paste)."""
+        """Send the submit keys once the screen has been still for the profile's `settle_s`;
+        again if the text stays in the input box (the CLI took the first key for part of the
+        paste)."""
         marker = token[1:-1]
         self._submit_tried.add(marker)
 
         def left_input(lines: list[str]) -> bool:
             return screen.pending_marker(self.profile, lines) != marker
 
-        pane.wait_until_stable(SETTLE_TIMEOUT_S, SETTLE_S)
+        if self.profile.settle_s > 0:
+            pane.wait_until_stable(SETTLE_TIMEOUT_S, self.profile.settle_s)
         for _ in range(2):
             pane.send_keys(*self.profile.submit_keys)
             if pane.wait_until(left_input, SUBMIT_TIMEOUT_S):

@@ -69,7 +69,8 @@ pkg_installed() {
 }
 
 install_packages() {
-    local wanted=(tmux git python3-venv debootstrap ca-certificates) missing=() pkg
+    # chromium: the dashboard's browser test drives Debian's chromium through Playwright.
+    local wanted=(tmux git python3-venv debootstrap ca-certificates chromium) missing=() pkg
     # docker.io only when no engine is reachable and none is installed: a machine with Docker's
     # own docker-ce packages (or Docker Desktop, or a remote DOCKER_HOST) keeps what it has.
     if ! docker_answers && ! command -v dockerd >/dev/null 2>&1; then
@@ -162,3 +163,4 @@ install_packages
 ensure_docker
 ensure_venv
 say "ready"
+

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from supervisor import __version__
 from supervisor.auth import Authenticator, Caller
+from supervisor.dashboard import dashboard_router
 from supervisor.errors import AgentvisorError
 from supervisor.service import Service
 from supervisor.store import Row
@@ -335,6 +336,7 @@ def create_app(service: Service, auth: Authenticator) -> FastAPI:
     ) -> list[Row]:
         return svc.events(who, project, limit)
 
+    app.include_router(dashboard_router(service, auth))
     return app
 
 
