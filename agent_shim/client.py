@@ -185,6 +185,11 @@ class ApiClient:
             return None
         return Lease(answer["message"], str(answer["lease_id"]), float(answer["lease_expires_at"]))
 
+    def release(self) -> int:
+        """Hand back leases a previous shim of this agent held when it died."""
+        answer = self.request("POST", "/v1/inbox/release", {})
+        return int((answer or {}).get("released", 0))
+
     def ack(self, message_id: str, lease_id: str) -> dict[str, Any]:
         return self.request("POST", f"/v1/inbox/{quote(message_id)}/ack", {"lease_id": lease_id})
 

@@ -298,6 +298,10 @@ def create_app(service: Service, auth: Authenticator) -> FastAPI:
     def extend(message_id: int, body: LeaseRef, who: Caller = Depends(caller)) -> Row:
         return svc.extend(who, message_id, body.lease_id)
 
+    @app.post("/v1/inbox/release")
+    def release(who: Caller = Depends(caller)) -> dict[str, int]:
+        return {"released": svc.release(who)}
+
     @app.get("/v1/inbox")
     def inbox(who: Caller = Depends(caller)) -> list[Row]:
         return svc.inbox(who)

@@ -251,6 +251,16 @@ class Service:
         agent = caller.require_agent()
         return self.store.extend_lease(agent["id"], message_id, lease_id, self.settings.lease_s)
 
+    def release(self, caller: Caller) -> int:
+        agent = caller.require_agent()
+        released = self.store.release_leases(agent["id"])
+        if released:
+            self.store.log_event(
+                "inbox.released", agent["project_id"], agent["id"], {"messages": released}
+            )
+            self.waiters.notify([agent["id"]])
+        return released
+
     def inbox(self, caller: Caller) -> list[Row]:
         return self.store.pending_messages(caller.require_agent()["id"])
 

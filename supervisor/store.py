@@ -493,6 +493,17 @@ class Store:
                 )
         return self.get_message(message_id)
 
+    def release_leases(self, agent_id: int) -> int:
+        """Hand the agent's leased messages back (its shim restarted: the old leases belong to a
+        process that is gone). The shim's marker check keeps this from typing anything twice."""
+        with self.transaction() as db:
+            cursor = db.execute(
+                "UPDATE messages SET state = ?, lease_id = NULL, lease_expires_at = NULL, "
+                "updated_at = ? WHERE recipient_id = ? AND state = ?",
+                (MessageState.QUEUED.value, self.clock.now(), agent_id, MessageState.LEASED.value),
+            )
+            return cursor.rowcount
+
     def extend_lease(self, agent_id: int, message_id: int, lease_id: str, lease_s: float) -> Row:
         with self.transaction() as db:
             message = self._leased_message(agent_id, message_id, lease_id)

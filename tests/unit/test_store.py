@@ -201,3 +201,13 @@ def test_two_processes_never_fire_the_same_checkin(tmp_path: Path, clock: FakeCl
     assert len(set(all_fired)) == 200
     check = Store(tmp_path / "shared.db", clock)
     assert len(check.list_messages(limit=500)) == 200
+
+
+def test_a_restarted_shim_takes_back_its_agents_leases_at_once(store: Store, team, clock):
+    store.add_message(team["project"], "operator", team["developer"], "in flight")
+    first = store.lease_next(team["developer"], 60, 5)
+    assert store.lease_next(team["developer"], 60, 5) is None  # blocked by the old lease
+    assert store.release_leases(team["developer"]) == 1
+    again = store.lease_next(team["developer"], 60, 5)
+    assert again["id"] == first["id"] and again["lease_id"] != first["lease_id"]
+    assert store.release_leases(team["tester"]) == 0
