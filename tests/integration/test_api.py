@@ -267,3 +267,30 @@ def test_accepted_messages_survive_a_restart(server: ServerProcess, team):
     dev = server.client_for(token)
     lease = wait_until(lambda: dev.post("/v1/inbox/lease", wait_s=1))
     assert lease["message"]["body"] == "durable"
+
+
+def test_recurring_checkin_keeps_its_cadence_in_real_time(short_tmp):
+    """every 0.6 s (a test-only minimum) for 5 firings: each lands on the original grid."""
+    server = ServerProcess(short_tmp / "rt", env={"AGENTVISOR_MIN_EVERY_MINUTES": "0.005"})
+    server.start()
+    try:
+        dev = server.client_for(server.register_agent("demo", "developer"))
+        checkin = dev.post("/v1/checkins", {"minutes": 0.01, "every_minutes": 0.01, "note": "tick"})
+        period, first_due = 0.6, checkin["due_at"]
+
+        def fired_five() -> list[dict] | None:
+            rows = [
+                m
+                for m in server.client.get("/v1/messages", limit=50)
+                if m["checkin_id"] == checkin["id"]
+            ]
+            return rows if len(rows) >= 5 else None
+
+        rows = sorted(wait_until(fired_five, timeout_s=20), key=lambda m: m["id"])[:5]
+        for k, message in enumerate(rows):
+            due = first_due + k * period
+            assert 0 <= message["created_at"] - due < 0.2, (k, message["created_at"] - due)
+            assert message["body"] == "Scheduled check-in: tick"
+        dev.delete(f"/v1/checkins/{checkin['id']}")
+    finally:
+        server.kill()
