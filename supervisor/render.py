@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 # Pipes and logs get wide tables rather than 80 folded columns.
-console = Console(width=None if sys.stdout.isatty() else 200)
+console = Console(width=None if sys.stdout.isatty() else 200, log_path=False)
 err_console = Console(stderr=True, soft_wrap=True)
 
 
