@@ -50,3 +50,8 @@ lint:
 fmt:
 	.venv/bin/ruff format .
 	.venv/bin/ruff check --fix .
+
+# The supervisor's own image, for compose/docker-compose.yml (docs/guides/compose.md).
+.PHONY: image-supervisor
+image-supervisor: setup
+	$(PYTHON_VENV) -m supervisor.server_image --tag agentvisor/supervisor:latest

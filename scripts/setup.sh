@@ -159,8 +159,24 @@ ensure_venv() {
     as_user touch "$STAMP"
 }
 
+# --- docker compose for the compose test -------------------------------------------------------
+# tests/integration/test_compose.py runs compose/docker-compose.yml with the `docker compose`
+# plugin, or else Debian's `docker-compose` (v1; bookworm has no plugin package). Without
+# recommends: those would pull docker.io onto a machine that has Docker's own docker-ce.
+ensure_compose() {
+    if docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1 \
+        || ! command -v dpkg-query >/dev/null 2>&1; then
+        return 0
+    fi
+    say "installing docker-compose (the compose test)"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+        || die "apt-get update failed: check the network and /etc/apt/sources.list"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        docker-compose || die "apt-get install docker-compose failed: see the apt output above"
+}
+
 install_packages
 ensure_docker
+ensure_compose
 ensure_venv
 say "ready"
-

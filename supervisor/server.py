@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -133,6 +134,9 @@ def serve(settings: Settings) -> None:
         timeout_keep_alive=30,
         timeout_graceful_shutdown=3,
     )
+    # uvicorn re-raises SIGTERM after its graceful shutdown; turn it into an exit so the clean-up
+    # below (socket, pid file, lock) runs.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         uvicorn.Server(config).run(sockets=sockets)
     finally:
@@ -211,8 +215,6 @@ def start_detached(
 
 def stop_server(settings: Settings, timeout_s: float = 10.0) -> bool:
     """SIGTERM the detached server and wait for it to go. False when none was running."""
-    import signal
-
     pid = read_pid(settings)
     if pid is None:
         return False

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -24,3 +27,41 @@ def wait_until(
         time.sleep(interval_s)
         last = predicate()
     return last
+
+
+def git(cwd: Path, *args: str) -> str:
+    """Run git in `cwd` (trusting repositories handed to the sandbox uid); its stdout."""
+    return subprocess.run(
+        ["git", "-c", "safe.directory=*", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+
+
+def make_repo(path: Path, spec: str, branch: str = "main") -> Path:
+    """A git repository at `path` whose one commit holds `spec.md`."""
+    path.mkdir(parents=True)
+    git(path, "init", "-q", "-b", branch)
+    git(path, "config", "user.name", "Test")
+    git(path, "config", "user.email", "test@example.com")
+    (path / "spec.md").write_text(spec, encoding="utf-8")
+    git(path, "add", "spec.md")
+    git(path, "commit", "-qm", "spec")
+    return path
+
+
+def docker_answers() -> bool:
+    import docker
+
+    try:
+        docker.from_env().ping()
+        return True
+    except Exception:  # any failure means: no engine to test against
+        return False
+
+
+def sandbox_test_image() -> str:
+    """The sandbox image without agent CLIs that `make image-test` builds."""
+    return os.environ.get("AGENTVISOR_TEST_IMAGE", "agentvisor/sandbox:test")

@@ -8,7 +8,6 @@ import json
 import os
 import re
 import socket
-import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
@@ -33,7 +32,7 @@ from supervisor.sandbox_status import SandboxInfo, SandboxStats
 from supervisor.service import Service
 from supervisor.store import Store
 from tests.conftest import REPO, ServerProcess, require
-from tests.helpers import wait_until
+from tests.helpers import docker_answers, make_repo, sandbox_test_image, wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -287,20 +286,6 @@ tests and a short README. Keep it dependency free.
 """
 
 
-def _docker_answers() -> bool:
-    import docker
-
-    try:
-        docker.from_env().ping()
-        return True
-    except Exception:
-        return False
-
-
-def _git(cwd: Path, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True)
-
-
 @pytest.fixture
 def browser() -> Iterator[Any]:
     require(Path(CHROMIUM).is_file(), f"Debian's chromium at {CHROMIUM} (apt-get install chromium)")
@@ -319,21 +304,12 @@ def browser() -> Iterator[Any]:
 def demo_team(short_tmp: Path) -> Iterator[tuple[Settings, str, ServerProcess]]:
     """A server on a loopback TCP port, and a demo team (orchestrator + developer) brought up
     by `launch.up` in real sandboxes."""
-    require(_docker_answers(), "a Docker engine")
+    require(docker_answers(), "a Docker engine")
     # A name of its own: container names are global, and other tests bring up "greet".
-    repo = short_tmp / f"dash-{uuid.uuid4().hex[:6]}"
-    repo.mkdir()
-    _git(repo, "init", "-q", "-b", "main")
-    _git(repo, "config", "user.name", "Test")
-    _git(repo, "config", "user.email", "test@example.com")
-    (repo / "spec.md").write_text(SPEC, encoding="utf-8")
-    _git(repo, "add", "spec.md")
-    _git(repo, "commit", "-qm", "spec")
+    repo = make_repo(short_tmp / f"dash-{uuid.uuid4().hex[:6]}", SPEC)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTVISOR_")}
-    env["AGENTVISOR_DEMO_IMAGE"] = os.environ.get(
-        "AGENTVISOR_TEST_IMAGE", "agentvisor/sandbox:test"
-    )
+    env["AGENTVISOR_DEMO_IMAGE"] = sandbox_test_image()
     settings = load_settings(short_tmp / "state", env=env, memory_mb=512, tcp_port=port)
     server = ServerProcess(settings.state_dir, env={"AGENTVISOR_TCP_PORT": str(port)}).start()
     project = ""

@@ -4,15 +4,13 @@ fails for good and runs the escalation hook."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from supervisor.sandboxes import SandboxBackend
 from tests.conftest import ServerProcess, require
-from tests.helpers import wait_until
+from tests.helpers import docker_answers, make_repo, sandbox_test_image, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -23,38 +21,14 @@ tests and a short README. {extra}
 """
 
 
-def _repo(base: Path, name: str, extra: str = "") -> Path:
-    repo = base / name
-    repo.mkdir()
-    for args in (
-        ["init", "-q", "-b", "main"],
-        ["config", "user.name", "T"],
-        ["config", "user.email", "t@example.com"],
-    ):
-        subprocess.run(["git", *args], cwd=repo, check=True)
-    (repo / "spec.md").write_text(SPEC.format(title=name, extra=extra), encoding="utf-8")
-    subprocess.run(["git", "add", "spec.md"], cwd=repo, check=True)
-    subprocess.run(["git", "commit", "-qm", "spec"], cwd=repo, check=True)
-    return repo
-
-
 def test_queue_runs_specs_in_turn_and_retries_a_failure_with_context(short_tmp: Path):
-    import docker
-
-    try:
-        docker.from_env().ping()
-        engine = True
-    except Exception:
-        engine = False
-    require(engine, "a Docker engine")
+    require(docker_answers(), "a Docker engine")
     tag = short_tmp.name[-5:].lower()
     escalated = short_tmp / "escalated"
     server = ServerProcess(
         short_tmp / "state",
         env={
-            "AGENTVISOR_DEMO_IMAGE": os.environ.get(
-                "AGENTVISOR_TEST_IMAGE", "agentvisor/sandbox:test"
-            ),
+            "AGENTVISOR_DEMO_IMAGE": sandbox_test_image(),
             "AGENTVISOR_AGENT": "demo",
             "AGENTVISOR_PROJECT_TIMEOUT_MINUTES": "0.25",
             "AGENTVISOR_QUEUE_RETRIES": "1",
@@ -63,9 +37,9 @@ def test_queue_runs_specs_in_turn_and_retries_a_failure_with_context(short_tmp: 
         },
     ).start()
     repos = [
-        _repo(short_tmp, f"qa-{tag}"),
-        _repo(short_tmp, f"qb-{tag}", "DEMO:stall"),
-        _repo(short_tmp, f"qc-{tag}"),
+        make_repo(short_tmp / f"qa-{tag}", SPEC.format(title="qa", extra="")),
+        make_repo(short_tmp / f"qb-{tag}", SPEC.format(title="qb", extra="DEMO:stall")),
+        make_repo(short_tmp / f"qc-{tag}", SPEC.format(title="qc", extra="")),
     ]
     try:
         ids = [

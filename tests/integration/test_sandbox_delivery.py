@@ -15,7 +15,7 @@ from supervisor.client import ApiClient
 from supervisor.config import Settings, load_settings
 from supervisor.sandboxes import SandboxBackend
 from tests.conftest import require
-from tests.helpers import wait_until
+from tests.helpers import docker_answers, make_repo, sandbox_test_image, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -58,26 +58,11 @@ class Team:
 def team(tmp_path_factory: pytest.TempPathFactory):
     import tempfile
 
-    import docker
-
-    try:
-        docker.from_env().ping()
-        engine = True
-    except Exception:
-        engine = False
-    require(engine, "a Docker engine")
+    require(docker_answers(), "a Docker engine")
     base = Path(tempfile.mkdtemp(prefix="av-", dir="/tmp"))
-    repo = base / f"deliv-{base.name[-6:].lower()}"
-    repo.mkdir()
-    (repo / "spec.md").write_text(SPEC, encoding="utf-8")
-    for args in (["init", "-q", "-b", "main"], ["add", "spec.md"], ["commit", "-qm", "spec"]):
-        subprocess.run(
-            ["git", "-c", "user.name=T", "-c", "user.email=t@e", *args], cwd=repo, check=True
-        )
+    repo = make_repo(base / f"deliv-{base.name[-6:].lower()}", SPEC)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTVISOR_")}
-    env["AGENTVISOR_DEMO_IMAGE"] = os.environ.get(
-        "AGENTVISOR_TEST_IMAGE", "agentvisor/sandbox:test"
-    )
+    env["AGENTVISOR_DEMO_IMAGE"] = sandbox_test_image()
     settings = load_settings(base / "state", env=env, memory_mb=512)
     report = launch.up(
         settings, launch.UpOptions(spec=repo / "spec.md", roles=ROLES, agent="demo", wait_s=90)

@@ -5,7 +5,6 @@ check-in scheduled before `down` still arrives once."""
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from supervisor import launch, server
 from supervisor.client import ApiClient
 from supervisor.config import Settings, load_settings
 from tests.conftest import require
-from tests.helpers import wait_until
+from tests.helpers import docker_answers, git, make_repo, sandbox_test_image, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -26,40 +25,16 @@ tests and a short README. Keep it dependency free.
 """
 
 
-def _git(cwd: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-c", "safe.directory=*", *args], cwd=cwd, check=True, capture_output=True,
-        text=True,
-    ).stdout
-
-
 @pytest.fixture
 def project_repo(short_tmp: Path) -> Path:
-    repo = short_tmp / f"greet-{short_tmp.name[-6:].lower()}"  # container names are global
-    repo.mkdir()
-    _git(repo, "init", "-q", "-b", "main")
-    _git(repo, "config", "user.name", "Test")
-    _git(repo, "config", "user.email", "test@example.com")
-    (repo / "spec.md").write_text(SPEC, encoding="utf-8")
-    _git(repo, "add", "spec.md")
-    _git(repo, "commit", "-qm", "spec")
-    return repo
+    return make_repo(short_tmp / f"greet-{short_tmp.name[-6:].lower()}", SPEC)  # names are global
 
 
 @pytest.fixture
 def settings(short_tmp: Path) -> Settings:
-    import docker
-
-    try:
-        docker.from_env().ping()
-        engine = True
-    except Exception:
-        engine = False
-    require(engine, "a Docker engine")
+    require(docker_answers(), "a Docker engine")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTVISOR_")}
-    env["AGENTVISOR_DEMO_IMAGE"] = os.environ.get(
-        "AGENTVISOR_TEST_IMAGE", "agentvisor/sandbox:test"
-    )
+    env["AGENTVISOR_DEMO_IMAGE"] = sandbox_test_image()
     env["AGENTVISOR_MIN_EVERY_MINUTES"] = "0.05"
     return load_settings(short_tmp / "state", env=env, memory_mb=512)
 
@@ -97,11 +72,11 @@ def test_up_down_resume_with_demo_team(project_repo: Path, settings: Settings, c
     client = ApiClient(settings)
     # The demo developer commits on its own branch and reports done to the orchestrator.
     wait_until(
-        lambda: int(_git(project_repo, "rev-list", "--count", "main..agent/developer")),
+        lambda: int(git(project_repo, "rev-list", "--count", "main..agent/developer")),
         timeout_s=60,
         message="the developer's commit on agent/developer",
     )
-    assert _git(project_repo, "rev-parse", "main") == _git(project_repo, "rev-parse", "HEAD")
+    assert git(project_repo, "rev-parse", "main") == git(project_repo, "rev-parse", "HEAD")
 
     def completion_delivered() -> bool:
         return any(
@@ -140,3 +115,10 @@ def test_up_down_resume_with_demo_team(project_repo: Path, settings: Settings, c
     assert pane.count(f"[{delivered[0]['marker']}]") == 1  # typed exactly once
     assert pane.count("after the break") == 1
     client.close()
+
+    # destroy: sandboxes and home volumes go; with confirmation the worktrees too; branches stay.
+    removed = launch.destroy(settings, report.project, remove_worktrees=True)
+    assert any(name.endswith("-developer") for name in removed)
+    assert SandboxBackend(settings).list(report.project) == []
+    assert not any(worktrees.iterdir()) if worktrees.exists() else True
+    assert "agent/developer" in git(project_repo, "branch", "--list", "agent/*")
