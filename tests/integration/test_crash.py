@@ -45,8 +45,9 @@ def test_kill_9_while_firing_and_leasing_loses_and_doubles_nothing(short_tmp: Pa
                 marker = lease["message"]["marker"]
                 if marker not in pane:  # the shim's check of the pane history
                     pane.append(marker)
-                client.post(f"/v1/inbox/{lease['message']['id']}/ack",
-                            {"lease_id": lease["lease_id"]})
+                client.post(
+                    f"/v1/inbox/{lease['message']['id']}/ack", {"lease_id": lease["lease_id"]}
+                )
             except AgentvisorError:
                 time.sleep(0.05)  # server down, or our lease expired while it was down
         client.close()
@@ -57,13 +58,26 @@ def test_kill_9_while_firing_and_leasing_loses_and_doubles_nothing(short_tmp: Pa
         client = ApiClient(server.settings, timeout_s=10)
         now = time.time()
         for i in range(MESSAGES):
-            sent = _retrying(lambda i=i: client.post("/v1/messages", {
-                "to": "developer", "body": f"m{i}", "idempotency_key": f"m{i}"}), stop)
+            sent = _retrying(
+                lambda i=i: client.post(
+                    "/v1/messages", {"to": "developer", "body": f"m{i}", "idempotency_key": f"m{i}"}
+                ),
+                stop,
+            )
             accepted.add(sent["id"])
             if i % 5 == 0 and i // 5 < CHECKINS:
-                _retrying(lambda i=i: client.post("/v1/checkins", {
-                    "to": "developer", "note": f"c{i}", "due_at": now + 0.5 + i * 0.02,
-                    "idempotency_key": f"c{i}"}), stop)
+                _retrying(
+                    lambda i=i: client.post(
+                        "/v1/checkins",
+                        {
+                            "to": "developer",
+                            "note": f"c{i}",
+                            "due_at": now + 0.5 + i * 0.02,
+                            "idempotency_key": f"c{i}",
+                        },
+                    ),
+                    stop,
+                )
             time.sleep(random.uniform(0, 0.01))
         client.close()
 
