@@ -17,10 +17,15 @@ class Metrics:
         self._bucket_counts = [0] * (len(LATENCY_BUCKETS_S) + 1)
         self._latency_sum = 0.0
         self._latency_count = 0
+        self.gauges: dict[str, tuple[str, dict[str, float]]] = {}  # set by background threads
 
     def inc(self, name: str, amount: int = 1) -> None:
         with self._lock:
             self.counters[name] += amount
+
+    def set_gauge(self, name: str, help_text: str, values: dict[str, float]) -> None:
+        with self._lock:
+            self.gauges[name] = (help_text, dict(values))
 
     def observe_delivery_latency(self, seconds: float) -> None:
         with self._lock:
@@ -52,6 +57,8 @@ class Metrics:
                 lines.append(f"# TYPE agentvisor_{metric}_total counter")
                 label_text = f"{{{labels}}}" if labels else ""
                 lines.append(f"agentvisor_{metric}_total{label_text} {value}")
+        with self._lock:
+            gauges = {**self.gauges, **gauges}
         for name, (help_text, values) in sorted(gauges.items()):
             lines.append(f"# HELP agentvisor_{name} {help_text}")
             lines.append(f"# TYPE agentvisor_{name} gauge")

@@ -102,6 +102,11 @@ class Watchdog:
         except AgentvisorError as exc:  # engine down: health shows it; try again next pass
             log.warning("sandboxes not checked: %s", exc)
             return
+        self.service.metrics.set_gauge(
+            "sandbox_restarts",
+            "Restarts of each sandbox since it was last started by hand.",
+            {f'project="{s.project}",role="{s.role}"': s.restart_count for s in sandboxes},
+        )
         projects = {p["id"]: p["name"] for p in self.store.list_projects()}
         by_key = {(projects.get(a["project_id"]), a["role"]): a for a in agents}
         for sandbox in sandboxes:
@@ -118,7 +123,7 @@ class Watchdog:
         self.store.log_event(
             "sandbox.failed", agent["project_id"], agent["id"], {"restarts": sandbox.restart_count}
         )
-        self.service.metrics.inc("sandbox_restarts", sandbox.restart_count)
+        self.service.metrics.inc("sandboxes_given_up")
         self._tell_orchestrator(
             agent,
             f"The sandbox of {agent['role']} crashed "
