@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from pathlib import Path
 
 import libtmux
 
+from agent_shim import claude_setup
 from agent_shim.client import ApiClient
 from agent_shim.config import ConfigError, ShimConfig
 from agent_shim.journal import DeliveryJournal
 from agent_shim.profiles import ProfileError
+from agent_shim.receipts import Receipts
 from agent_shim.session import AgentSession
 from agent_shim.shim import Shim
 
@@ -36,15 +40,24 @@ def main() -> int:
     except (ConfigError, ProfileError) as error:
         log.error("%s", error)
         return 2
+    resume = os.environ.get("AGENTVISOR_RESUME") == "1"
+    if config.profile.name == "claude":
+        resume = prepare_claude(config, log, resume)
     server = tmux_server(config.tmux_socket)
     session = AgentSession(
-        server, config.profile, config.workdir, config.pane_env, name=config.session_name
+        server,
+        config.profile,
+        config.workdir,
+        config.pane_env,
+        name=config.session_name,
+        resume_at_start=resume,
     )
     shim = Shim(
         config,
         ApiClient(config.socket_path, config.token_file),
         session,
         DeliveryJournal(config.journal_path),
+        receipts=Receipts(config.hook_receipts_path) if config.profile.turn_hooks else None,
     )
     shim.install_signal_handlers()
     log.info(
@@ -54,6 +67,26 @@ def main() -> int:
         config.socket_path,
     )
     return shim.run()
+
+
+def prepare_claude(config: ShimConfig, log: logging.Logger, resume: bool) -> bool:
+    """Seed Claude Code's files in HOME; whether to start by resuming its conversation."""
+    home = Path(os.environ.get("HOME") or Path.home())
+    try:
+        setup = claude_setup.prepare(config.profile, os.environ, home)
+    except OSError as error:
+        # Claude Code then shows its first-run dialogs; the shim keeps serving the pane.
+        log.error("cannot prepare Claude Code's files in %s: %s", home, error)
+        return resume
+    for path in setup.written:
+        log.info("prepared %s", path)
+    if setup.session_id:
+        log.info(
+            "Claude Code session %s: %s",
+            setup.session_id,
+            "resuming it" if setup.resume else "new",
+        )
+    return setup.resume
 
 
 if __name__ == "__main__":

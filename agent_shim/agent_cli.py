@@ -2,20 +2,25 @@
 
 Standard library only. Errors are one line on stderr: exit status 2 for a usage mistake,
 1 when the server refuses or cannot be reached. Identity comes from the token file.
+`agent hook KIND`, run by the agent CLI's hooks, is the exception: it always exits 0 at once.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from agent_shim import receipts
 from agent_shim.client import ApiClient, ClientError
 
 ORCHESTRATOR = "orchestrator"
+HOOK_TIMEOUT_S = 2.0  # a hook holds up the agent CLI (UserPromptSubmit blocks the prompt)
 
 
 def resolve_target(target: str) -> str:
@@ -81,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     event.add_argument(
         "data", nargs="?", metavar="JSON", help="event data as JSON, or - to read it from stdin"
     )
+
+    hook = commands.add_parser(
+        "hook", help="report an agent CLI hook (its JSON on stdin); always exits 0"
+    )
+    hook.add_argument("kind", metavar="KIND", help=", ".join(receipts.HOOK_EVENTS))
     return parser
 
 
@@ -141,6 +151,8 @@ def describe(args: argparse.Namespace, answer: Any) -> str:
             answer.get("state", "queued")
         )
     if command == "done":
+        if answer.get("recipient") == "operator":  # the orchestrator reports to the operator
+            return "completion reported to the operator"
         return f"completion reported to the orchestrator (message {answer.get('id', '?')})"
     if command == "inbox":
         if not answer:
@@ -171,7 +183,56 @@ def _agent_line(agent: dict[str, Any]) -> str:
     return "  ".join([str(agent.get("role", "?")), *details])
 
 
+def run_hook(
+    kind: str,
+    payload_text: str,
+    env: Mapping[str, str],
+    client: ApiClient,
+    now: float,
+) -> dict[str, Any]:
+    """Record a hook call: a receipt for the shim (first: it is what delivery waits on), then
+    the event `hook_<kind>` on the server, best effort. Never raises: a hook that fails or
+    hangs would hold up the agent CLI."""
+    try:
+        payload = json.loads(payload_text) if payload_text.strip() else {}
+    except ValueError:
+        payload = {}
+    if not isinstance(payload, dict):
+        payload = {}
+    kind = re.sub(r"[^a-z0-9_]", "_", kind.lower())[:30] or "unknown"
+    line = receipts.receipt(kind, payload, now)
+    path = env.get("AGENTVISOR_HOOK_RECEIPTS") or receipts.DEFAULT_RECEIPTS
+    try:
+        receipts.append(path, line)
+    except OSError as error:
+        print(f"agent hook: cannot write {path}: {error.strerror}", file=sys.stderr)
+    try:
+        client.event(f"hook_{kind}", line)
+    except ClientError as error:
+        print(f"agent hook: event not recorded: {error}", file=sys.stderr)
+    return line
+
+
+def hook_main(argv: Sequence[str]) -> int:
+    kind = argv[0] if argv else "unknown"
+    try:
+        payload_text = sys.stdin.read() if not sys.stdin.isatty() else ""
+    except (OSError, ValueError):
+        payload_text = ""
+    client = ApiClient.from_env()
+    client.timeout_s = HOOK_TIMEOUT_S
+    try:
+        run_hook(kind, payload_text, os.environ, client, time.time())
+    except Exception as error:  # a bug here must still not block the agent CLI
+        print(f"agent hook: {type(error).__name__}: {error}", file=sys.stderr)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["hook"]:
+        # Before argparse: a usage error exits 2, which Claude Code takes as "block the prompt".
+        return hook_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         answer = run_command(args, ApiClient.from_env())

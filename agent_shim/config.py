@@ -9,6 +9,7 @@ from pathlib import Path
 
 from agent_shim.client import DEFAULT_SOCKET, DEFAULT_TOKEN_FILE
 from agent_shim.profiles import Profile, load_profile
+from agent_shim.receipts import DEFAULT_RECEIPTS
 
 # Passed into the agent's pane besides every AGENTVISOR_* variable, so that the agent CLI and
 # the `agent` command it runs find the API and the package whoever started the tmux server.
@@ -36,6 +37,8 @@ class ShimConfig:
     tmux_server_wait_s: float = 10.0  # wait for supervisord's tmux server before starting one
     crash_after_type: str | None = None  # TEST ONLY, see docs/delivery.md
     pane_env: dict[str, str] = field(default_factory=dict)
+    # Where `agent hook` leaves its receipts; not AGENTVISOR_SHIM_*: the pane needs it too.
+    hook_receipts_path: Path = Path(DEFAULT_RECEIPTS)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ShimConfig:
@@ -64,6 +67,7 @@ class ShimConfig:
             tmux_server_wait_s=_seconds(env, "AGENTVISOR_SHIM_TMUX_WAIT_S", 10.0),
             crash_after_type=env.get("AGENTVISOR_SHIM_CRASH_AFTER_TYPE") or None,
             pane_env=pane_env,
+            hook_receipts_path=Path(env.get("AGENTVISOR_HOOK_RECEIPTS") or DEFAULT_RECEIPTS),
         )
 
 

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import re
 import shlex
+import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-DEFAULT_CLAUDE_ARGS = "--dangerously-skip-permissions"
+# Claude Code's permission modes (2.1.330); the default skips every permission prompt, since
+# the sandbox is the boundary.
+DEFAULT_PERMISSION_MODE = "bypassPermissions"
+PERMISSION_MODES = ("acceptEdits", "auto", "bypassPermissions", "manual", "dontAsk", "plan")
 
 # Claude Code's input box: `❯ ` or `> ` at the start of a line, maybe inside a `│` border.
 # `❯ 1. Yes` is the cursor of a selection menu (trust dialog), not the input box.
@@ -19,11 +23,12 @@ CLAUDE_BUSY = r"(?i)\besc to interrupt\b"
 # The texts Claude Code shows when the subscription's usage runs out, e.g.
 # `5-hour limit reached ∙ resets 3pm`, `Claude usage limit reached. Your limit will reset at
 # 3pm (Europe/Paris).`, `Weekly limit reached ∙ resets Oct 6, 1pm`, `You've hit your limit`,
-# `Claude AI usage limit reached|1760000000`.
+# `Claude AI usage limit reached|1760000000`, `You've hit your 5-hour limit · resets 10:48am (UTC)`
+# (2.1.330).
 USAGE_LIMIT = (
     r"(?i)(?:\busage limit reached"
     r"|\b(?:\d+[- ]hours?|weekly|daily|session|opus|sonnet)(?: usage)? limit reached"
-    r"|\byou(?:'|’)ve (?:hit|reached) your (?:usage |session |weekly )?limit)"
+    r"|\byou(?:'|’)ve (?:hit|reached) your (?:[\w-]+ ){0,2}limit\b)"
 )
 
 
@@ -48,6 +53,7 @@ class Profile:
     prompt_pattern: str | None = None  # a line of the input prompt; default `ready_pattern`
     busy_pattern: str | None = None  # seen while working even though the prompt is shown
     tail_lines: int = 6
+    turn_hooks: bool = False  # the CLI reports its turns through `agent hook` (receipts.py)
     # Quiet time after typing before the submit key: TUIs that take an Enter right after a
     # paste as part of it (Claude Code) need it; a plain line reader does not.
     settle_s: float = 0.2
@@ -62,18 +68,66 @@ def _command_override(env: Mapping[str, str]) -> tuple[str, ...] | None:
     return ("sh", "-c", line) if line else None
 
 
+def claude_permission_args(env: Mapping[str, str]) -> tuple[str, ...]:
+    """The permission flags of `claude` for AGENTVISOR_CLAUDE_PERMISSION_MODE."""
+    mode = env.get("AGENTVISOR_CLAUDE_PERMISSION_MODE") or DEFAULT_PERMISSION_MODE
+    if mode not in PERMISSION_MODES:
+        raise ProfileError(
+            f"AGENTVISOR_CLAUDE_PERMISSION_MODE={mode!r} is not a Claude Code permission mode; "
+            f"use one of {', '.join(PERMISSION_MODES)}"
+        )
+    if mode == "bypassPermissions":
+        return ("--dangerously-skip-permissions",)
+    return ("--permission-mode", mode)
+
+
+def claude_session_id(env: Mapping[str, str]) -> str | None:
+    """The conversation's id the supervisor chose (AGENTVISOR_CLAUDE_SESSION_ID), if any."""
+    raw = env.get("AGENTVISOR_CLAUDE_SESSION_ID", "").strip()
+    if not raw:
+        return None
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        raise ProfileError(
+            f"AGENTVISOR_CLAUDE_SESSION_ID={raw!r} is not a UUID; Claude Code's --session-id "
+            "needs one"
+        ) from None
+
+
 def claude_profile(env: Mapping[str, str]) -> Profile:
-    args = shlex.split(env.get("AGENTVISOR_CLAUDE_ARGS", DEFAULT_CLAUDE_ARGS))
+    """`claude` with the configured permission mode, then AGENTVISOR_CLAUDE_ARGS. With a
+    session id it starts that conversation (`--session-id`) and resumes exactly it
+    (`--resume`); without, it resumes the latest one in the folder (`--continue`)."""
+    extra = shlex.split(env.get("AGENTVISOR_CLAUDE_ARGS", ""))
+    permission = () if _names_permissions(extra) else claude_permission_args(env)
+    args = (*permission, *extra)
+    session_id = claude_session_id(env)
+    if session_id:
+        command = ("claude", *args, "--session-id", session_id)
+        resume: tuple[str, ...] = ("claude", *args, "--resume", session_id)
+    else:
+        command, resume = ("claude", *args), ("claude", *args, "--continue")
     override = _command_override(env)
     return Profile(
         name="claude",
-        command=override or ("claude", *args),
+        command=override or command,
         ready_pattern=CLAUDE_PROMPT,
         usage_limit_pattern=USAGE_LIMIT,
         submit_keys=("Enter",),
-        resume_command=override or ("claude", *args, "--continue"),
+        resume_command=override or resume,
         busy_pattern=CLAUDE_BUSY,
         tail_lines=6,
+        turn_hooks=True,
+    )
+
+
+def _names_permissions(args: list[str]) -> bool:
+    # Arguments that choose the permission mode themselves (set before there was a setting).
+    return any(
+        arg in ("--dangerously-skip-permissions", "--permission-mode")
+        or arg.startswith("--permission-mode=")
+        for arg in args
     )
 
 
@@ -129,11 +183,17 @@ PROFILES = {"claude": claude_profile, "demo": demo_profile, "generic": generic_p
 
 
 def load_profile(name: str, env: Mapping[str, str]) -> Profile:
-    """The profile called `name` (AGENTVISOR_PROFILE), configured from `env`."""
+    """The profile called `name` (AGENTVISOR_PROFILE), configured from `env`.
+    AGENTVISOR_TURN_HOOKS=1 (or 0) says whether the CLI reports its turns through
+    `agent hook`, for any profile (Claude Code's does by default)."""
     try:
         build = PROFILES[name]
     except KeyError:
         raise ProfileError(
             f"unknown AGENTVISOR_PROFILE {name!r}; use one of {', '.join(PROFILES)}"
         ) from None
-    return build(env)
+    profile = build(env)
+    hooks = env.get("AGENTVISOR_TURN_HOOKS", "").strip()
+    if hooks in ("0", "1"):
+        profile = replace(profile, turn_hooks=hooks == "1")
+    return profile

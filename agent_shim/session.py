@@ -45,6 +45,7 @@ class AgentSession:
         env: Mapping[str, str],
         name: str = "agent",
         clock: Callable[[], float] = time.monotonic,
+        resume_at_start: bool = False,
     ) -> None:
         self.server = server
         self.profile = profile
@@ -52,6 +53,9 @@ class AgentSession:
         self.env = dict(env)
         self.name = name
         self._clock = clock
+        # Start with the resume command (a conversation to continue); if that dies quickly,
+        # the next start is the fresh command, as after any failed resume.
+        self.resume_at_start = resume_at_start
         self._restarts = _Restarts()
         self._pane: AgentPane | None = None
 
@@ -108,7 +112,8 @@ class AgentSession:
         return options
 
     def _create(self) -> None:
-        command = self.profile.command
+        resume = self.profile.resume_command if self.resume_at_start else None
+        command = resume or self.profile.command
         if not os.path.isdir(self.workdir):
             log.warning(
                 "working directory %s does not exist; tmux starts the agent elsewhere", self.workdir
@@ -125,7 +130,7 @@ class AgentSession:
                 f"cannot create tmux session {self.name!r}: "
                 + (" ".join(result.stderr) or f"exit {result.returncode}")
             )
-        self._restarts = _Restarts(started_at=self._clock())
+        self._restarts = _Restarts(started_at=self._clock(), resumed=resume is not None)
         log.info("started the agent in tmux session %r: %s", self.name, shlex.join(command))
 
     def _respawn(self, pane_id: str, status: str) -> bool:

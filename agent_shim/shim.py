@@ -1,5 +1,7 @@
 """The daemon: keeps the agent CLI running in its tmux pane and types the messages leased
 from the host API into it, each exactly once (docs/delivery.md), with a heartbeat beside.
+For a CLI that reports its turns through hooks (Claude Code), the receipts say when a turn
+ends and confirm a submitted prompt; the screen is read for the rest and as the fallback.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from agent_shim.client import ApiClient, ApiError, ClientError, Lease
 from agent_shim.config import ShimConfig
 from agent_shim.journal import DeliveryJournal
 from agent_shim.pane import AgentPane, PaneError
+from agent_shim.receipts import Receipts
 from agent_shim.session import AgentSession
 from agent_shim.text import marker_token
 
@@ -32,6 +35,9 @@ SUBMIT_TIMEOUT_S = 5.0  # the text must leave the input box this long after the 
 # Agent CLIs take keys that arrive right after a burst of typed or pasted text for part of
 # that paste (Codex: within 120 ms), so an Enter sent too soon is a newline, not a submit.
 SETTLE_TIMEOUT_S = 3.0
+# A turn whose end no hook reported (interrupted with Esc, the CLI restarted) is taken as over
+# once the screen has shown the idle prompt this long.
+TURN_STALE_S = 20.0
 
 
 class Backoff:
@@ -80,6 +86,7 @@ class Shim:
         session: AgentSession,
         journal: DeliveryJournal,
         clock: Callable[[], float] = time.time,
+        receipts: Receipts | None = None,
     ) -> None:
         self.config = config
         self.profile = config.profile
@@ -95,6 +102,8 @@ class Shim:
         self._submit_tried: set[str] = set()
         self._nudge = threading.Event()  # asked for by the server in a heartbeat answer
         self._agent_started = False  # the session exists (heartbeats say "starting" before)
+        self.receipts = receipts  # what the CLI's hooks reported, None for a CLI without hooks
+        self._idle_screen_since: float | None = None  # the prompt shown during an open turn
 
     # Life cycle.
 
@@ -103,6 +112,7 @@ class Shim:
             self.session.wait_for_server(self.config.tmux_server_wait_s)
         heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         heartbeat.start()
+        self._release_old_leases()
         backoff = Backoff()
         while not self._stop.is_set():
             try:
@@ -164,7 +174,11 @@ class Shim:
         if self._usage_limit_holds(lines):
             return USAGE_LIMIT_POLL_S
         pending = screen.pending_marker(self.profile, lines)
-        if pending is not None and pending not in self._submit_tried:
+        if (
+            pending is not None
+            and pending not in self._submit_tried
+            and not self._hook_confirmed(pending)
+        ):
             # Typed by a shim that died before the submit key: finish its work once.
             log.info(
                 "%s is in the input box but was never submitted; submitting it",
@@ -172,7 +186,7 @@ class Shim:
             )
             self._submit(pane, marker_token(pending))
             return 0.0
-        ready = screen.is_ready(self.profile, lines)
+        ready = self._ready(lines)
         if self._nudge.is_set():
             self._nudge.clear()
             if not ready:
@@ -198,6 +212,39 @@ class Shim:
             self._deliver(pane, lease)
         return 0.0
 
+    def _ready(self, lines: list[str]) -> bool:
+        """The agent takes input: its ready prompt is on screen and, when its hooks report
+        turns, no turn is open (a prompt submitted without its Stop yet)."""
+        if not screen.is_ready(self.profile, lines):
+            self._idle_screen_since = None
+            return False
+        if self.receipts is None:
+            return True
+        turn = self.receipts.refresh()
+        if not turn.in_turn:
+            self._idle_screen_since = None
+            return True
+        now = self._clock()
+        if self._idle_screen_since is None:
+            self._idle_screen_since = now
+        quiet_since = max(self._idle_screen_since, turn.turn_started_at or 0.0)
+        if now - quiet_since < TURN_STALE_S:
+            return False
+        self._states.report(
+            "turn",
+            f"stale {turn.turn_started_at}",
+            "no hook reported the end of the turn begun at %s, but the prompt has been idle "
+            "for %.0f s; taking the turn as over",
+            turn.turn_started_at,
+            TURN_STALE_S,
+            level=logging.WARNING,
+        )
+        return True
+
+    def _hook_confirmed(self, marker: str) -> bool:
+        """Whether the CLI's prompt hook reported the prompt with this marker submitted."""
+        return self.receipts is not None and self.receipts.refresh().was_submitted(marker)
+
     def _usage_limit_holds(self, lines: list[str]) -> bool:
         now = datetime.fromtimestamp(self._clock()).astimezone()
         held = self._gate.observe(lines, now)
@@ -220,11 +267,24 @@ class Shim:
         self._usage_limited = held
         return held
 
+    def _release_old_leases(self) -> None:
+        """A shim that died holding a lease would block its agent's inbox until the lease ran
+        out; this one is the agent's only shim now, so it takes them back at once."""
+        try:
+            released = self.client.release()
+        except ClientError as error:
+            log.info("old leases not released (%s); they will run out", error)
+            return
+        if released:
+            log.info("took back %s message(s) leased by a previous shim", released)
+
     # Delivery.
 
     def _deliver(self, pane: AgentPane, lease: Lease) -> None:
         marker, token = lease.marker, marker_token(lease.marker)
         witness = "journal" if marker in self.journal else None
+        if witness is None and self._hook_confirmed(marker):
+            witness = "hook receipt"
         if witness is None and pane.pane_contains(marker):
             witness = "pane history"
         if witness:
@@ -242,7 +302,7 @@ class Shim:
         wait_s = min(
             self.config.ready_timeout_s, lease.lease_expires_at - self._clock() - LEASE_MARGIN_S
         )
-        if not pane.wait_until_ready(self.profile, max(wait_s, 0.0)):
+        if not pane.wait_until(self._ready, max(wait_s, 0.0)):
             self._nack(lease, f"the agent did not show its ready prompt within {wait_s:.0f} s")
             return
         pane.type_message(marker, lease.body)
@@ -265,18 +325,28 @@ class Shim:
     def _submit(self, pane: AgentPane, token: str) -> bool:
         """Send the submit keys once the screen has been still for the profile's `settle_s`;
         again if the text stays in the input box (the CLI took the first key for part of the
-        paste)."""
+        paste). Submitted: when the CLI's hooks work, its prompt hook reported the marker;
+        otherwise (and as the fallback) the text left the input box."""
         marker = token[1:-1]
         self._submit_tried.add(marker)
+        hooks = self.receipts is not None and self.receipts.refresh().seen
 
         def left_input(lines: list[str]) -> bool:
             return screen.pending_marker(self.profile, lines) != marker
+
+        def submitted(lines: list[str]) -> bool:
+            return self._hook_confirmed(marker) or (not hooks and left_input(lines))
 
         if self.profile.settle_s > 0:
             pane.wait_until_stable(SETTLE_TIMEOUT_S, self.profile.settle_s)
         for _ in range(2):
             pane.send_keys(*self.profile.submit_keys)
-            if pane.wait_until(left_input, SUBMIT_TIMEOUT_S):
+            if pane.wait_until(submitted, SUBMIT_TIMEOUT_S):
+                if hooks:
+                    log.info("%s submitted: the prompt hook confirmed it", token)
+                return True
+            if hooks and left_input(pane.capture_screen()):
+                log.warning("%s left the input box but no prompt hook reported it", token)
                 return True
             log.warning("%s still in the input box after the submit key", token)
         return False
@@ -334,6 +404,11 @@ class Shim:
             info: dict[str, str | None] = {"pane_hash": pane_hash, "profile": self.profile.name}
             if state == "usage_limit":
                 info["usage_limit"] = self._gate.notice
+            turn = self.receipts.refresh() if self.receipts is not None else None
+            if turn is not None and turn.seen:
+                info["turn"] = "open" if turn.in_turn else "closed"
+                if turn.attention:
+                    info["attention"] = turn.attention
             try:
                 answer = self.client.heartbeat(state, info)
                 self._states.report("api", "ok", "host API reachable again")
@@ -356,4 +431,6 @@ class Shim:
         pane_hash = hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
         if self._usage_limited:
             return "usage_limit", pane_hash
-        return ("idle" if screen.is_ready(self.profile, lines) else "working"), pane_hash
+        in_turn = self.receipts is not None and self.receipts.refresh().in_turn
+        idle = screen.is_ready(self.profile, lines) and not in_turn
+        return ("idle" if idle else "working"), pane_hash

@@ -1,4 +1,4 @@
-"""Run the benchmarks and print a table: `python -m benchmarks [core|sandbox|up ...]`."""
+"""Run the benchmarks and print a table: `python -m benchmarks [core|sandbox|up|claude ...]`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-SUITES = ["core", "sandbox", "up"]
+SUITES = ["core", "sandbox", "up", "claude"]
 
 
 def main(argv: list[str]) -> int:

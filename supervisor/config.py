@@ -41,6 +41,9 @@ class Settings:
     agent: str = "auto"  # auto | claude | demo | generic
     agent_command: str | None = None  # generic profile
     ready_pattern: str | None = None  # generic profile
+    # Claude Code's --permission-mode in the sandboxes: no prompts by default, the sandbox is
+    # the boundary (docs/guides/claude-code.md).
+    claude_permission_mode: str = "bypassPermissions"
     heartbeat_timeout_s: float = 30.0
     queue_concurrency: int = 1  # projects from the queue running at once
     project_timeout_minutes: float = 720.0  # a queued project not complete by then has failed

@@ -227,14 +227,21 @@ def _start_sandboxes(
     progress: Progress,
     resume: bool = False,
 ) -> dict[str, str]:
+    from supervisor.claude import sandbox_extras
     from supervisor.sandboxes import build_spec, write_token_file
 
-    specs = []
-    for role, worktree in worktrees.items():
+    token_files = {}
+    for role in worktrees:
         token_file = settings.tokens_dir / name / f"{role}.token"
         if not token_file.exists():
             agent = client.post("/v1/agents", {"project": name, "role": role, "profile": profile})
             token_file = write_token_file(settings, name, role, agent["token"])
+        token_files[role] = token_file
+    # Each agent's Claude Code conversation has an id the store chose: a restart resumes it.
+    sessions = {a["role"]: a.get("session_id") for a in client.get("/v1/agents", project=name)}
+    specs = []
+    for role, worktree in worktrees.items():
+        extras = sandbox_extras(settings, profile, sessions.get(role))
         specs.append(
             build_spec(
                 settings,
@@ -242,9 +249,11 @@ def _start_sandboxes(
                 role=role,
                 worktree=worktree.path,
                 repo_root=root,
-                token_file=token_file,
+                token_file=token_files[role],
                 profile=profile,
                 image=image,
+                extra_env=extras.env,
+                credential_mounts=extras.mounts,
                 resume=resume,
             )
         )

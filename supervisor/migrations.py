@@ -3,6 +3,7 @@ inside the caller's transaction; the version lives in the `meta` table."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 
 import sqlite_utils
@@ -146,9 +147,17 @@ def _v2(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE agents ADD COLUMN nudge_at REAL")
 
 
+def _v3(db: sqlite_utils.Database) -> None:
+    """Every agent has the id of its Claude Code conversation (`--session-id`, `--resume`)."""
+    rows = db.execute("SELECT id FROM agents WHERE session_id IS NULL OR session_id = ''")
+    for (agent_id,) in rows.fetchall():
+        db.execute("UPDATE agents SET session_id = ? WHERE id = ?", (str(uuid.uuid4()), agent_id))
+
+
 MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [
     (1, _v1),
     (2, _v2),
+    (3, _v3),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

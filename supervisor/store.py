@@ -12,6 +12,7 @@ import json
 import secrets
 import sqlite3
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -225,7 +226,8 @@ class Store:
 
     # -- agents ----------------------------------------------------------------------------
     def register_agent(self, project_id: int, role: str, profile: str = "demo") -> tuple[Row, str]:
-        """Create the agent, or give an existing one a fresh token (the old one stops working)."""
+        """Create the agent, or give an existing one a fresh token (the old one stops working).
+        Each agent gets a `session_id`, the id of its Claude Code conversation, once."""
         token = new_token("ava")
         now = self.clock.now()
         with self.transaction() as db:
@@ -244,6 +246,7 @@ class Store:
                             "state": "registered",
                             "created_at": now,
                             "last_seen_at": None,
+                            "session_id": str(uuid.uuid4()),
                         }
                     )
                     .last_pk
@@ -251,7 +254,10 @@ class Store:
                 self.log_event("agent.registered", project_id, pk, {"role": role}, db=db)
             else:
                 pk = existing["id"]
-                db["agents"].update(pk, {"token_hash": hash_token(token), "profile": profile})
+                fields = {"token_hash": hash_token(token), "profile": profile}
+                if not existing.get("session_id"):
+                    fields["session_id"] = str(uuid.uuid4())
+                db["agents"].update(pk, fields)
         return self.get_agent_by_id(pk), token
 
     def get_agent_by_id(self, agent_id: int) -> Row:

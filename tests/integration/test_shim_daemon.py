@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 import libtmux
 import pytest
 
+from agent_shim.receipts import append, receipt
 from tests.conftest import ServerProcess
 from tests.helpers import wait_until
 
@@ -351,3 +353,78 @@ def test_sigterm_stops_the_shim_promptly(api: ServerProcess, shim: ShimProcess):
     wait_until(lambda: "started the agent" in shim.log(), timeout_s=20, message="shim up")
     assert shim.stop() == 0
     assert "stopped" in shim.log()
+
+
+# Turn hooks (AGENTVISOR_TURN_HOOKS=1): the receipts the agent CLI's hooks leave (the real
+# Claude Code writes them in test_claude_tui.py) hold a message back while a turn is open, and
+# a prompt receipt witnesses a submitted message.
+
+
+def developer_row(api: ServerProcess) -> dict[str, Any]:
+    agents = api.client.get("/v1/agents", project=PROJECT)
+    return next(a for a in agents if a["role"] == "developer")
+
+
+def turn_reported(api: ServerProcess, turn: str) -> bool:
+    info = json.loads(developer_row(api)["info"] or "{}")
+    return info.get("turn") == turn
+
+
+def test_a_message_waits_for_the_open_turn_to_end_then_goes_in_once(
+    api: ServerProcess, shim: ShimProcess
+):
+    receipts = shim.home / "hooks.jsonl"
+    append(receipts, receipt("prompt_submitted", {"prompt": "a long task"}, time.time()))
+    sent = send(api, "after your turn")
+    shim.start(AGENTVISOR_TURN_HOOKS="1", AGENTVISOR_HOOK_RECEIPTS=str(receipts))
+
+    # The demo agent shows its prompt, but its hooks say the turn is still going.
+    wait_until(lambda: turn_reported(api, "open"), timeout_s=15, message="the open turn")
+    first = developer_row(api)["last_seen_at"]
+    wait_until(lambda: developer_row(api)["last_seen_at"] > first, message="one more heartbeat")
+    assert developer_row(api)["state"] == "working"
+    assert message(api, sent["id"])["state"] == "queued"
+    assert shim.prompts() == []
+
+    ended_at = time.time()
+    append(receipts, receipt("stop", {"last_assistant_message": "done"}, ended_at))
+    wait_until(lambda: delivered(api, sent["id"]), timeout_s=15, message="the delivery")
+
+    assert message(api, sent["id"])["delivered_at"] >= ended_at
+    assert shim.prompts() == [f"[{sent['marker']}] after your turn"]
+
+
+def test_a_prompt_receipt_witnesses_a_submitted_message_when_journal_and_pane_are_gone(
+    api: ServerProcess, shim: ShimProcess
+):
+    receipts = shim.home / "hooks.jsonl"
+    hooks = {"AGENTVISOR_TURN_HOOKS": "1", "AGENTVISOR_HOOK_RECEIPTS": str(receipts)}
+    sent = send(api, "submitted, then the shim died")
+    shim.start(AGENTVISOR_SHIM_CRASH_AFTER_TYPE="1", **hooks)
+    assert shim.proc is not None
+    shim.proc.wait(timeout=30)
+    assert shim.prompts() == [f"[{sent['marker']}] submitted, then the shim died"]
+    # What the CLI's prompt hook would have written; the other witnesses are lost.
+    prompt = {"prompt": f"[{sent['marker']}] submitted, then the shim died"}
+    append(receipts, receipt("prompt_submitted", prompt, time.time()))
+    append(receipts, receipt("stop", {}, time.time()))
+    shim.journal.unlink()
+    shim.tmux.cmd("send-keys", "-R", "-t", "=agent:^")
+    shim.tmux.cmd("clear-history", "-t", "=agent:^")
+    shim.tmux.cmd("send-keys", "-t", "=agent:^", "Enter")  # the CLI redraws its prompt
+    wait_until(lambda: "demo>" in shim.pane_history(), timeout_s=10, message="a prompt")
+    assert sent["marker"] not in shim.pane_history()
+
+    shim.start(**hooks)
+    wait_until(lambda: delivered(api, sent["id"]), timeout_s=30, message="the ack")
+
+    assert shim.prompts() == [f"[{sent['marker']}] submitted, then the shim died"]
+    assert "was typed before (hook receipt); acking without typing it again" in shim.log()
+
+
+def test_without_turn_hooks_receipts_are_ignored(api: ServerProcess, shim: ShimProcess):
+    receipts: Path = shim.home / "hooks.jsonl"
+    append(receipts, receipt("prompt_submitted", {"prompt": "never ends"}, time.time()))
+    sent = send(api, "the screen decides")
+    shim.start(AGENTVISOR_HOOK_RECEIPTS=str(receipts))
+    wait_until(lambda: delivered(api, sent["id"]), timeout_s=15, message="the delivery")

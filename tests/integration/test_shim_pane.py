@@ -7,7 +7,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import libtmux
@@ -230,3 +230,26 @@ def test_the_session_is_created_on_a_foreground_tmux_server_like_supervisords(
     finally:
         foreground.terminate()
         foreground.wait(timeout=10)
+
+
+def test_a_session_to_resume_starts_with_the_resume_command_and_falls_back_when_it_dies(
+    tmux_server: libtmux.Server, tmp_path: Path
+):
+    # Like `claude --resume ID` when the conversation was never saved: it exits at once.
+    profile = replace(
+        load_profile("generic", {"AGENTVISOR_AGENT_COMMAND": "x", "AGENTVISOR_READY_PATTERN": "x"}),
+        command=("sh", "-c", "echo started fresh; exec sleep 60"),
+        resume_command=("sh", "-c", "echo no conversation to resume; exit 1"),
+    )
+    session = AgentSession(tmux_server, profile, str(tmp_path), {}, resume_at_start=True)
+
+    def history() -> str:
+        return "\n".join(tmux_server.cmd("capture-pane", "-p", "-S", "-", "-t", "=agent:^").stdout)
+
+    session.ensure()
+    wait_until(lambda: "no conversation to resume" in history(), timeout_s=10)
+    wait_until(
+        lambda: session.ensure() is not None and "started fresh" in history(),
+        timeout_s=15,
+        message="the fresh command after the failed resume",
+    )

@@ -14,9 +14,50 @@ def test_claude_runs_with_skip_permissions_by_default_and_resumes_with_continue(
     assert profile.submit_keys == ("Enter",)
 
 
-def test_claude_args_come_from_the_environment_split_like_a_shell():
+def test_claude_args_are_added_after_the_permission_flag_split_like_a_shell():
     profile = load_profile("claude", {"AGENTVISOR_CLAUDE_ARGS": "--model 'opus 4' --verbose"})
-    assert profile.command == ("claude", "--model", "opus 4", "--verbose")
+    assert profile.command == (
+        "claude",
+        "--dangerously-skip-permissions",
+        "--model",
+        "opus 4",
+        "--verbose",
+    )
+
+
+def test_claude_args_that_choose_permissions_themselves_are_not_doubled():
+    profile = load_profile("claude", {"AGENTVISOR_CLAUDE_ARGS": "--dangerously-skip-permissions"})
+    assert profile.command == ("claude", "--dangerously-skip-permissions")
+    profile = load_profile("claude", {"AGENTVISOR_CLAUDE_ARGS": "--permission-mode=plan"})
+    assert profile.command == ("claude", "--permission-mode=plan")
+
+
+def test_claude_permission_mode_other_than_bypass_is_passed_as_permission_mode():
+    profile = load_profile("claude", {"AGENTVISOR_CLAUDE_PERMISSION_MODE": "acceptEdits"})
+    assert profile.command == ("claude", "--permission-mode", "acceptEdits")
+
+
+def test_unknown_claude_permission_mode_names_the_known_ones():
+    with pytest.raises(ProfileError, match="acceptEdits, auto, bypassPermissions"):
+        load_profile("claude", {"AGENTVISOR_CLAUDE_PERMISSION_MODE": "yolo"})
+
+
+def test_claude_with_a_session_id_starts_that_session_and_resumes_exactly_it():
+    session = "0b0c8a6e-35c5-4f7e-9a43-0f6a3c1f9d21"
+    profile = load_profile("claude", {"AGENTVISOR_CLAUDE_SESSION_ID": session})
+    assert profile.command == ("claude", "--dangerously-skip-permissions", "--session-id", session)
+    assert profile.resume_command == (
+        "claude",
+        "--dangerously-skip-permissions",
+        "--resume",
+        session,
+    )
+    assert profile.turn_hooks
+
+
+def test_claude_session_id_must_be_a_uuid():
+    with pytest.raises(ProfileError, match="AGENTVISOR_CLAUDE_SESSION_ID"):
+        load_profile("claude", {"AGENTVISOR_CLAUDE_SESSION_ID": "latest"})
 
 
 def test_agent_command_overrides_any_profile_and_runs_through_sh():

@@ -118,6 +118,9 @@ def test_a_submitted_message_is_not_pending():
         "You've hit your limit · resets 2am (America/New_York)",
         "Claude AI usage limit reached|1760000000",
         "  ⎿  5-hour limit reached ∙ resets 11:30am",
+        # Claude Code 2.1.330, as the real TUI shows it (tests/integration/test_claude_tui.py).
+        "  ⎿  You've hit your 5-hour limit · resets 10:48am (UTC)",
+        "  ⎿  You've hit your weekly limit · resets Oct 6, 1pm (UTC)",
     ],
 )
 def test_usage_limit_notices_are_recognised(notice: str):
@@ -131,6 +134,8 @@ def test_usage_limit_notices_are_recognised(notice: str):
         "API Error: Rate limit reached, retrying in 5 seconds",
         "I set the loop limit to 5 hours",
         "the upload limit is reached when the file is over 5 MB",
+        "API Error: Request rejected (429) · This request would exceed your account's rate limit.",
+        "you've hit your stride, no limits here",
     ],
 )
 def test_ordinary_text_about_limits_is_not_a_usage_limit(text: str):
@@ -163,6 +168,10 @@ NOW = datetime(2025, 10, 1, 10, 0, tzinfo=PARIS)
             datetime(2025, 10, 9, 17, 0, tzinfo=PARIS),
         ),
         ("Claude AI usage limit reached|1760000000", datetime.fromtimestamp(1760000000, UTC)),
+        (
+            "You've hit your 5-hour limit · resets 10:48am (UTC)",
+            datetime(2025, 10, 1, 10, 48, tzinfo=UTC),
+        ),
     ],
 )
 def test_reset_times_are_read_in_the_named_or_local_zone(notice: str, expected: datetime):

@@ -211,3 +211,26 @@ def test_a_restarted_shim_takes_back_its_agents_leases_at_once(store: Store, tea
     again = store.lease_next(team["developer"], 60, 5)
     assert again["id"] == first["id"] and again["lease_id"] != first["lease_id"]
     assert store.release_leases(team["tester"]) == 0
+
+
+def test_each_agent_gets_a_claude_session_id_that_a_new_token_keeps(store: Store):
+    project = store.upsert_project("sessions", "/tmp/sessions")
+    first, _ = store.register_agent(project["id"], "developer", "claude")
+    other, _ = store.register_agent(project["id"], "tester", "claude")
+    again, _ = store.register_agent(project["id"], "developer", "claude")
+
+    assert len(first["session_id"]) == 36 and first["session_id"] != other["session_id"]
+    assert again["session_id"] == first["session_id"]
+
+
+def test_agents_from_before_session_ids_get_one_on_upgrade(tmp_path: Path, clock: FakeClock):
+    old = Store(tmp_path / "a.db", clock)
+    project = old.upsert_project("old", "/tmp/old")
+    agent, _ = old.register_agent(project["id"], "developer")
+    old.db.execute("UPDATE agents SET session_id = NULL")
+    old.db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    old.close()
+
+    upgraded = Store(tmp_path / "a.db", clock)
+
+    assert len(upgraded.get_agent_by_id(agent["id"])["session_id"]) == 36
