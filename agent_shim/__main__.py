@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import libtmux
@@ -26,6 +28,23 @@ def tmux_server(socket: str | None) -> libtmux.Server:
     if "/" in socket:
         return libtmux.Server(socket_path=socket)
     return libtmux.Server(socket_name=socket)
+
+
+def shim_clock(env: dict[str, str] | os._Environ[str] = os.environ) -> Callable[[], float]:
+    """The shim's clock: the system's, or (tests only) shifted by the seconds written in the
+    file AGENTVISOR_CLOCK_OFFSET_FILE names, the same file that moves the server's clock."""
+    path = env.get("AGENTVISOR_CLOCK_OFFSET_FILE")
+    if not path:
+        return time.time
+
+    def now() -> float:
+        try:
+            with open(path, encoding="utf-8") as file:
+                return time.time() + float(file.read().strip() or 0)
+        except (OSError, ValueError):
+            return time.time()
+
+    return now
 
 
 def main() -> int:
@@ -57,6 +76,7 @@ def main() -> int:
         ApiClient(config.socket_path, config.token_file),
         session,
         DeliveryJournal(config.journal_path),
+        clock=shim_clock(),
         receipts=Receipts(config.hook_receipts_path) if config.profile.turn_hooks else None,
     )
     shim.install_signal_handlers()

@@ -252,7 +252,7 @@ def _start_sandboxes(
                 token_file=token_files[role],
                 profile=profile,
                 image=image,
-                extra_env=extras.env,
+                extra_env={**extras.env, **_test_clock_env(settings)},
                 credential_mounts=extras.mounts,
                 resume=resume,
             )
@@ -260,6 +260,15 @@ def _start_sandboxes(
     progress(f"starting {len(specs)} sandboxes")
     started = backend.start_many(specs)
     return {info.role: info.name for info in started}
+
+
+def _test_clock_env(settings: Settings) -> dict[str, str]:
+    """Tests only: a server clock moved by a file in the socket folder moves the shims' clocks
+    too (sandboxes see that folder at /run/agentvisor/sock)."""
+    offset = settings.clock_offset_file
+    if not offset or Path(offset).parent.resolve() != settings.socket_dir.resolve():
+        return {}
+    return {"AGENTVISOR_CLOCK_OFFSET_FILE": f"/run/agentvisor/sock/{Path(offset).name}"}
 
 
 def _brief(
