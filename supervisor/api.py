@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from supervisor import __version__
 from supervisor.auth import Authenticator, Caller
 from supervisor.dashboard import dashboard_router
+from supervisor.doctor import docker_problem
 from supervisor.errors import AgentvisorError
 from supervisor.service import Service
 from supervisor.store import Row
@@ -151,6 +152,10 @@ def create_app(service: Service, auth: Authenticator) -> FastAPI:
         if free_mb < 200:
             result.update(ok=False, disk=f"only {free_mb} MiB free in {svc.settings.state_dir}")
         result["scheduler"] = "running" if svc.scheduler is not None else "off"
+        problem = docker_problem()
+        result["docker"] = "ok" if problem is None else f"not reachable: {problem}"
+        if problem is not None:
+            result["ok"] = False
         return result
 
     @app.get("/metrics", response_class=PlainTextResponse)

@@ -118,6 +118,22 @@ def image(
         raise typer.Exit(code)
 
 
+@app.command()
+def doctor(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+    """Check what agentvisor needs: tools, Docker, images, disk, the server."""
+    from supervisor.doctor import run_checks
+
+    checks = run_checks(ctx_of(ctx).settings)
+    if json_out:
+        print_json([vars(c) for c in checks])
+    else:
+        for check in checks:
+            mark = "ok  " if check.ok else "FAIL"
+            console.print(f"{mark} {check.name:<7} {check.detail}", markup=False, highlight=False)
+    if not all(c.ok for c in checks):
+        raise typer.Exit(1)
+
+
 @app.command("stop-server")
 def stop_server(ctx: typer.Context) -> None:
     """Stop the background server (sandboxes keep running)."""

@@ -294,3 +294,29 @@ def test_recurring_checkin_keeps_its_cadence_in_real_time(short_tmp):
         dev.delete(f"/v1/checkins/{checkin['id']}")
     finally:
         server.kill()
+
+
+def test_health_reports_database_disk_and_docker(server: ServerProcess):
+    health = server.client.get("/v1/health")
+    assert health["db"] == "ok" and health["disk_free_mb"] > 0
+    assert health["docker"] == "ok" or health["docker"].startswith("not reachable")
+
+
+def test_doctor_checks_tools_engine_disk_and_server(server: ServerProcess):
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "supervisor", "--state", str(server.state_dir), "doctor", "--json"],
+        env=server.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    import json
+
+    checks = {c["name"]: c for c in json.loads(done.stdout)}
+    assert set(checks) == {"tools", "docker", "image", "disk", "server"}
+    assert checks["server"]["ok"], checks["server"]
+    assert checks["disk"]["ok"] and checks["tools"]["ok"]
+    assert done.returncode == (0 if all(c["ok"] for c in checks.values()) else 1)
