@@ -25,6 +25,7 @@ from supervisor.images import build_sandbox_image
 from supervisor.sandboxes import SandboxBackend, build_spec, docker_client, write_token_file
 from supervisor.testing import model_server
 from supervisor.worktrees import Mount, chown_for_sandbox, ensure_worktree, git_common_dir
+from tests.helpers import remove_labelled
 
 IMAGE = os.environ.get("AGENTVISOR_CLAUDE_TEST_IMAGE", "agentvisor/sandbox:claude-test")
 RUNS = 3
@@ -64,13 +65,7 @@ def cold_starts(runs: int = RUNS) -> list[dict[str, float]]:
         (model / "script.json").write_text(json.dumps([{"when": "PING", "text": "pong"}]))
         return [_cold_start(server, engine, tmp, f"cb{run}{i}", run) for i in range(runs)]
     finally:
-        selector = {"label": f"{LABEL}={run}"}
-        for container in engine.containers.list(all=True, filters=selector):
-            container.remove(force=True)
-        for volume in engine.volumes.list(filters=selector):
-            volume.remove(force=True)
-        for network in engine.networks.list(filters=selector):
-            network.remove()
+        remove_labelled(engine, LABEL, run)
         server.kill(signal.SIGTERM)
         shutil.rmtree(tmp, ignore_errors=True)
 

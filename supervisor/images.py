@@ -258,27 +258,33 @@ def build_sandbox_image(
     base = ensure_base_image(base_image, progress)
     prepare_context(extra_ca, progress)
     progress(f"building {tag} from {base} (agent CLIs: {agent_clis})")
+    return run_build(
+        client,
+        tag,
+        progress,
+        path=str(REPO_ROOT),
+        dockerfile=DOCKERFILE,
+        buildargs={
+            "BASE_IMAGE": base,
+            "AGENT_CLIS": agent_clis,
+            "AGENT_UID": str(agent_uid),
+            "AGENT_GID": str(agent_gid),
+        },
+        labels={"org.agentvisor.agent-clis": agent_clis},
+        nocache=no_cache,
+    )
+
+
+def run_build(client: docker.DockerClient, tag: str, progress: Progress, **build_args: Any) -> str:
+    """`docker build` through the SDK with the output fed to `progress`; the image id.
+    Engine failures become SandboxError / EngineUnavailable naming the tag."""
     try:
         stream = client.api.build(
-            path=str(REPO_ROOT),
-            dockerfile=DOCKERFILE,
-            tag=tag,
-            buildargs={
-                "BASE_IMAGE": base,
-                "AGENT_CLIS": agent_clis,
-                "AGENT_UID": str(agent_uid),
-                "AGENT_GID": str(agent_gid),
-            },
-            labels={"org.agentvisor.agent-clis": agent_clis},
-            rm=True,
-            forcerm=True,
-            nocache=no_cache,
-            pull=False,
-            decode=True,
-            timeout=BUILD_TIMEOUT_S,
-        )
-        image_id = _follow_build(stream, tag, progress)
-        return image_id or client.images.get(tag).id
+            tag=tag, rm=True, forcerm=True, pull=False, decode=True,
+            timeout=BUILD_TIMEOUT_S, **build_args,
+        )  # fmt: skip
+        image_id = follow_build(stream, tag, progress)
+        return image_id or str(client.images.get(tag).id)
     except docker.errors.APIError as exc:
         raise SandboxError(f"building {tag} failed: {exc.explanation or exc}") from exc
     except requests.exceptions.RequestException as exc:
@@ -287,7 +293,7 @@ def build_sandbox_image(
         ) from exc
 
 
-def _follow_build(stream: Iterable[dict[str, Any]], tag: str, progress: Progress) -> str | None:
+def follow_build(stream: Iterable[dict[str, Any]], tag: str, progress: Progress) -> str | None:
     image_id: str | None = None
     for chunk in stream:
         if "error" in chunk:

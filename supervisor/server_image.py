@@ -26,14 +26,13 @@ import requests.exceptions
 
 from supervisor.errors import AgentvisorError, EngineUnavailable, SandboxError
 from supervisor.images import (
-    BUILD_TIMEOUT_S,
     IMAGE_PYTHON_VERSION,
     REPO_ROOT,
     Progress,
-    _follow_build,
     _quiet,
     docker_client,
     ensure_base_image,
+    run_build,
 )
 
 DEFAULT_TAG = "agentvisor/supervisor:latest"
@@ -200,29 +199,17 @@ def build_server_image(
                              progress)  # fmt: skip
     context = build_context(REPO_ROOT, IMAGE_DIR, wheels, requirements)
     progress(f"building {tag} from {base} ({len(context) // 2**20} MB context)")
-    try:
-        stream = client.api.build(
-            fileobj=io.BytesIO(context),
-            custom_context=True,
-            dockerfile="Dockerfile",
-            tag=tag,
-            buildargs={"BASE_IMAGE": base},
-            labels={"org.agentvisor.image": "supervisor"},
-            rm=True,
-            forcerm=True,
-            nocache=no_cache,
-            pull=False,
-            decode=True,
-            timeout=BUILD_TIMEOUT_S,
-        )
-        image_id = _follow_build(stream, tag, progress)
-        return image_id or client.images.get(tag).id
-    except docker.errors.APIError as exc:
-        raise SandboxError(f"building {tag} failed: {exc.explanation or exc}") from exc
-    except requests.exceptions.RequestException as exc:
-        raise EngineUnavailable(
-            f"the Docker engine stopped answering while building {tag} ({exc}): check dockerd"
-        ) from exc
+    return run_build(
+        client,
+        tag,
+        progress,
+        fileobj=io.BytesIO(context),
+        custom_context=True,
+        dockerfile="Dockerfile",
+        buildargs={"BASE_IMAGE": base},
+        labels={"org.agentvisor.image": "supervisor"},
+        nocache=no_cache,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

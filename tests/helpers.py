@@ -65,3 +65,14 @@ def docker_answers() -> bool:
 def sandbox_test_image() -> str:
     """The sandbox image without agent CLIs that `make image-test` builds."""
     return os.environ.get("AGENTVISOR_TEST_IMAGE", "agentvisor/sandbox:test")
+
+
+def remove_labelled(engine: object, label: str, value: str) -> None:
+    """Remove the containers, volumes and networks a test labelled `label=value`."""
+    selector = {"label": f"{label}={value}"}
+    for container in engine.containers.list(all=True, filters=selector):  # type: ignore[attr-defined]
+        container.remove(force=True)
+    for volume in engine.volumes.list(filters=selector):  # type: ignore[attr-defined]
+        volume.remove(force=True)
+    for network in engine.networks.list(filters=selector):  # type: ignore[attr-defined]
+        network.remove()

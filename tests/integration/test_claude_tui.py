@@ -34,7 +34,7 @@ from supervisor.testing import model_server
 from supervisor.testing.model_server import gateway_token, last_user_text
 from supervisor.worktrees import Mount, chown_for_sandbox, ensure_worktree, git_common_dir
 from tests.conftest import ServerProcess, require
-from tests.helpers import docker_answers, make_repo, wait_until
+from tests.helpers import docker_answers, make_repo, remove_labelled, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -245,13 +245,7 @@ def claude() -> Iterator[Claude]:
         claude.figures["cold_start_to_ready_s"] = time.monotonic() - started
         yield claude
     finally:
-        selector = {"label": f"{TEST_LABEL}={run}"}
-        for container in engine.containers.list(all=True, filters=selector):
-            container.remove(force=True)
-        for volume in engine.volumes.list(filters=selector):
-            volume.remove(force=True)
-        for network in engine.networks.list(filters=selector):
-            network.remove()
+        remove_labelled(engine, TEST_LABEL, run)
         server.kill(signal.SIGTERM)
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -43,7 +43,7 @@ from supervisor.worktrees import (
     worktrees_dir,
 )
 from tests.conftest import ServerProcess, require
-from tests.helpers import wait_until
+from tests.helpers import remove_labelled, wait_until
 
 pytestmark = pytest.mark.docker
 
@@ -110,13 +110,7 @@ def py(container: Container, code: str) -> dict:
 
 
 def cleanup(engine: docker.DockerClient, run: str) -> None:
-    selector = {"label": f"{TEST_LABEL}={run}"}
-    for container in engine.containers.list(all=True, filters=selector):
-        container.remove(force=True)
-    for volume in engine.volumes.list(filters=selector):
-        volume.remove(force=True)
-    for network in engine.networks.list(filters=selector):
-        network.remove()
+    remove_labelled(engine, TEST_LABEL, run)
 
 
 @pytest.fixture(scope="module")
