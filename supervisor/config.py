@@ -22,6 +22,9 @@ class Settings:
     state_dir: Path = field(default_factory=lambda: DEFAULT_STATE_DIR.expanduser())
     tcp_host: str = "127.0.0.1"
     tcp_port: int | None = None  # the loopback TCP listener, only when asked
+    # FULL: an answered request survives a power cut. NORMAL: faster, survives a crash of
+    # agentvisor or of the sandboxes, may lose the last transactions on a power cut.
+    sqlite_synchronous: str = "FULL"
     lease_s: float = 60.0  # how long a leased message stays with a shim before redelivery
     max_attempts: int = 20  # deliveries tried before a message is marked failed
     max_body_bytes: int = 256 * 1024

@@ -44,7 +44,7 @@ def build_app(settings: Settings, clock: Clock | None = None) -> tuple[FastAPI, 
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(PermissionError):
         os.chmod(settings.state_dir, 0o700)
-    store = Store(settings.db_path, clock or make_clock(settings))
+    store = Store(settings.db_path, clock or make_clock(settings), settings.sqlite_synchronous)
     token = ensure_operator_token(settings.operator_token_path)
     waiters = InboxWaiters()
     metrics = Metrics()

@@ -22,7 +22,7 @@ import sqlite_utils
 
 from supervisor.clock import Clock, SystemClock
 from supervisor.delivery import PENDING_STATES, Event, MessageState, new_marker, transition
-from supervisor.errors import Conflict, NotFound, StorageFull
+from supervisor.errors import Conflict, InvalidInput, NotFound, StorageFull
 from supervisor.migrations import migrate
 from supervisor.recurrence import checkin_text, plan_firing
 from supervisor.team import OPERATOR
@@ -63,7 +63,9 @@ class Store:
     ) -> None:
         self.path = Path(path)
         self.clock = clock or SystemClock()
-        self._synchronous = synchronous
+        if synchronous.upper() not in ("NORMAL", "FULL", "EXTRA"):
+            raise InvalidInput(f"sqlite_synchronous={synchronous!r}: use NORMAL, FULL or EXTRA")
+        self._synchronous = synchronous.upper()
         self._local = threading.local()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.transaction() as db:
