@@ -8,6 +8,7 @@ import sqlite3
 from typing import Any
 
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -275,7 +276,8 @@ def create_app(service: Service, auth: Authenticator) -> FastAPI:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         while True:
-            message = svc.lease(who)
+            # The store call may wait for SQLite's write lock: keep it off the event loop.
+            message = await run_in_threadpool(svc.lease, who)
             if message is not None:
                 return JSONResponse(
                     {

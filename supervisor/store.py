@@ -399,6 +399,16 @@ class Store:
         sees messages in the order they were accepted. Returns the message with its lease_id.
         """
         now = self.clock.now()
+        # A plain read first: an empty inbox (the common case for a long-poll re-check) then
+        # costs no write lock.
+        if (
+            self._one(
+                "SELECT 1 AS x FROM messages WHERE recipient_id = ? AND state IN (?, ?) LIMIT 1",
+                (agent_id, *PENDING_STATES),
+            )
+            is None
+        ):
+            return None
         with self.transaction() as db:
             agent = self._one("SELECT paused_until FROM agents WHERE id = ?", (agent_id,))
             if agent and agent["paused_until"] and agent["paused_until"] > now:

@@ -3,6 +3,7 @@ Docker and tmux tests fail in CI rather than skip."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import signal
@@ -72,6 +73,7 @@ class ServerProcess:
             cwd=REPO,
         )
         log.close()
+        atexit.register(self.kill, signal.SIGKILL)  # never outlive the test run
 
         def up() -> bool:
             assert self.proc is not None

@@ -103,7 +103,11 @@ def test_kill_9_while_firing_and_leasing_loses_and_doubles_nothing(short_tmp: Pa
         stop.set()
         consumer.join(15)
         server.kill(signal.SIGTERM)
-    rows = ServerProcess(short_tmp / "state").start().client.get("/v1/messages", limit=500)
+    again = ServerProcess(short_tmp / "state").start()
+    try:
+        rows = again.client.get("/v1/messages", limit=500)
+    finally:
+        again.kill(signal.SIGTERM)
     assert len(accepted) == MESSAGES
     assert accepted <= {r["id"] for r in rows}
     assert len([r for r in rows if r["kind"] == "checkin"]) == CHECKINS
