@@ -276,6 +276,7 @@ def create_app(service: Service, auth: Authenticator) -> FastAPI:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         while True:
+            seen = svc.waiters.version(agent["id"])
             # The store call may wait for SQLite's write lock: keep it off the event loop.
             message = await run_in_threadpool(svc.lease, who)
             if message is not None:
@@ -291,7 +292,7 @@ def create_app(service: Service, auth: Authenticator) -> FastAPI:
                 return Response(status_code=204)
             # Woken at once by a new message for this agent; the periodic re-check covers
             # messages queued by another process and leases that expire.
-            await svc.waiters.wait(agent["id"], min(remaining, 1.0))
+            await svc.waiters.wait(agent["id"], min(remaining, 1.0), seen)
 
     @app.post("/v1/inbox/{message_id}/ack")
     def ack(message_id: int, body: LeaseRef, who: Caller = Depends(caller)) -> Row:

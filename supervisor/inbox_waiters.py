@@ -1,8 +1,10 @@
 """Wakes long-polling inbox requests when a message for their agent is queued.
 
 Notifications may come from any thread (the scheduler's, a request's); waiters live on the
-server's event loop. A waiter also re-checks on its own every `recheck_s`, which covers messages
-queued by another process and leases that expire.
+server's event loop. Each agent has a version that every notification bumps: a request reads it
+before it looks at the inbox and only waits while it is unchanged, so a message queued between
+the look and the wait is never missed. A waiter also re-checks on its own every `recheck_s`,
+which covers messages queued by another process and leases that expire.
 """
 
 from __future__ import annotations
@@ -16,17 +18,26 @@ class InboxWaiters:
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._events: dict[int, set[asyncio.Event]] = defaultdict(set)
+        self._versions: dict[int, int] = defaultdict(int)
         self._lock = threading.Lock()
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
 
-    async def wait(self, agent_id: int, timeout_s: float) -> bool:
-        """Wait until notified for `agent_id` or `timeout_s` passes. True when notified."""
+    def version(self, agent_id: int) -> int:
+        """Read this before looking at the inbox; pass it to `wait`."""
+        with self._lock:
+            return self._versions[agent_id]
+
+    async def wait(self, agent_id: int, timeout_s: float, seen: int | None = None) -> bool:
+        """Wait until notified for `agent_id` or `timeout_s` passes. True when notified, at once
+        when a notification came after `seen` was read."""
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
         event = asyncio.Event()
         with self._lock:
+            if seen is not None and self._versions[agent_id] != seen:
+                return True
             self._events[agent_id].add(event)
         try:
             await asyncio.wait_for(event.wait(), timeout=max(0.0, timeout_s))
@@ -40,10 +51,12 @@ class InboxWaiters:
                     del self._events[agent_id]
 
     def notify(self, agent_ids: set[int] | list[int]) -> None:
+        with self._lock:
+            for agent_id in set(agent_ids):
+                self._versions[agent_id] += 1
+            events = [e for a in set(agent_ids) for e in self._events.get(a, ())]
         loop = self._loop
         if loop is None or loop.is_closed():
             return
-        with self._lock:
-            events = [e for a in set(agent_ids) for e in self._events.get(a, ())]
         for event in events:
             loop.call_soon_threadsafe(event.set)
