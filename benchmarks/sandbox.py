@@ -5,6 +5,7 @@ the demo agent; image `agentvisor/sandbox:test` (make image-test)."""
 from __future__ import annotations
 
 import os
+import random
 import statistics
 import subprocess
 import tempfile
@@ -84,20 +85,21 @@ class Fleet:
         self.start_to_ready_s = max(first_seen[r] - (started[r] or begin) for r in self.roles)
         return time.time() - begin
 
-    def checkin_latency_ms(self, per_agent: int = 5) -> list[float]:
-        """Schedule check-ins for every agent; ms from due time to delivered (verified)."""
+    def checkin_latency_ms(self, per_agent: int = 5, burst: bool = False) -> list[float]:
+        """Schedule check-ins for every agent; ms from due time to delivered (verified).
+
+        By default the due times are spread at random over a window (one check-in per agent
+        every 3 s on average, as a busy team's check-ins come); with `burst`, every agent's
+        check-in falls due at the same instant, 0.5 s apart, the worst case."""
         due_ids = []
         start = time.time() + 1.0
+        window_s = 3.0 * per_agent
         for i in range(per_agent):
             for role in self.roles:
+                due_at = start + (i * 0.5 if burst else random.uniform(0, window_s))
                 checkin = self.server.client.post(
                     "/v1/checkins",
-                    {
-                        "project": self.project,
-                        "to": role,
-                        "note": f"bench {i}",
-                        "due_at": start + i * 0.5,
-                    },
+                    {"project": self.project, "to": role, "note": f"bench {i}", "due_at": due_at},
                 )
                 due_ids.append(checkin["id"])
         wanted = set(due_ids)
@@ -179,6 +181,15 @@ def run() -> list[Result]:
                         _p99(latencies) < 100 if count == 30 else None,
                     )
                 )
+                if count == 30:
+                    burst = fleet.checkin_latency_ms(per_agent=3, burst=True)
+                    results.append(
+                        Result(
+                            "same, all 30 due at the same instant (burst)",
+                            f"median {statistics.median(burst):.0f} ms, p99 {_p99(burst):.0f} ms",
+                            "",
+                        )
+                    )
                 if count == 10:
                     memory = fleet.idle_memory_mb()
                     results.append(
