@@ -114,7 +114,9 @@ class Fleet:
             ]
             return rows if len(rows) == len(wanted) else None
 
-        rows = wait_until(delivered, timeout_s=180, interval_s=0.2, message="all check-ins")
+        # Polled slowly: the delivery times are recorded by the server, and a benchmark that
+        # keeps the server busy answering it would measure itself.
+        rows = wait_until(delivered, timeout_s=180, interval_s=1.0, message="all check-ins")
         due = {
             c["id"]: c["due_at"]
             for c in self.server.client.get(
@@ -156,21 +158,29 @@ def _p99(values: list[float]) -> float:
 
 def run() -> list[Result]:
     results: list[Result] = []
+    starts = []
+    for _ in range(3):  # one sandbox at a time; the median of three starts
+        with tempfile.TemporaryDirectory(prefix="avb-", dir="/tmp") as tmp:
+            fleet = Fleet(Path(tmp), 1)
+            try:
+                fleet.start()
+                starts.append(fleet.start_to_ready_s)
+            finally:
+                fleet.close()
+    ready_s = statistics.median(starts)
+    results.append(
+        Result(
+            "container start to ready (shim's first heartbeat), median of 3",
+            f"{ready_s * 1000:.0f} ms",
+            "< 500 ms",
+            ready_s < 0.5,
+        )
+    )
     for count in (1, 10, 30):
         with tempfile.TemporaryDirectory(prefix="avb-", dir="/tmp") as tmp:
             fleet = Fleet(Path(tmp), count)
             try:
                 fleet.start()
-                if count == 1:
-                    ready_s = fleet.start_to_ready_s
-                    results.append(
-                        Result(
-                            "container start to ready (shim's first heartbeat)",
-                            f"{ready_s * 1000:.0f} ms",
-                            "< 500 ms",
-                            ready_s < 0.5,
-                        )
-                    )
                 latencies = fleet.checkin_latency_ms()
                 results.append(
                     Result(
