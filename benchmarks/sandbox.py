@@ -17,19 +17,9 @@ from supervisor.config import Settings, load_settings
 from supervisor.sandboxes import SandboxBackend, build_spec, write_token_file
 from supervisor.worktrees import chown_for_sandbox, ensure_worktree, git_common_dir
 from tests.conftest import ServerProcess
-from tests.helpers import wait_until
+from tests.helpers import make_repo, wait_until
 
 IMAGE = os.environ.get("AGENTVISOR_TEST_IMAGE", "agentvisor/sandbox:test")
-
-
-def _repo(base: Path) -> Path:
-    repo = base / "bench"
-    repo.mkdir()
-    for args in (["init", "-q", "-b", "main"], ["commit", "-q", "--allow-empty", "-m", "start"]):
-        subprocess.run(
-            ["git", "-c", "user.name=b", "-c", "user.email=b@b", *args], cwd=repo, check=True
-        )
-    return repo
 
 
 class Fleet:
@@ -42,7 +32,7 @@ class Fleet:
         self.settings: Settings = load_settings(base / "state", env=env, memory_mb=256)
         self.backend = SandboxBackend(self.settings)
         self.project = f"bench{base.name[-5:].lower()}"
-        self.repo = _repo(base)
+        self.repo = make_repo(base / "bench", "# Bench\n\nA repository to benchmark delivery in.\n")
         self.roles = [f"agent-{i}" for i in range(count)]
         self.server.client.post("/v1/projects", {"name": self.project, "path": str(self.repo)})
 

@@ -56,6 +56,13 @@ class Service:
         known = ", ".join(p["name"] for p in projects) or "none yet"
         raise InvalidInput(f"say which project this is about (known projects: {known})")
 
+    def listing_scope(self, caller: Caller, project: str | None) -> int | None:
+        """The project id a listing is limited to: an agent's own, the one the operator names,
+        or None (every project) for an operator who names none."""
+        if project or caller.agent is not None:
+            return int(self.project_for(caller, project)["id"])
+        return None
+
     def _recipient(self, project: Row, role: str) -> Row:
         validate_role_name(role)
         return self.store.get_agent(project["id"], role)
@@ -134,15 +141,13 @@ class Service:
         state: str | None,
         limit: int,
     ) -> list[Row]:
-        proj = self.project_for(caller, project) if (project or caller.agent) else None
+        scope = self.listing_scope(caller, project)
         recipient_id = None
         if recipient:
-            if proj is None:
-                proj = self.project_for(caller, None)
+            proj = self.project_for(caller, project)
+            scope = proj["id"]
             recipient_id = self._recipient(proj, recipient)["id"]
-        return self.store.list_messages(
-            proj["id"] if proj else None, recipient_id, state, _limit(limit)
-        )
+        return self.store.list_messages(scope, recipient_id, state, _limit(limit))
 
     def change_message(self, caller: Caller, message_id: int, action: str) -> Row:
         caller.require_operator()
@@ -213,9 +218,8 @@ class Service:
     def checkins(
         self, caller: Caller, project: str | None, state: str | None, limit: int = 200
     ) -> list[Row]:
-        proj = self.project_for(caller, project) if (project or caller.agent) else None
         return self.store.list_checkins(
-            proj["id"] if proj else None, state or None, limit=_limit(limit, 1000)
+            self.listing_scope(caller, project), state or None, limit=_limit(limit, 1000)
         )
 
     def cancel_checkin(self, caller: Caller, checkin_id: int) -> Row:
@@ -347,8 +351,7 @@ class Service:
         return resume_at
 
     def events(self, caller: Caller, project: str | None, limit: int) -> list[Row]:
-        proj = self.project_for(caller, project) if (project or caller.agent) else None
-        return self.store.list_events(proj["id"] if proj else None, _limit(limit, 1000))
+        return self.store.list_events(self.listing_scope(caller, project), _limit(limit, 1000))
 
     # -- the project queue -----------------------------------------------------------------
     def queue_add(
