@@ -9,8 +9,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import libtmux
-
 from agent_shim import claude_setup
 from agent_shim.client import ApiClient
 from agent_shim.config import ConfigError, ShimConfig
@@ -19,15 +17,17 @@ from agent_shim.profiles import ProfileError
 from agent_shim.receipts import Receipts
 from agent_shim.session import AgentSession
 from agent_shim.shim import Shim
+from agent_shim.tmux_control import ControlledServer
 
 
-def tmux_server(socket: str | None) -> libtmux.Server:
-    """tmux's default server, or `-S PATH` when `socket` is a path, else `-L NAME`."""
+def tmux_server(socket: str | None, session_name: str) -> ControlledServer:
+    """tmux's default server, or `-S PATH` when `socket` is a path, else `-L NAME`; its
+    frequent commands over a control connection to the agent's session."""
     if not socket:
-        return libtmux.Server()
+        return ControlledServer(session_name=session_name)
     if "/" in socket:
-        return libtmux.Server(socket_path=socket)
-    return libtmux.Server(socket_name=socket)
+        return ControlledServer(socket_path=socket, session_name=session_name)
+    return ControlledServer(socket_name=socket, session_name=session_name)
 
 
 def shim_clock(env: dict[str, str] | os._Environ[str] = os.environ) -> Callable[[], float]:
@@ -62,7 +62,7 @@ def main() -> int:
     resume = os.environ.get("AGENTVISOR_RESUME") == "1"
     if config.profile.name == "claude":
         resume = prepare_claude(config, log, resume)
-    server = tmux_server(config.tmux_socket)
+    server = tmux_server(config.tmux_socket, config.session_name)
     session = AgentSession(
         server,
         config.profile,

@@ -70,6 +70,12 @@ class Lease:
     def body(self) -> str:
         return str(self.message["body"])
 
+    @property
+    def first_lease(self) -> bool:
+        """The message was never handed out before this lease, so it was never typed. False
+        when the server does not say (an older server): the pane is searched then."""
+        return self.message.get("leases") == 1
+
 
 class UnixHTTPConnection(http.client.HTTPConnection):
     """HTTP/1.1 over a Unix socket."""

@@ -26,8 +26,10 @@ from agent_shim.text import (
     prepare_body,
     send_keys_literal_arg,
 )
+from agent_shim.tmux_control import ControlledServer
 
-POLL_INTERVAL_S = 0.025
+POLL_INTERVAL_S = 0.025  # the longest wait between two looks at the screen
+MIN_INTERVAL_S = 0.002  # the shortest, when the pane keeps writing
 
 # One write lock per pane, shared by every AgentPane object for it: texts never interleave.
 _WRITE_LOCKS: dict[tuple[str, str], threading.Lock] = {}
@@ -83,14 +85,34 @@ class AgentPane:
         return screen.is_ready(profile, self.capture_screen())
 
     def wait_until(self, predicate: Callable[[list[str]], bool], timeout_s: float) -> bool:
-        """Poll the visible screen until `predicate(lines)` holds; False after `timeout_s`."""
+        """Look at the visible screen until `predicate(lines)` holds, again whenever the pane
+        writes (over a control connection) and at least every `POLL_INTERVAL_S`; False after
+        `timeout_s`."""
         deadline = time.monotonic() + timeout_s
         while True:
+            since = self._output_version()
             if predicate(self.capture_screen()):
                 return True
             if time.monotonic() >= deadline:
                 return False
+            self._pause(since)
+
+    def _output_version(self) -> int | None:
+        if isinstance(self.server, ControlledServer):
+            return self.server.output_version(self.pane_id)
+        return None
+
+    def _pause(self, since: int | None) -> None:
+        """Until the pane writes after `since` (at least `MIN_INTERVAL_S`), or at most
+        `POLL_INTERVAL_S`: the screen may also change for reasons no output shows."""
+        if since is None or not isinstance(self.server, ControlledServer):
             time.sleep(POLL_INTERVAL_S)
+            return
+        begin = time.monotonic()
+        self.server.wait_for_output(self.pane_id, since, POLL_INTERVAL_S)
+        rest = MIN_INTERVAL_S - (time.monotonic() - begin)
+        if rest > 0:
+            time.sleep(rest)
 
     def wait_until_ready(self, profile: Profile, timeout_s: float) -> bool:
         """Wait until the agent shows its ready prompt; False after `timeout_s`."""
@@ -99,9 +121,11 @@ class AgentPane:
     def wait_until_stable(self, timeout_s: float, settle_s: float) -> bool:
         """Wait until the screen has not changed for `settle_s`; False after `timeout_s`."""
         deadline = time.monotonic() + timeout_s
+        version = self._output_version()
         previous, since = self.capture_screen(), time.monotonic()
         while time.monotonic() < deadline:
-            time.sleep(POLL_INTERVAL_S)
+            self._pause(version)
+            version = self._output_version()
             current, now = self.capture_screen(), time.monotonic()
             if current != previous:
                 previous, since = current, now

@@ -285,7 +285,9 @@ class Shim:
         witness = "journal" if marker in self.journal else None
         if witness is None and self._hook_confirmed(marker):
             witness = "hook receipt"
-        if witness is None and pane.pane_contains(marker):
+        # A first lease was never typed: the whole history (up to 100,000 lines) is only
+        # searched for a message handed out before.
+        if witness is None and not lease.first_lease and pane.pane_contains(marker):
             witness = "pane history"
         if witness:
             # Typed before (a shim that died before its ack, or a lease that ran out).

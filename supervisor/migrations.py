@@ -154,10 +154,21 @@ def _v3(db: sqlite_utils.Database) -> None:
         db.execute("UPDATE agents SET session_id = ? WHERE id = ?", (str(uuid.uuid4()), agent_id))
 
 
+def _v4(db: sqlite_utils.Database) -> None:
+    """Every message counts the leases it was ever handed out under (`attempts` restarts at
+    an operator's retry; this never does). A shim given a message's first lease knows no one
+    typed it before. Messages from before count one more, so their first lease is not taken
+    for a first one."""
+    if "leases" not in db["messages"].columns_dict:
+        db.execute("ALTER TABLE messages ADD COLUMN leases INTEGER NOT NULL DEFAULT 0")
+        db.execute("UPDATE messages SET leases = attempts + 1")
+
+
 MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [
     (1, _v1),
     (2, _v2),
     (3, _v3),
+    (4, _v4),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

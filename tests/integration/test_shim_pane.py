@@ -18,6 +18,7 @@ from agent_shim.pane import AgentPane
 from agent_shim.profiles import load_profile
 from agent_shim.session import AgentSession
 from agent_shim.text import marker_token, prepare_body
+from agent_shim.tmux_control import ControlledServer
 from tests.conftest import require
 from tests.helpers import wait_until
 
@@ -30,10 +31,12 @@ DEMO = load_profile("demo", {})
 
 @pytest.fixture
 def tmux_server(short_tmp: Path) -> Iterator[libtmux.Server]:
-    """A throwaway tmux server whose socket lives (and goes) with the test's temp dir."""
+    """A throwaway tmux server whose socket lives (and goes) with the test's temp dir, as the
+    shim has it: reads and key names over a control connection to the session `agent`."""
     require(shutil.which("tmux") is not None, "tmux")
-    server = libtmux.Server(socket_path=short_tmp / "tmux.sock")
+    server = ControlledServer(socket_path=short_tmp / "tmux.sock")
     yield server
+    server.close()
     if server.is_alive():
         server.kill()
 

@@ -234,3 +234,34 @@ def test_agents_from_before_session_ids_get_one_on_upgrade(tmp_path: Path, clock
     upgraded = Store(tmp_path / "a.db", clock)
 
     assert len(upgraded.get_agent_by_id(agent["id"])["session_id"]) == 36
+
+
+def test_leases_count_every_lease_and_an_operator_retry_does_not_reset_them(
+    store: Store, team: dict[str, int]
+):
+    store.add_message(team["project"], "operator", team["developer"], "x")
+    first = store.lease_next(team["developer"], 60, 1)
+    assert first["leases"] == 1 and first["attempts"] == 1
+    store.nack(team["developer"], first["id"], first["lease_id"], "no prompt", True, 1)
+    assert store.get_message(first["id"])["state"] == "failed"  # its one attempt is used up
+
+    store.set_message_state(first["id"], Event.RETRY, None)
+    again = store.lease_next(team["developer"], 60, 1)
+    assert again["attempts"] == 1 and again["leases"] == 2  # not a first lease: maybe typed
+
+
+def test_messages_from_before_lease_counts_are_never_taken_for_first_leases(
+    tmp_path: Path, clock: FakeClock
+):
+    old = Store(tmp_path / "a.db", clock)
+    project = old.upsert_project("old", "/tmp/old")
+    agent, _ = old.register_agent(project["id"], "developer")
+    message, _ = old.add_message(project["id"], "operator", agent["id"], "from before")
+    old.db.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    old.db.execute("ALTER TABLE messages DROP COLUMN leases")
+    old.close()
+
+    upgraded = Store(tmp_path / "a.db", clock)
+
+    lease = upgraded.lease_next(agent["id"], 60, 5)
+    assert lease["id"] == message["id"] and lease["leases"] == 2
