@@ -236,6 +236,8 @@ class ControlledServer(libtmux.Server):
         self.session_name = session_name
         self._connection: ControlConnection | None = None
         self._connect_lock = threading.Lock()
+        self._connecting = False
+        self._closed = False
         self._retry_at = 0.0
 
     def cmd(self, cmd: str, *args: Any, target: str | int | None = None) -> Any:
@@ -243,8 +245,8 @@ class ControlledServer(libtmux.Server):
         if target is not None:
             arguments = ("-t", str(target), *arguments)
         line = control_line(cmd, arguments)
-        connection = self._connected() if line is not None else None
-        if connection is not None and line is not None:
+        connection = self._connection if line is not None else None
+        if connection is not None and line is not None and not connection.closed:
             try:
                 return connection.run(line)
             except ControlClosed as error:
@@ -252,7 +254,12 @@ class ControlledServer(libtmux.Server):
                 if error.written and cmd == "send-keys":
                     # tmux may have pressed the keys: not again. The caller sees a failure.
                     return ControlResult([], [f"unknown whether the keys were sent: {error}"], 1)
-        return super().cmd(cmd, *args, target=target)
+        result = super().cmd(cmd, *args, target=target)
+        if line is not None and result.returncode == 0:
+            # A tmux server answers: connect (a client that attached while a server was
+            # still starting could make that server exit empty).
+            self._connect_soon()
+        return result
 
     def output_version(self, pane_id: str) -> int | None:
         """A counter of the pane's output, None while no control connection stands."""
@@ -270,28 +277,37 @@ class ControlledServer(libtmux.Server):
         connection.wait_for_output(pane_id, since, timeout_s)
 
     def close(self) -> None:
+        """End the connection for good: commands fork from now on."""
         with self._connect_lock:
+            self._closed = True
             if self._connection is not None:
                 self._connection.close()
                 self._connection = None
 
-    def _connected(self) -> ControlConnection | None:
-        connection = self._connection
-        if connection is not None and not connection.closed:
-            return connection
+    def _connect_soon(self) -> None:
+        """Make a connection in the background (not sooner than a second after a failed
+        try), so that no command ever waits for one to start."""
         with self._connect_lock:
-            if self._connection is not None and not self._connection.closed:
-                return self._connection
-            if time.monotonic() < self._retry_at:
-                return None
-            self._connection = None
-            candidate = ControlConnection(self._control_argv())
-            if candidate.wait_attached(ANSWER_TIMEOUT_S):
-                self._connection = candidate
-                return candidate
+            standing = self._connection is not None and not self._connection.closed
+            if self._closed or standing or self._connecting:
+                return
+            if time.monotonic() >= self._retry_at:
+                self._connecting = True
+                threading.Thread(target=self._connect, name="tmux-connect", daemon=True).start()
+
+    def _connect(self) -> None:
+        candidate = ControlConnection(self._control_argv())
+        attached = candidate.wait_attached(ANSWER_TIMEOUT_S)
+        if not attached:
             candidate.close()
-            self._retry_at = time.monotonic() + RECONNECT_AFTER_S
-            return None
+        with self._connect_lock:
+            if attached and self._closed:
+                candidate.close()
+            elif attached:
+                self._connection = candidate
+            else:
+                self._retry_at = time.monotonic() + RECONNECT_AFTER_S
+            self._connecting = False
 
     def _control_argv(self) -> list[str]:
         argv = [str(self.tmux_bin or "tmux")]

@@ -55,6 +55,20 @@ def _storage_errors(exc: sqlite3.OperationalError) -> Exception:
     return exc
 
 
+# One writer at a time per database file within this process. SQLite lets one write
+# transaction in at a time anyway; threads that find it taken would sleep in its busy
+# handler, in steps growing to 100 ms, and a burst of writes (30 shims acking at once) then
+# comes out in 100 ms steps. Waiting on a lock hands the write over the moment it is free.
+# Other processes on the same file still meet SQLite's busy timeout.
+_WRITERS: dict[Path, threading.RLock] = {}
+_WRITERS_GUARD = threading.Lock()
+
+
+def _writer_lock(path: Path) -> threading.RLock:
+    with _WRITERS_GUARD:
+        return _WRITERS.setdefault(path.resolve(), threading.RLock())
+
+
 class Store:
     """One SQLite database. Safe to share between threads (each gets its own connection)."""
 
@@ -68,6 +82,7 @@ class Store:
         self._synchronous = synchronous.upper()
         self._local = threading.local()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = _writer_lock(self.path)
         with self.transaction() as db:
             migrate(db)
 
@@ -90,22 +105,23 @@ class Store:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite_utils.Database]:
-        db = self.db
-        try:
-            db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise _storage_errors(exc) from exc
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        try:
-            db.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
-            with contextlib.suppress(sqlite3.OperationalError):
+        with self._writer:
+            db = self.db
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise _storage_errors(exc) from exc
+            try:
+                yield db
+            except BaseException:
                 db.execute("ROLLBACK")
-            raise _storage_errors(exc) from exc
+                raise
+            try:
+                db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                with contextlib.suppress(sqlite3.OperationalError):
+                    db.execute("ROLLBACK")
+                raise _storage_errors(exc) from exc
 
     def _one(self, sql: str, params: tuple | dict = ()) -> Row | None:
         row = self.db.execute(sql, params).fetchone()
@@ -429,7 +445,7 @@ class Store:
                 lease_id = secrets.token_hex(8)
                 db.execute(
                     "UPDATE messages SET state = ?, lease_id = ?, lease_expires_at = ?, "
-                    "attempts = attempts + 1, updated_at = ? WHERE id = ?",
+                    "attempts = attempts + 1, leases = leases + 1, updated_at = ? WHERE id = ?",
                     (
                         transition(head["state"], Event.LEASE).value,
                         lease_id,

@@ -211,6 +211,16 @@ def test_stale_lease_ack_is_a_conflict(server: ServerProcess, team):
         team["developer"].post(f"/v1/inbox/{lease['message']['id']}/ack", {"lease_id": "nope"})
 
 
+def test_a_lease_says_whether_the_message_was_handed_out_before(server: ServerProcess, team):
+    team["orchestrator"].post("/v1/messages", {"to": "developer", "body": "x"})
+    first = team["developer"].post("/v1/inbox/lease", wait_s=0)
+    assert first["message"]["leases"] == 1  # never typed: the shim skips the history search
+
+    team["developer"].post("/v1/inbox/release", {})  # as a restarted shim does
+    again = team["developer"].post("/v1/inbox/lease", wait_s=0)
+    assert again["message"]["id"] == first["message"]["id"] and again["message"]["leases"] == 2
+
+
 def test_done_reports_completion_to_the_orchestrator(server: ServerProcess, team):
     team["developer"].post("/v1/done", {"summary": "feature X works"})
     lease = team["orchestrator"].post("/v1/inbox/lease", wait_s=0)

@@ -27,6 +27,8 @@ def server(short_tmp: Path) -> Iterator[ControlledServer]:
     tmux = ControlledServer(socket_path=short_tmp / "tmux.sock")
     result = tmux.cmd("new-session", "-d", "-s", "agent", *SIZE, "--", "cat")
     assert result.returncode == 0, result.stderr
+    # The connection is made in the background; commands fork until it stands.
+    wait_until(lambda: over_control(tmux), timeout_s=5, message="the control connection")
     yield tmux
     tmux.close()
     if tmux.is_alive():
