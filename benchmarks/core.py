@@ -133,12 +133,13 @@ def api_requests_per_second(requests: int = 2000, threads: int = 4) -> tuple[flo
 
 def run() -> list[Result]:
     results: list[Result] = []
-    few = fire_rate(100)
-    many = fire_rate(100_000)
-    results.append(Result("check-ins fired/s, 100 pending", f"{few:,.0f}/s", ""))
+    # The best of three runs each: one run on a busy two-core machine varies by 20 %.
+    few = max(fire_rate(100) for _ in range(3))
+    many = max(fire_rate(100_000) for _ in range(3))
+    results.append(Result("check-ins fired/s, 100 pending (best of 3)", f"{few:,.0f}/s", ""))
     results.append(
         Result(
-            "check-ins fired/s, 100,000 pending",
+            "check-ins fired/s, 100,000 pending (best of 3)",
             f"{many:,.0f}/s",
             "per-fire cost no more than with 100",
             many >= few * 0.8,

@@ -13,7 +13,7 @@ from supervisor import __version__
 from supervisor.client import ApiClient
 from supervisor.config import Settings, load_settings
 from supervisor.errors import AgentvisorError
-from supervisor.render import console, err_console, print_json, short, table, when
+from supervisor.render import console, err_console, listing, print_json, short, when
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -238,24 +238,20 @@ def checkins(
             return
         rows = client.get("/v1/checkins", project=project, state="all" if all_states else None)
         roles = _role_names(client)
-    if json_out:
-        print_json(rows)
-        return
-    table(
+    listing(
         "check-ins",
         ["id", "for", "due", "every", "state", "fired", "note"],
-        (
-            [
-                r["id"],
-                roles.get(r["recipient_id"], r["recipient_id"]),
-                when(r["due_at"]),
-                f"{r['every_s'] / 60:g} min" if r["every_s"] else "",
-                r["state"],
-                r["fired_count"],
-                short(r["note"]),
-            ]
-            for r in rows
-        ),
+        rows,
+        lambda r: [
+            r["id"],
+            roles.get(r["recipient_id"], r["recipient_id"]),
+            when(r["due_at"]),
+            f"{r['every_s'] / 60:g} min" if r["every_s"] else "",
+            r["state"],
+            r["fired_count"],
+            short(r["note"]),
+        ],
+        json_out,
     )
 
 
@@ -283,25 +279,21 @@ def messages(
                 return
         rows = client.get("/v1/messages", project=project, recipient=to, state=state, limit=limit)
         roles = _role_names(client)
-    if json_out:
-        print_json(rows)
-        return
-    table(
+    listing(
         "messages",
         ["id", "from", "to", "kind", "state", "tries", "created", "body"],
-        (
-            [
-                r["id"],
-                r["sender"],
-                roles.get(r["recipient_id"], r["recipient_id"]),
-                r["kind"],
-                r["state"] + (f" ({short(r['last_error'], 30)})" if r["last_error"] else ""),
-                r["attempts"],
-                when(r["created_at"]),
-                short(r["body"]),
-            ]
-            for r in rows
-        ),
+        rows,
+        lambda r: [
+            r["id"],
+            r["sender"],
+            roles.get(r["recipient_id"], r["recipient_id"]),
+            r["kind"],
+            r["state"] + (f" ({short(r['last_error'], 30)})" if r["last_error"] else ""),
+            r["attempts"],
+            when(r["created_at"]),
+            short(r["body"]),
+        ],
+        json_out,
     )
 
 
@@ -311,23 +303,19 @@ def agents(ctx: typer.Context, project: ProjectOpt = None, json_out: JsonOpt = F
     with ctx_of(ctx).client() as client:
         rows = client.get("/v1/agents", project=project)
         projects = {p["id"]: p["name"] for p in client.get("/v1/projects")}
-    if json_out:
-        print_json(rows)
-        return
-    table(
+    listing(
         "agents",
         ["id", "project", "role", "profile", "state", "last seen"],
-        (
-            [
-                r["id"],
-                projects.get(r["project_id"]),
-                r["role"],
-                r["profile"],
-                r["state"],
-                when(r["last_seen_at"]),
-            ]
-            for r in rows
-        ),
+        rows,
+        lambda r: [
+            r["id"],
+            projects.get(r["project_id"]),
+            r["role"],
+            r["profile"],
+            r["state"],
+            when(r["last_seen_at"]),
+        ],
+        json_out,
     )
 
 
@@ -336,13 +324,12 @@ def projects(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """Projects known to the server."""
     with ctx_of(ctx).client() as client:
         rows = client.get("/v1/projects")
-    if json_out:
-        print_json(rows)
-        return
-    table(
+    listing(
         "projects",
         ["id", "name", "state", "path", "start branch"],
-        ([r["id"], r["name"], r["state"], r["path"], r["start_branch"]] for r in rows),
+        rows,
+        lambda r: [r["id"], r["name"], r["state"], r["path"], r["start_branch"]],
+        json_out,
     )
 
 
@@ -356,13 +343,12 @@ def events(
     """The event log, newest first."""
     with ctx_of(ctx).client() as client:
         rows = client.get("/v1/events", project=project, limit=limit)
-    if json_out:
-        print_json(rows)
-        return
-    table(
+    listing(
         "events",
         ["id", "at", "kind", "data"],
-        ([r["id"], when(r["at"]), r["kind"], short(str(r["data"]), 80)] for r in rows),
+        rows,
+        lambda r: [r["id"], when(r["at"]), r["kind"], short(str(r["data"]), 80)],
+        json_out,
     )
 
 

@@ -20,10 +20,10 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 
 
 def _project_row(state: Path | None, project: str | None) -> dict[str, Any]:
-    from supervisor.launch import _project
+    from supervisor.launch import resolve_project
 
     with ApiClient(load_settings(state)) as client:
-        return _project(client, project)
+        return resolve_project(client, project)
 
 
 def register(app: typer.Typer) -> None:

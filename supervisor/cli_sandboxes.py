@@ -16,7 +16,7 @@ import typer
 from supervisor.client import ApiClient
 from supervisor.config import Settings, load_settings
 from supervisor.errors import SandboxError, ServerUnavailable
-from supervisor.render import print_json, table
+from supervisor.render import listing
 from supervisor.sandboxes import SandboxBackend, health_of
 
 ProjectOpt = Annotated[
@@ -35,25 +35,21 @@ def register(app: typer.Typer) -> None:
 def ps(ctx: typer.Context, project: ProjectOpt = None, json_out: JsonOpt = False) -> None:
     """The sandboxes: status, shim health, uptime, restarts, CPU and memory."""
     rows = sandbox_rows(_settings(ctx), project)
-    if json_out:
-        print_json(rows)
-        return
-    table(
+    listing(
         "sandboxes",
         ["project", "role", "status", "health", "uptime", "restarts", "cpu", "mem"],
-        (
-            [
-                r["project"],
-                r["role"],
-                r["status"],
-                r["health"],
-                duration(r["uptime_s"]),
-                r["restarts"],
-                "-" if r["cpu_percent"] is None else f"{r['cpu_percent']:.1f}%",
-                "-" if r["memory_mb"] is None else f"{r['memory_mb']:.0f} MB",
-            ]
-            for r in rows
-        ),
+        rows,
+        lambda r: [
+            r["project"],
+            r["role"],
+            r["status"],
+            r["health"],
+            duration(r["uptime_s"]),
+            r["restarts"],
+            "-" if r["cpu_percent"] is None else f"{r['cpu_percent']:.1f}%",
+            "-" if r["memory_mb"] is None else f"{r['memory_mb']:.0f} MB",
+        ],
+        json_out,
     )
 
 

@@ -119,25 +119,27 @@ class DashboardQueries:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def _all(self, sql: str, params: tuple[Any, ...] = ()) -> list[Row]:
+    def fetch_all(self, sql: str, params: tuple[Any, ...] = ()) -> list[Row]:
         return [dict(r) for r in self.store.db.execute(sql, params).fetchall()]
 
     def projects(self) -> list[Row]:
         counts: dict[int, dict[str, int]] = {}
-        for row in self._all(
+        for row in self.fetch_all(
             "SELECT project_id, state, COUNT(*) AS n FROM messages GROUP BY project_id, state"
         ):
             counts.setdefault(row["project_id"], {})[row["state"]] = row["n"]
         checkins = {
             r["project_id"]: r["n"]
-            for r in self._all(
+            for r in self.fetch_all(
                 "SELECT project_id, COUNT(*) AS n FROM checkins WHERE state = 'pending' "
                 "GROUP BY project_id"
             )
         }
         agents = {
             r["project_id"]: r["n"]
-            for r in self._all("SELECT project_id, COUNT(*) AS n FROM agents GROUP BY project_id")
+            for r in self.fetch_all(
+                "SELECT project_id, COUNT(*) AS n FROM agents GROUP BY project_id"
+            )
         }
         return [
             project_summary(
@@ -155,41 +157,41 @@ class DashboardQueries:
             if agent_id is not None and at is not None:
                 activity[agent_id] = max(activity.get(agent_id, at), at)
 
-        for r in self._all(
+        for r in self.fetch_all(
             "SELECT agent_id, MAX(at) AS at FROM events WHERE project_id = ? "
             "AND agent_id IS NOT NULL GROUP BY agent_id",
             (pid,),
         ):
             note(r["agent_id"], r["at"])
-        for r in self._all(
+        for r in self.fetch_all(
             "SELECT recipient_id, MAX(delivered_at) AS at FROM messages WHERE project_id = ? "
             "GROUP BY recipient_id",
             (pid,),
         ):
             note(r["recipient_id"], r["at"])
         by_role = {a["role"]: a["id"] for a in agents}
-        for r in self._all(
+        for r in self.fetch_all(
             "SELECT sender, MAX(created_at) AS at FROM messages WHERE project_id = ? "
             "GROUP BY sender",
             (pid,),
         ):
             note(by_role.get(r["sender"]), r["at"])
         pending: dict[int, dict[str, int]] = {}
-        for r in self._all(
+        for r in self.fetch_all(
             "SELECT recipient_id, state, COUNT(*) AS n FROM messages WHERE project_id = ? "
             "AND state IN ('queued', 'leased') GROUP BY recipient_id, state",
             (pid,),
         ):
             pending.setdefault(r["recipient_id"], {})[r["state"]] = r["n"]
         checkins = self.store.list_checkins(pid, "pending", limit=RECENT_CHECKINS * 5)
-        checkins += self._all(
+        checkins += self.fetch_all(
             "SELECT * FROM checkins WHERE project_id = ? AND state != 'pending' "
             "ORDER BY COALESCE(last_fired_at, created_at) DESC LIMIT ?",
             (pid, RECENT_CHECKINS),
         )
         fired = {
             r["checkin_id"]: r
-            for r in self._all(
+            for r in self.fetch_all(
                 "SELECT id, checkin_id, state, delivered_at FROM messages WHERE id IN "
                 "(SELECT MAX(id) FROM messages WHERE project_id = ? AND checkin_id IS NOT NULL "
                 "GROUP BY checkin_id)",
@@ -209,7 +211,7 @@ class DashboardQueries:
 
     def events(self, project_id: int | None) -> list[Row]:
         """The project's recent events and the server-wide ones (start, stop, queue)."""
-        events = self._all(
+        events = self.fetch_all(
             "SELECT * FROM events WHERE project_id IS ? OR project_id IS NULL "
             "ORDER BY id DESC LIMIT ?",
             (project_id, RECENT_EVENTS),
@@ -222,7 +224,7 @@ class DashboardQueries:
         """The project queue (specs waiting to run), unfinished entries first; empty when this
         database has no queue table."""
         try:
-            rows = self._all(
+            rows = self.fetch_all(
                 "SELECT * FROM queue ORDER BY CASE WHEN state IN ('queued', 'running') "
                 "THEN 0 ELSE 1 END, id DESC LIMIT ?",
                 (QUEUE_ROWS,),

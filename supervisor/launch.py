@@ -374,7 +374,8 @@ def _rows(client: ApiClient, backend: Any, name: str, root: Path) -> list[AgentR
     return rows
 
 
-def _project(client: ApiClient, project: str | None) -> dict[str, Any]:
+def resolve_project(client: ApiClient, project: str | None) -> dict[str, Any]:
+    """The project named `project`, or the only one there is; a clear error otherwise."""
     projects = client.get("/v1/projects")
     if project:
         for row in projects:
@@ -394,7 +395,7 @@ def _project(client: ApiClient, project: str | None) -> dict[str, Any]:
 def down(settings: Settings, project: str | None) -> list[str]:
     """Stop the project's sandboxes; state, worktrees and schedule are kept."""
     with ApiClient(settings) as client:
-        name = _project(client, project)["name"]
+        name = resolve_project(client, project)["name"]
     return [s for s in _backend(settings).stop(name)]
 
 
@@ -404,7 +405,7 @@ def resume(
     """Bring a stopped project's sandboxes back; pending check-ins and messages then flow."""
     ensure_server(settings, progress)
     with ApiClient(settings) as client:
-        row = _project(client, project)
+        row = resolve_project(client, project)
         name, root = row["name"], Path(row["path"])
         agents = client.get("/v1/agents", project=name)
         if not agents:
@@ -426,7 +427,7 @@ def resume(
 def destroy(settings: Settings, project: str, remove_worktrees: bool) -> list[str]:
     """Remove the project's sandboxes (and their home volumes); worktrees only when asked."""
     with ApiClient(settings) as client:
-        row = _project(client, project)
+        row = resolve_project(client, project)
     removed = list(_backend(settings).remove(row["name"], volumes=True))
     if remove_worktrees and row["path"]:
         root = Path(row["path"])
@@ -452,7 +453,7 @@ class StatusRow:
 
 def status(settings: Settings, project: str | None) -> tuple[dict[str, Any], list[StatusRow]]:
     with ApiClient(settings) as client:
-        row = _project(client, project)
+        row = resolve_project(client, project)
         name = row["name"]
         agents = client.get("/v1/agents", project=name)
         checkins = client.get("/v1/checkins", project=name)

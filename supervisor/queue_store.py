@@ -40,7 +40,7 @@ class QueueStore:
         return self.get(pk)
 
     def get(self, queue_id: int) -> Row:
-        row = self.store._one("SELECT * FROM queue WHERE id = ?", (queue_id,))
+        row = self.store.fetch_one("SELECT * FROM queue WHERE id = ?", (queue_id,))
         if row is None:
             raise NotFound(f"no queue entry with id {queue_id}")
         row["options"] = json.loads(row["options"] or "{}")
@@ -48,18 +48,20 @@ class QueueStore:
 
     def list(self, state: str | None = None, limit: int = 200) -> list[Row]:
         if state:
-            rows = self.store._all(
+            rows = self.store.fetch_all(
                 "SELECT id FROM queue WHERE state = ? ORDER BY id LIMIT ?", (state, limit)
             )
         else:
-            rows = self.store._all("SELECT id FROM queue ORDER BY id LIMIT ?", (limit,))
+            rows = self.store.fetch_all("SELECT id FROM queue ORDER BY id LIMIT ?", (limit,))
         return [self.get(r["id"]) for r in rows]
 
     def claim_next(self, timeout_s: float) -> Row | None:
         """Mark the oldest queued entry running (one process wins it) and return it."""
         now = self.store.clock.now()
         with self.store.transaction() as db:
-            row = self.store._one("SELECT id FROM queue WHERE state = 'queued' ORDER BY id LIMIT 1")
+            row = self.store.fetch_one(
+                "SELECT id FROM queue WHERE state = 'queued' ORDER BY id LIMIT 1"
+            )
             if row is None:
                 return None
             db.execute(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -51,6 +51,20 @@ def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> 
         console.print(f"{title}: none")
     else:
         console.print(t)
+
+
+def listing(
+    title: str,
+    columns: Sequence[str],
+    rows: Sequence[dict[str, Any]],
+    cells: Callable[[dict[str, Any]], Sequence[Any]],
+    as_json: bool,
+) -> None:
+    """A list command's output: the rows as JSON (`--json`), else a table of `cells(row)`."""
+    if as_json:
+        print_json(rows)
+    else:
+        table(title, columns, (cells(row) for row in rows))
 
 
 def short(text: str | None, width: int = 60) -> str:

@@ -123,11 +123,14 @@ class Store:
                     db.execute("ROLLBACK")
                 raise _storage_errors(exc) from exc
 
-    def _one(self, sql: str, params: tuple | dict = ()) -> Row | None:
+    def fetch_one(self, sql: str, params: tuple | dict = ()) -> Row | None:
+        """The first row of a query as a dict, on this thread's connection (inside its
+        transaction when one is open), or None."""
         row = self.db.execute(sql, params).fetchone()
         return dict(row) if row is not None else None
 
-    def _all(self, sql: str, params: tuple | dict = ()) -> list[Row]:
+    def fetch_all(self, sql: str, params: tuple | dict = ()) -> list[Row]:
+        """Every row of a query as dicts, on this thread's connection."""
         return [dict(r) for r in self.db.execute(sql, params).fetchall()]
 
     def close(self) -> None:
@@ -170,7 +173,7 @@ class Store:
         if kind:
             where.append("kind = ?")
             params.append(kind)
-        rows = self._all(
+        rows = self.fetch_all(
             f"SELECT * FROM events WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
             (*params, limit),
         )
@@ -188,7 +191,7 @@ class Store:
     ) -> Row:
         now = self.clock.now()
         with self.transaction() as db:
-            existing = self._one("SELECT * FROM projects WHERE name = ?", (name,))
+            existing = self.fetch_one("SELECT * FROM projects WHERE name = ?", (name,))
             if existing is None:
                 pk = (
                     db["projects"]
@@ -222,20 +225,20 @@ class Store:
         return self.get_project_by_id(pk)
 
     def get_project_by_id(self, project_id: int) -> Row:
-        row = self._one("SELECT * FROM projects WHERE id = ?", (project_id,))
+        row = self.fetch_one("SELECT * FROM projects WHERE id = ?", (project_id,))
         if row is None:
             raise NotFound(f"no project with id {project_id}")
         return row
 
     def get_project(self, name: str) -> Row:
-        row = self._one("SELECT * FROM projects WHERE name = ?", (name,))
+        row = self.fetch_one("SELECT * FROM projects WHERE name = ?", (name,))
         if row is None:
             known = ", ".join(p["name"] for p in self.list_projects()) or "none yet"
             raise NotFound(f"unknown project '{name}' (known: {known})")
         return row
 
     def list_projects(self) -> list[Row]:
-        return self._all("SELECT * FROM projects ORDER BY id")
+        return self.fetch_all("SELECT * FROM projects ORDER BY id")
 
     def set_project_state(self, project_id: int, state: str) -> None:
         with self.transaction() as db:
@@ -249,7 +252,7 @@ class Store:
         token = new_token("ava")
         now = self.clock.now()
         with self.transaction() as db:
-            existing = self._one(
+            existing = self.fetch_one(
                 "SELECT * FROM agents WHERE project_id = ? AND role = ?", (project_id, role)
             )
             if existing is None:
@@ -279,16 +282,16 @@ class Store:
         return self.get_agent_by_id(pk), token
 
     def get_agent_by_id(self, agent_id: int) -> Row:
-        row = self._one("SELECT * FROM agents WHERE id = ?", (agent_id,))
+        row = self.fetch_one("SELECT * FROM agents WHERE id = ?", (agent_id,))
         if row is None:
             raise NotFound(f"no agent with id {agent_id}")
         return row
 
     def agent_by_token(self, token: str) -> Row | None:
-        return self._one("SELECT * FROM agents WHERE token_hash = ?", (hash_token(token),))
+        return self.fetch_one("SELECT * FROM agents WHERE token_hash = ?", (hash_token(token),))
 
     def get_agent(self, project_id: int, role: str) -> Row:
-        row = self._one(
+        row = self.fetch_one(
             "SELECT * FROM agents WHERE project_id = ? AND role = ?", (project_id, role)
         )
         if row is None:
@@ -299,8 +302,10 @@ class Store:
 
     def list_agents(self, project_id: int | None = None) -> list[Row]:
         if project_id is None:
-            return self._all("SELECT * FROM agents ORDER BY project_id, id")
-        return self._all("SELECT * FROM agents WHERE project_id = ? ORDER BY id", (project_id,))
+            return self.fetch_all("SELECT * FROM agents ORDER BY project_id, id")
+        return self.fetch_all(
+            "SELECT * FROM agents WHERE project_id = ? ORDER BY id", (project_id,)
+        )
 
     def update_agent(self, agent_id: int, **fields: Any) -> Row:
         with self.transaction() as db:
@@ -339,7 +344,7 @@ class Store:
                     checkin_id=checkin_id,
                 )
         if idempotency_key:
-            first = self._one(
+            first = self.fetch_one(
                 "SELECT * FROM messages WHERE project_id = ? AND sender = ? "
                 "AND idempotency_key = ?",
                 (project_id, sender, idempotency_key),
@@ -372,7 +377,7 @@ class Store:
         return self.get_message(pk), True
 
     def get_message(self, message_id: int) -> Row:
-        row = self._one("SELECT * FROM messages WHERE id = ?", (message_id,))
+        row = self.fetch_one("SELECT * FROM messages WHERE id = ?", (message_id,))
         if row is None:
             raise NotFound(f"no message with id {message_id}")
         return row
@@ -393,19 +398,19 @@ class Store:
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
-        return self._all(
+        return self.fetch_all(
             f"SELECT * FROM messages WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
             (*params, limit),
         )
 
     def pending_messages(self, recipient_id: int) -> list[Row]:
-        return self._all(
+        return self.fetch_all(
             "SELECT * FROM messages WHERE recipient_id = ? AND state IN (?, ?) ORDER BY id",
             (recipient_id, *PENDING_STATES),
         )
 
     def count_messages_by_state(self) -> dict[str, int]:
-        rows = self._all("SELECT state, COUNT(*) AS n FROM messages GROUP BY state")
+        rows = self.fetch_all("SELECT state, COUNT(*) AS n FROM messages GROUP BY state")
         return {r["state"]: r["n"] for r in rows}
 
     def lease_next(self, agent_id: int, lease_s: float, max_attempts: int) -> Row | None:
@@ -418,7 +423,7 @@ class Store:
         # A plain read first: an empty inbox (the common case for a long-poll re-check) then
         # costs no write lock.
         if (
-            self._one(
+            self.fetch_one(
                 "SELECT 1 AS x FROM messages WHERE recipient_id = ? AND state IN (?, ?) LIMIT 1",
                 (agent_id, *PENDING_STATES),
             )
@@ -426,11 +431,11 @@ class Store:
         ):
             return None
         with self.transaction() as db:
-            agent = self._one("SELECT paused_until FROM agents WHERE id = ?", (agent_id,))
+            agent = self.fetch_one("SELECT paused_until FROM agents WHERE id = ?", (agent_id,))
             if agent and agent["paused_until"] and agent["paused_until"] > now:
                 return None
             while True:
-                head = self._one(
+                head = self.fetch_one(
                     "SELECT * FROM messages WHERE recipient_id = ? AND state IN (?, ?) "
                     "ORDER BY id LIMIT 1",
                     (agent_id, *PENDING_STATES),
@@ -472,7 +477,7 @@ class Store:
         )
 
     def _leased_message(self, agent_id: int, message_id: int, lease_id: str) -> Row:
-        message = self._one("SELECT * FROM messages WHERE id = ?", (message_id,))
+        message = self.fetch_one("SELECT * FROM messages WHERE id = ?", (message_id,))
         if message is None or message["recipient_id"] != agent_id:
             raise NotFound(f"message {message_id} is not in your inbox")
         if message["lease_id"] != lease_id:
@@ -576,7 +581,7 @@ class Store:
     ) -> tuple[Row, bool]:
         with self.transaction() as db:
             if idempotency_key:
-                first = self._one(
+                first = self.fetch_one(
                     "SELECT * FROM checkins WHERE project_id = ? AND creator = ? "
                     "AND idempotency_key = ?",
                     (project_id, creator, idempotency_key),
@@ -605,7 +610,7 @@ class Store:
         return self.get_checkin(pk), True
 
     def get_checkin(self, checkin_id: int) -> Row:
-        row = self._one("SELECT * FROM checkins WHERE id = ?", (checkin_id,))
+        row = self.fetch_one("SELECT * FROM checkins WHERE id = ?", (checkin_id,))
         if row is None:
             raise NotFound(f"no check-in with id {checkin_id}")
         return row
@@ -626,7 +631,7 @@ class Store:
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
-        return self._all(
+        return self.fetch_all(
             f"SELECT * FROM checkins WHERE {' AND '.join(where)} ORDER BY due_at LIMIT ?",
             (*params, limit),
         )
@@ -642,11 +647,11 @@ class Store:
         return self.get_checkin(checkin_id)
 
     def count_pending_checkins(self) -> int:
-        row = self._one("SELECT COUNT(*) AS n FROM checkins WHERE state = 'pending'")
+        row = self.fetch_one("SELECT COUNT(*) AS n FROM checkins WHERE state = 'pending'")
         return int(row["n"]) if row else 0
 
     def next_due_at(self) -> float | None:
-        row = self._one("SELECT MIN(due_at) AS due FROM checkins WHERE state = 'pending'")
+        row = self.fetch_one("SELECT MIN(due_at) AS due FROM checkins WHERE state = 'pending'")
         return row["due"] if row else None
 
     def fire_due(self, now: float | None = None, limit: int = 500) -> list[Fired]:
@@ -657,7 +662,7 @@ class Store:
         now = self.clock.now() if now is None else now
         fired: list[Fired] = []
         with self.transaction() as db:
-            due = self._all(
+            due = self.fetch_all(
                 "SELECT * FROM checkins WHERE state = 'pending' AND due_at <= ? "
                 "ORDER BY due_at, id LIMIT ?",
                 (now, limit),
