@@ -375,7 +375,7 @@ def _role_names(client: ApiClient) -> dict[int, str]:
 def main(argv: list[str] | None = None) -> Any:
     """Console entry point: domain errors become one line on stderr and exit code 1."""
     if os.getuid() == 0:  # repositories handed to the sandbox uid stay usable by root's git
-        from supervisor.worktrees import trust_handed_over_repositories
+        from supervisor.git_mounts import trust_handed_over_repositories
 
         trust_handed_over_repositories()
     try:

@@ -13,8 +13,9 @@ from supervisor.client import ApiClient
 from supervisor.config import load_settings
 from supervisor.errors import GitError, InvalidInput
 from supervisor.merging import INTEGRATION_BRANCH, merge_branches, sync_report
+from supervisor.project_repo import start_branch
 from supervisor.render import console, print_json, table, when
-from supervisor.worktrees import list_worktrees, start_branch
+from supervisor.worktrees import list_worktrees
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 

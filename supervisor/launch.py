@@ -20,21 +20,18 @@ from supervisor.briefing import BriefingContext, render_briefing
 from supervisor.client import ApiClient
 from supervisor.config import Settings
 from supervisor.errors import AgentvisorError, Conflict, InvalidInput, SandboxError
-from supervisor.spec import Spec, load_spec
-from supervisor.team import TeamPlan, plan_team, reports_to
-from supervisor.worktrees import (
+from supervisor.git_mounts import chown_for_sandbox
+from supervisor.git_run import git_common_dir
+from supervisor.project_repo import (
     NEW_PROJECT_SPEC_NAME,
-    Worktree,
-    chown_for_sandbox,
     create_new_project,
-    ensure_worktree,
     find_project,
-    git_common_dir,
-    list_worktrees,
     new_project_folder,
-    remove_worktree,
     start_branch,
 )
+from supervisor.spec import Spec, load_spec
+from supervisor.team import TeamPlan, plan_team, reports_to
+from supervisor.worktrees import Worktree, ensure_worktree, list_worktrees, remove_worktree
 
 Progress = Callable[[str], None]
 PROFILES = ("claude", "demo", "generic")

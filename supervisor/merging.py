@@ -17,16 +17,8 @@ from typing import Literal
 import git
 
 from supervisor.errors import Conflict, GitError, InvalidInput
-from supervisor.worktrees import (
-    Worktree,
-    branch_exists,
-    branch_tip,
-    checked_out_at,
-    head_branch,
-    operation_in_progress,
-    run_git,
-    uncommitted_paths,
-)
+from supervisor.git_run import branch_exists, branch_tip, operation_in_progress, run_git
+from supervisor.worktrees import Worktree, checked_out_at, head_branch, uncommitted_paths
 
 INTEGRATION_BRANCH = "agentvisor/integration"
 MERGE_TREE_MIN_GIT = (2, 38)  # `git merge-tree --write-tree`

@@ -15,7 +15,7 @@ from typing import Any
 
 from supervisor.config import Settings
 from supervisor.errors import SandboxError
-from supervisor.worktrees import Mount
+from supervisor.git_mounts import Mount
 
 WORKDIR = "/workspace"
 HOME = "/home/agent"

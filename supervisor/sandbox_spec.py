@@ -16,6 +16,7 @@ from typing import Any
 
 from supervisor.config import Settings
 from supervisor.errors import SandboxError
+from supervisor.git_mounts import Mount, git_mounts
 from supervisor.sandbox_policy import (
     ENGINE_SOCKETS,
     HOME,
@@ -28,7 +29,6 @@ from supervisor.sandbox_policy import (
     load_project_config,
     parse_project_config,
 )
-from supervisor.worktrees import Mount, git_mounts
 
 LABEL_MANAGED = "agentvisor.managed"
 LABEL_PROJECT = "agentvisor.project"

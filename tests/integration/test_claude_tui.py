@@ -27,12 +27,14 @@ from docker.models.containers import Container
 
 from supervisor.claude import sandbox_extras
 from supervisor.config import Settings
+from supervisor.git_mounts import Mount, chown_for_sandbox
+from supervisor.git_run import git_common_dir
 from supervisor.images import build_sandbox_image
 from supervisor.sandbox_spec import SandboxSpec
 from supervisor.sandboxes import SandboxBackend, build_spec, docker_client, write_token_file
 from supervisor.testing import model_server
 from supervisor.testing.model_server import gateway_token, last_user_text
-from supervisor.worktrees import Mount, chown_for_sandbox, ensure_worktree, git_common_dir
+from supervisor.worktrees import ensure_worktree
 from tests.conftest import ServerProcess, require
 from tests.helpers import docker_answers, make_repo, remove_labelled, wait_until
 

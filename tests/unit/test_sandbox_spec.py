@@ -12,6 +12,8 @@ import pytest
 
 from supervisor.config import Settings
 from supervisor.errors import EngineUnavailable, SandboxError
+from supervisor.git_mounts import Mount
+from supervisor.git_run import git_common_dir
 from supervisor.sandbox_spec import (
     LABEL_CONFIG,
     SandboxSpec,
@@ -21,7 +23,7 @@ from supervisor.sandbox_spec import (
 )
 from supervisor.sandbox_status import cpu_percent, health_of, memory_mb, parse_docker_time
 from supervisor.sandboxes import docker_client, write_token_file
-from supervisor.worktrees import Mount, admin_dir, ensure_worktree, git_common_dir
+from supervisor.worktrees import admin_dir, ensure_worktree
 
 PROJECT, ROLE = "shop", "developer"
 

@@ -12,21 +12,16 @@ import git
 import pytest
 
 from supervisor.errors import Conflict, GitError, InvalidInput, SpecError
+from supervisor.git_mounts import Mount, chown_for_sandbox, git_mounts
+from supervisor.git_run import git_common_dir
 from supervisor.merging import sync_report
+from supervisor.project_repo import create_new_project, find_project, project_slug, start_branch
 from supervisor.worktrees import (
-    Mount,
     Worktree,
     admin_dir,
-    chown_for_sandbox,
-    create_new_project,
     ensure_worktree,
-    find_project,
-    git_common_dir,
-    git_mounts,
     list_worktrees,
-    project_slug,
     remove_worktree,
-    start_branch,
     uncommitted_paths,
     worktrees_dir,
 )
