@@ -16,7 +16,8 @@ from benchmarks.report import Result
 from supervisor.config import Settings, load_settings
 from supervisor.git_mounts import chown_for_sandbox
 from supervisor.git_run import git_common_dir
-from supervisor.sandboxes import SandboxBackend, build_spec, write_token_file
+from supervisor.sandbox_tokens import write_token_file
+from supervisor.sandboxes import SandboxBackend, build_spec
 from supervisor.worktrees import ensure_worktree
 from tests.conftest import ServerProcess
 from tests.helpers import make_repo, wait_until

@@ -19,6 +19,7 @@ import docker
 import docker.errors
 import requests.exceptions
 
+from supervisor.docker_engine import docker_client
 from supervisor.errors import AgentvisorError, EngineUnavailable, InvalidInput, SandboxError
 
 Progress = Callable[[str], None]
@@ -53,19 +54,6 @@ _PEM_BLOCK = re.compile(
 
 def _quiet(_line: str) -> None:
     pass
-
-
-def docker_client() -> docker.DockerClient:
-    """A client for the local engine, or EngineUnavailable if it does not answer."""
-    try:
-        client = docker.from_env()
-        client.ping()
-    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-        raise EngineUnavailable(
-            f"the Docker engine does not answer ({exc}): start it (`make setup` starts dockerd) "
-            "or set DOCKER_HOST"
-        ) from exc
-    return client
 
 
 def image_exists(tag: str, client: docker.DockerClient | None = None) -> bool:

@@ -225,7 +225,8 @@ def _start_sandboxes(
     resume: bool = False,
 ) -> dict[str, str]:
     from supervisor.claude import sandbox_extras
-    from supervisor.sandboxes import build_spec, write_token_file
+    from supervisor.sandbox_tokens import write_token_file
+    from supervisor.sandboxes import build_spec
 
     token_files = {}
     for role in worktrees:

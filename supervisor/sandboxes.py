@@ -6,16 +6,12 @@ A thin shell over the Docker SDK; what a container is made of is decided in `san
 from __future__ import annotations
 
 import builtins
-import contextlib
 import logging
-import os
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, TypeVar
 
 import docker
@@ -24,6 +20,7 @@ import requests.exceptions
 from docker.models.containers import Container
 
 from supervisor.config import Settings
+from supervisor.docker_engine import docker_client, engine_address
 from supervisor.errors import EngineUnavailable, SandboxError
 from supervisor.sandbox_spec import (
     LABEL_CONFIG,
@@ -41,7 +38,6 @@ from supervisor.sandbox_spec import (
     network_name,
     ownership_labels,
     state_label,
-    token_file_path,
 )
 from supervisor.sandbox_status import (
     SandboxInfo,
@@ -62,7 +58,6 @@ __all__ = [
     "health_of",
     "home_volume_name",
     "network_name",
-    "write_token_file",
 ]
 
 log = logging.getLogger("agentvisor.sandboxes")
@@ -70,84 +65,6 @@ T = TypeVar("T")
 TMUX_SESSION = "agent"
 STOP_TIMEOUT_S = 15  # the shim needs up to 10 s (supervisord's stopwaitsecs) to let go
 NO_RESTART = {"Name": "no", "MaximumRetryCount": 0}
-
-
-# --- the token file ----------------------------------------------------------------------------
-
-
-def write_token_file(settings: Settings, project: str, role: str, token: str) -> Path:
-    """`STATE/tokens/<project>/<role>.token`, mode 0400, owned by the sandbox user.
-
-    A new file is written beside and renamed into place. An existing one is rewritten in place
-    instead: a running sandbox has that very inode bind-mounted, and a rename would leave it
-    reading the old token forever (the shim reads the file on every request).
-    """
-    token = token.strip()
-    if not token or "\n" in token:
-        raise SandboxError(f"the token for {role} is empty or not one line; register it again")
-    path = token_file_path(settings, project, role)
-    for folder in (settings.tokens_dir, path.parent):
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(folder, 0o700)
-    uid, gid = settings.sandbox_ids()
-    as_root = os.getuid() == 0
-    if not as_root and uid != os.getuid():
-        raise SandboxError(
-            f"the sandbox uid {uid} is not yours, so only root can hand it the token; unset "
-            "sandbox_uid or run agentvisor as root"
-        )
-    data = f"{token}\n".encode()
-    if path.is_file() and not path.is_symlink():
-        os.chmod(path, 0o600)  # the owner (not root) needs write permission for a moment
-        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
-        try:
-            os.pwrite(fd, data, 0)
-            os.ftruncate(fd, len(data))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()  # a symlink or other leftover: never write through it
-        fd, tmp = tempfile.mkstemp(prefix=f".{role}.", suffix=".tmp", dir=path.parent)
-        try:
-            os.write(fd, data)
-            os.fchmod(fd, 0o400)  # it appears complete, private and owned, or not at all
-            if as_root:
-                os.fchown(fd, uid, gid)
-            os.fsync(fd)
-            os.close(fd)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-    os.chmod(path, 0o400)
-    if as_root:
-        os.chown(path, uid, gid)
-    return path
-
-
-# --- the engine --------------------------------------------------------------------------------
-
-
-def _engine_address() -> str:
-    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-
-
-def docker_client(max_pool_size: int = 16) -> docker.DockerClient:
-    """A client of the local Docker engine, or EngineUnavailable saying what to do."""
-    try:
-        client = docker.from_env(max_pool_size=max_pool_size)
-        client.ping()
-    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-        raise EngineUnavailable(
-            f"Docker engine not reachable at {_engine_address()}; run 'make setup' or start "
-            f"dockerd ({exc})"
-        ) from exc
-    return client
 
 
 class SandboxBackend:
@@ -456,7 +373,7 @@ class SandboxBackend:
             raise SandboxError(f"cannot look up the sandbox {name}: {_why(exc)}") from None
         except requests.exceptions.ConnectionError as exc:
             raise EngineUnavailable(
-                f"Docker engine not reachable at {_engine_address()}; run 'make setup' or start "
+                f"Docker engine not reachable at {engine_address()}; run 'make setup' or start "
                 f"dockerd ({exc})"
             ) from exc
 
@@ -540,7 +457,7 @@ class SandboxBackend:
             raise SandboxError(f"cannot {what}: {_why(exc)}") from None
         except requests.exceptions.ConnectionError as exc:
             raise EngineUnavailable(
-                f"Docker engine not reachable at {_engine_address()} (while trying to {what}); "
+                f"Docker engine not reachable at {engine_address()} (while trying to {what}); "
                 "run 'make setup' or start dockerd"
             ) from exc
 

@@ -24,13 +24,13 @@ import docker
 import docker.errors
 import requests.exceptions
 
+from supervisor.docker_engine import docker_client
 from supervisor.errors import AgentvisorError, EngineUnavailable, SandboxError
 from supervisor.images import (
     IMAGE_PYTHON_VERSION,
     REPO_ROOT,
     Progress,
     _quiet,
-    docker_client,
     ensure_base_image,
     run_build,
 )

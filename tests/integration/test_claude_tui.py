@@ -27,11 +27,13 @@ from docker.models.containers import Container
 
 from supervisor.claude import sandbox_extras
 from supervisor.config import Settings
+from supervisor.docker_engine import docker_client
 from supervisor.git_mounts import Mount, chown_for_sandbox
 from supervisor.git_run import git_common_dir
 from supervisor.images import build_sandbox_image
 from supervisor.sandbox_spec import SandboxSpec
-from supervisor.sandboxes import SandboxBackend, build_spec, docker_client, write_token_file
+from supervisor.sandbox_tokens import write_token_file
+from supervisor.sandboxes import SandboxBackend, build_spec
 from supervisor.testing import model_server
 from supervisor.testing.model_server import gateway_token, last_user_text
 from supervisor.worktrees import ensure_worktree

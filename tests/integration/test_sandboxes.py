@@ -26,17 +26,14 @@ from typer.testing import CliRunner
 
 from supervisor import cli
 from supervisor.config import Settings
+from supervisor.docker_engine import docker_client
 from supervisor.errors import EngineUnavailable, SandboxError
 from supervisor.git_mounts import chown_for_sandbox
 from supervisor.git_run import git_common_dir, run_git
 from supervisor.images import TEST_TAG
 from supervisor.sandbox_spec import SandboxSpec
-from supervisor.sandboxes import (
-    SandboxBackend,
-    build_spec,
-    docker_client,
-    write_token_file,
-)
+from supervisor.sandbox_tokens import write_token_file
+from supervisor.sandboxes import SandboxBackend, build_spec
 from supervisor.worktrees import ensure_worktree, worktrees_dir
 from tests.conftest import ServerProcess, require
 from tests.helpers import remove_labelled, wait_until

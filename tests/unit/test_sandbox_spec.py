@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from supervisor.config import Settings
+from supervisor.docker_engine import docker_client
 from supervisor.errors import EngineUnavailable, SandboxError
 from supervisor.git_mounts import Mount
 from supervisor.git_run import git_common_dir
@@ -22,7 +23,7 @@ from supervisor.sandbox_spec import (
     token_file_path,
 )
 from supervisor.sandbox_status import cpu_percent, health_of, memory_mb, parse_docker_time
-from supervisor.sandboxes import docker_client, write_token_file
+from supervisor.sandbox_tokens import write_token_file
 from supervisor.worktrees import admin_dir, ensure_worktree
 
 PROJECT, ROLE = "shop", "developer"
