@@ -246,11 +246,14 @@ class ControlledServer(libtmux.Server):
             arguments = ("-t", str(target), *arguments)
         line = control_line(cmd, arguments)
         connection = self._connection if line is not None else None
-        if connection is not None and line is not None and not connection.closed:
+        if connection is not None and connection.closed:
+            self._forget(connection, "tmux ended it")
+            connection = None
+        if connection is not None and line is not None:
             try:
                 return connection.run(line)
             except ControlClosed as error:
-                log.info("tmux control connection lost (%s); forking clients meanwhile", error)
+                self._forget(connection, str(error))
                 if error.written and cmd == "send-keys":
                     # tmux may have pressed the keys: not again. The caller sees a failure.
                     return ControlResult([], [f"unknown whether the keys were sent: {error}"], 1)
@@ -260,6 +263,14 @@ class ControlledServer(libtmux.Server):
             # still starting could make that server exit empty).
             self._connect_soon()
         return result
+
+    def _forget(self, connection: ControlConnection, reason: str) -> None:
+        with self._connect_lock:
+            if self._connection is not connection:
+                return  # another thread saw it first
+            self._connection = None
+        connection.close()
+        log.info("tmux control connection lost (%s); forking tmux clients until a new one", reason)
 
     def output_version(self, pane_id: str) -> int | None:
         """A counter of the pane's output, None while no control connection stands."""

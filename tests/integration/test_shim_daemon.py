@@ -159,6 +159,32 @@ def test_three_messages_are_typed_once_in_order_and_acked(api: ServerProcess, sh
         assert history.count(f"ok: received {m['marker']}") == 1
 
 
+def test_messages_arrive_once_in_order_while_the_tmux_control_client_keeps_dying(
+    api: ServerProcess, shim: ShimProcess
+):
+    shim.start()
+    pattern = f"-S{shim.tmux_socket} -C attach-session"
+    control = ["pkill", "-KILL", "-f", "--", pattern]
+    wait_until(
+        lambda: subprocess.run(["pgrep", "-f", "--", pattern], capture_output=True).returncode == 0,
+        timeout_s=15,
+        message="the shim's tmux control client\n" + shim.log(),
+    )
+    sent = []
+    for i in range(8):
+        sent.append(send(api, f"while the control client dies {i}"))
+        time.sleep(0.1 * (i % 3))
+        subprocess.run(control, check=False)  # the connection breaks at random points
+    wait_until(
+        lambda: delivered(api, *(m["id"] for m in sent)),
+        timeout_s=60,
+        message="eight messages delivered\n" + shim.log(),
+    )
+    expected = [f"[{m['marker']}] while the control client dies {i}" for i, m in enumerate(sent)]
+    assert shim.prompts() == expected
+    assert "tmux control connection lost" in shim.log()
+
+
 @pytest.mark.parametrize("lost", [None, "journal", "pane history"])
 def test_a_shim_killed_after_typing_does_not_type_the_message_again(
     api: ServerProcess, shim: ShimProcess, lost: str | None
