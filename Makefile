@@ -24,7 +24,7 @@ image: setup
 image-test: setup
 	$(PYTHON_VENV) -m supervisor.images --agent-clis none --tag agentvisor/sandbox:test
 
-test: setup image-test
+test: setup image-test lint
 	$(PYTHON_VENV) -m pytest -q -ra --color=no --durations=10 $(PYTEST_ARGS)
 
 # A spec inside this checkout (like examples/) gets a new project repository next to it.
@@ -43,9 +43,10 @@ status: setup
 bench: setup image-test
 	$(PYTHON_VENV) -m benchmarks $(ARGS)
 
-lint:
+lint: setup
 	.venv/bin/ruff format --check .
 	.venv/bin/ruff check .
+	.venv/bin/mypy
 
 fmt:
 	.venv/bin/ruff format .

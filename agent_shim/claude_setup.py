@@ -85,7 +85,9 @@ def hook_entries() -> dict[str, list[dict[str, Any]]]:
 
 def _is_ours(group: Any) -> bool:
     hooks = group.get("hooks") if isinstance(group, dict) else None
-    return bool(hooks) and all(
+    if not isinstance(hooks, list) or not hooks:
+        return False
+    return all(
         isinstance(h, dict) and str(h.get("command", "")).startswith(HOOK_COMMAND) for h in hooks
     )
 

@@ -166,7 +166,7 @@ def create_app(service: Service, auth: Authenticator) -> FastAPI:
         for agent in svc.store.list_agents():
             key = f'state="{agent["state"] or "unknown"}"'
             agents[key] = agents.get(key, 0) + 1
-        gauges = {
+        gauges: dict[str, tuple[str, dict[str, float]]] = {
             "messages": (
                 "Messages by delivery state.",
                 {f'state="{k}"': v for k, v in by_state.items()},

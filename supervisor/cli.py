@@ -51,7 +51,8 @@ class Context:
 
 
 def ctx_of(ctx: typer.Context) -> Context:
-    return ctx.obj  # type: ignore[no-any-return]
+    context: Context = ctx.obj
+    return context
 
 
 @app.callback()

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.table import Table
 
 from supervisor import launch
-from supervisor.config import load_settings
+from supervisor.config import Settings, load_settings
 from supervisor.render import console, print_json, table, when
 from supervisor.spec import load_spec
 from supervisor.team import describe_plan, plan_team
@@ -235,9 +236,11 @@ def register(app: typer.Typer) -> None:
         console.print(f"removed: {', '.join(removed) or 'nothing'}")
 
 
-def _status_table(settings, project, data=None):  # type: ignore[no-untyped-def]
-    from rich.table import Table
-
+def _status_table(
+    settings: Settings,
+    project: str | None,
+    data: tuple[dict[str, Any], list[launch.StatusRow]] | None = None,
+) -> Table:
     row, rows = data or launch.status(settings, project)
     t = Table(title=f"{row['name']} ({row['state']}) {row['path']}", title_justify="left")
     for column in (

@@ -100,8 +100,10 @@ def _coerce(name: str, raw: Any, current: Any) -> Any:
             return Path(str(raw)).expanduser()
         if kind is bool:
             return str(raw).lower() in {"1", "true", "yes", "on"}
-        if kind in (int, float):
-            return kind(raw)
+        if kind is int:
+            return int(raw)
+        if kind is float:
+            return float(raw)
         if name in {"tcp_port", "sandbox_uid", "sandbox_gid"}:
             return None if raw in (None, "") else int(raw)
         return raw if raw is None else str(raw) if not isinstance(raw, (int, float)) else raw

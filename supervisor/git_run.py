@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,6 +92,6 @@ def operation_in_progress(repo_root: Path) -> str | None:
     return next((marker for marker in _OPERATION_MARKERS if (git_dir / marker).exists()), None)
 
 
-def resolved(path: Path | str) -> Path:
+def resolved(path: str | os.PathLike[str]) -> Path:
     """`path` made absolute with its symlinks resolved: one spelling per folder."""
     return Path(path).resolve()

@@ -62,7 +62,7 @@ class Metrics:
         for name, (help_text, values) in sorted(gauges.items()):
             lines.append(f"# HELP agentvisor_{name} {help_text}")
             lines.append(f"# TYPE agentvisor_{name} gauge")
-            for labels, value in sorted(values.items()):
+            for labels, reading in sorted(values.items()):
                 label_text = f"{{{labels}}}" if labels else ""
-                lines.append(f"agentvisor_{name}{label_text} {value}")
+                lines.append(f"agentvisor_{name}{label_text} {reading}")
         return "\n".join(lines) + "\n"

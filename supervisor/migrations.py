@@ -12,7 +12,7 @@ from supervisor.errors import AgentvisorError
 
 
 def _v1(db: sqlite_utils.Database) -> None:
-    db["projects"].create(
+    db.table("projects").create(
         {
             "id": int,
             "name": str,
@@ -27,8 +27,8 @@ def _v1(db: sqlite_utils.Database) -> None:
         pk="id",
         not_null={"name", "state"},
     )
-    db["projects"].create_index(["name"], unique=True)
-    db["agents"].create(
+    db.table("projects").create_index(["name"], unique=True)
+    db.table("agents").create(
         {
             "id": int,
             "project_id": int,
@@ -48,9 +48,9 @@ def _v1(db: sqlite_utils.Database) -> None:
         foreign_keys=[("project_id", "projects", "id")],
         not_null={"project_id", "role", "token_hash"},
     )
-    db["agents"].create_index(["project_id", "role"], unique=True)
-    db["agents"].create_index(["token_hash"], unique=True)
-    db["checkins"].create(
+    db.table("agents").create_index(["project_id", "role"], unique=True)
+    db.table("agents").create_index(["token_hash"], unique=True)
+    db.table("checkins").create(
         {
             "id": int,
             "project_id": int,
@@ -69,9 +69,9 @@ def _v1(db: sqlite_utils.Database) -> None:
         foreign_keys=[("project_id", "projects", "id"), ("recipient_id", "agents", "id")],
         not_null={"project_id", "recipient_id", "note", "due_at", "state"},
     )
-    db["checkins"].create_index(["state", "due_at"])
-    db["checkins"].create_index(["project_id", "creator", "idempotency_key"], unique=True)
-    db["messages"].create(
+    db.table("checkins").create_index(["state", "due_at"])
+    db.table("checkins").create_index(["project_id", "creator", "idempotency_key"], unique=True)
+    db.table("messages").create(
         {
             "id": int,
             "project_id": int,
@@ -95,9 +95,9 @@ def _v1(db: sqlite_utils.Database) -> None:
         foreign_keys=[("project_id", "projects", "id"), ("recipient_id", "agents", "id")],
         not_null={"project_id", "recipient_id", "body", "state"},
     )
-    db["messages"].create_index(["recipient_id", "state", "id"])
-    db["messages"].create_index(["project_id", "sender", "idempotency_key"], unique=True)
-    db["events"].create(
+    db.table("messages").create_index(["recipient_id", "state", "id"])
+    db.table("messages").create_index(["project_id", "sender", "idempotency_key"], unique=True)
+    db.table("events").create(
         {
             "id": int,
             "at": float,
@@ -108,7 +108,7 @@ def _v1(db: sqlite_utils.Database) -> None:
         },
         pk="id",
     )
-    db["events"].create_index(["project_id", "id"])
+    db.table("events").create_index(["project_id", "id"])
     # The event log is append-only.
     db.execute(
         "CREATE TRIGGER events_no_update BEFORE UPDATE ON events "
@@ -122,7 +122,7 @@ def _v1(db: sqlite_utils.Database) -> None:
 
 def _v2(db: sqlite_utils.Database) -> None:
     """The project queue, and the watchdog's nudge requests."""
-    db["queue"].create(
+    db.table("queue").create(
         {
             "id": int,
             "spec_path": str,
@@ -143,7 +143,7 @@ def _v2(db: sqlite_utils.Database) -> None:
         pk="id",
         not_null={"spec_path", "state"},
     )
-    db["queue"].create_index(["state", "id"])
+    db.table("queue").create_index(["state", "id"])
     db.execute("ALTER TABLE agents ADD COLUMN nudge_at REAL")
 
 
@@ -159,7 +159,7 @@ def _v4(db: sqlite_utils.Database) -> None:
     an operator's retry; this never does). A shim given a message's first lease knows no one
     typed it before. Messages from before count one more, so their first lease is not taken
     for a first one."""
-    if "leases" not in db["messages"].columns_dict:
+    if "leases" not in db.table("messages").columns_dict:
         db.execute("ALTER TABLE messages ADD COLUMN leases INTEGER NOT NULL DEFAULT 0")
         db.execute("UPDATE messages SET leases = attempts + 1")
 
@@ -183,7 +183,7 @@ def current_version(db: sqlite_utils.Database) -> int:
 def migrate(db: sqlite_utils.Database) -> int:
     """Bring the schema up to SCHEMA_VERSION. Refuses a database from a newer agentvisor."""
     if "meta" not in db.table_names():
-        db["meta"].create({"key": str, "value": str}, pk="key")
+        db.table("meta").create({"key": str, "value": str}, pk="key")
     version = current_version(db)
     if version > SCHEMA_VERSION:
         raise AgentvisorError(
@@ -193,6 +193,6 @@ def migrate(db: sqlite_utils.Database) -> int:
     for target, step in MIGRATIONS:
         if target > version:
             step(db)
-            db["meta"].upsert({"key": "schema_version", "value": str(target)}, pk="key")
+            db.table("meta").upsert({"key": "schema_version", "value": str(target)}, pk="key")
             version = target
     return version

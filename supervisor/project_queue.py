@@ -119,10 +119,10 @@ class QueueRunner:
         for row in running:
             self._check(row, now)
         while len(self.queue.list("running")) < self.settings.queue_concurrency:
-            row = self.queue.claim_next(self.settings.project_timeout_minutes * 60)
-            if row is None:
+            claimed = self.queue.claim_next(self.settings.project_timeout_minutes * 60)
+            if claimed is None:
                 break
-            self._launch(row)
+            self._launch(claimed)
 
     def _check(self, row: Row, now: float) -> None:
         project = row["project"]

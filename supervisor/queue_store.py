@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from supervisor.errors import Conflict, NotFound
-from supervisor.store import Row, Store
+from supervisor.store import Row, Store, insert_row
 
 QUEUE_STATES = ("queued", "running", "done", "failed", "cancelled")
 
@@ -20,21 +20,19 @@ class QueueStore:
     ) -> Row:
         now = self.store.clock.now()
         with self.store.transaction() as db:
-            pk = (
-                db["queue"]
-                .insert(
-                    {
-                        "spec_path": spec_path,
-                        "project_dir": project_dir,
-                        "options": json.dumps(options),
-                        "state": "queued",
-                        "attempts": 0,
-                        "max_attempts": max_attempts,
-                        "current_spec": spec_path,
-                        "created_at": now,
-                    }
-                )
-                .last_pk
+            pk = insert_row(
+                db,
+                "queue",
+                {
+                    "spec_path": spec_path,
+                    "project_dir": project_dir,
+                    "options": json.dumps(options),
+                    "state": "queued",
+                    "attempts": 0,
+                    "max_attempts": max_attempts,
+                    "current_spec": spec_path,
+                    "created_at": now,
+                },
             )
             self.store.log_event("queue.added", data={"queue_id": pk, "spec": spec_path}, db=db)
         return self.get(pk)
@@ -74,12 +72,12 @@ class QueueStore:
 
     def update(self, queue_id: int, **fields: Any) -> Row:
         with self.store.transaction() as db:
-            db["queue"].update(queue_id, fields)
+            db.table("queue").update(queue_id, fields)
         return self.get(queue_id)
 
     def finish(self, queue_id: int, state: str, error: str | None = None) -> Row:
         with self.store.transaction() as db:
-            db["queue"].update(
+            db.table("queue").update(
                 queue_id,
                 {"state": state, "last_error": error, "finished_at": self.store.clock.now()},
             )

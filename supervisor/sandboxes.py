@@ -350,7 +350,7 @@ class SandboxBackend:
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _label_filters(self, project: str | None, role: str | None = None) -> list[str]:
+    def _label_filters(self, project: str | None, role: str | None = None) -> builtins.list[str]:
         filters = [f"{LABEL_MANAGED}=1", f"{LABEL_STATE_DIR}={self._state}"]
         if project is not None:
             filters.append(f"{LABEL_PROJECT}={check_project(project)}")

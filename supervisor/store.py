@@ -69,6 +69,14 @@ def _writer_lock(path: Path) -> threading.RLock:
         return _WRITERS.setdefault(path.resolve(), threading.RLock())
 
 
+def insert_row(db: sqlite_utils.Database, table: str, row: dict[str, Any]) -> int:
+    """Insert `row` into `table`; the new row's id."""
+    pk = db.table(table).insert(row).last_pk
+    if not isinstance(pk, int):
+        raise TypeError(f"{table} gave no integer id for a new row: {pk!r}")
+    return pk
+
+
 class Store:
     """One SQLite database. Safe to share between threads (each gets its own connection)."""
 
@@ -158,15 +166,16 @@ class Store:
         }
         if db is None:
             with self.transaction() as tx:
-                row["id"] = tx["events"].insert(row).last_pk
+                row["id"] = insert_row(tx, "events", row)
         else:
-            row["id"] = target["events"].insert(row).last_pk
+            row["id"] = insert_row(target, "events", row)
         return row
 
     def list_events(
         self, project_id: int | None = None, limit: int = 100, kind: str | None = None
     ) -> list[Row]:
-        where, params = ["1=1"], []
+        where: list[str] = ["1=1"]
+        params: list[Any] = []
         if project_id is not None:
             where.append("project_id = ?")
             params.append(project_id)
@@ -193,20 +202,18 @@ class Store:
         with self.transaction() as db:
             existing = self.fetch_one("SELECT * FROM projects WHERE name = ?", (name,))
             if existing is None:
-                pk = (
-                    db["projects"]
-                    .insert(
-                        {
-                            "name": name,
-                            "path": path,
-                            "spec_path": spec_path,
-                            "start_branch": start_branch,
-                            "state": "created",
-                            "created_at": now,
-                            "updated_at": now,
-                        }
-                    )
-                    .last_pk
+                pk = insert_row(
+                    db,
+                    "projects",
+                    {
+                        "name": name,
+                        "path": path,
+                        "spec_path": spec_path,
+                        "start_branch": start_branch,
+                        "state": "created",
+                        "created_at": now,
+                        "updated_at": now,
+                    },
                 )
                 self.log_event("project.created", pk, data={"path": path}, db=db)
             else:
@@ -221,7 +228,7 @@ class Store:
                     if v
                 }
                 if changes:
-                    db["projects"].update(pk, {**changes, "updated_at": now})
+                    db.table("projects").update(pk, {**changes, "updated_at": now})
         return self.get_project_by_id(pk)
 
     def get_project_by_id(self, project_id: int) -> Row:
@@ -242,7 +249,9 @@ class Store:
 
     def set_project_state(self, project_id: int, state: str) -> None:
         with self.transaction() as db:
-            db["projects"].update(project_id, {"state": state, "updated_at": self.clock.now()})
+            db.table("projects").update(
+                project_id, {"state": state, "updated_at": self.clock.now()}
+            )
             self.log_event("project.state", project_id, data={"state": state}, db=db)
 
     # -- agents ----------------------------------------------------------------------------
@@ -256,21 +265,19 @@ class Store:
                 "SELECT * FROM agents WHERE project_id = ? AND role = ?", (project_id, role)
             )
             if existing is None:
-                pk = (
-                    db["agents"]
-                    .insert(
-                        {
-                            "project_id": project_id,
-                            "role": role,
-                            "profile": profile,
-                            "token_hash": hash_token(token),
-                            "state": "registered",
-                            "created_at": now,
-                            "last_seen_at": None,
-                            "session_id": str(uuid.uuid4()),
-                        }
-                    )
-                    .last_pk
+                pk = insert_row(
+                    db,
+                    "agents",
+                    {
+                        "project_id": project_id,
+                        "role": role,
+                        "profile": profile,
+                        "token_hash": hash_token(token),
+                        "state": "registered",
+                        "created_at": now,
+                        "last_seen_at": None,
+                        "session_id": str(uuid.uuid4()),
+                    },
                 )
                 self.log_event("agent.registered", project_id, pk, {"role": role}, db=db)
             else:
@@ -278,7 +285,7 @@ class Store:
                 fields = {"token_hash": hash_token(token), "profile": profile}
                 if not existing.get("session_id"):
                     fields["session_id"] = str(uuid.uuid4())
-                db["agents"].update(pk, fields)
+                db.table("agents").update(pk, fields)
         return self.get_agent_by_id(pk), token
 
     def get_agent_by_id(self, agent_id: int) -> Row:
@@ -309,13 +316,13 @@ class Store:
 
     def update_agent(self, agent_id: int, **fields: Any) -> Row:
         with self.transaction() as db:
-            db["agents"].update(agent_id, fields)
+            db.table("agents").update(agent_id, fields)
         return self.get_agent_by_id(agent_id)
 
     def touch_agent(self, agent_id: int, **fields: Any) -> None:
         """Record a sign of life (heartbeat) and optional state fields."""
         with self.transaction() as db:
-            db["agents"].update(agent_id, {"last_seen_at": self.clock.now(), **fields})
+            db.table("agents").update(agent_id, {"last_seen_at": self.clock.now(), **fields})
 
     # -- messages --------------------------------------------------------------------------
     def add_message(
@@ -352,25 +359,23 @@ class Store:
             if first is not None:
                 return first, False
         now = self.clock.now()
-        pk = (
-            db["messages"]
-            .insert(
-                {
-                    "project_id": project_id,
-                    "sender": sender,
-                    "recipient_id": recipient_id,
-                    "body": body,
-                    "kind": kind,
-                    "state": MessageState.QUEUED.value,
-                    "attempts": 0,
-                    "created_at": now,
-                    "updated_at": now,
-                    "idempotency_key": idempotency_key,
-                    "checkin_id": checkin_id,
-                    "marker": "",
-                }
-            )
-            .last_pk
+        pk = insert_row(
+            db,
+            "messages",
+            {
+                "project_id": project_id,
+                "sender": sender,
+                "recipient_id": recipient_id,
+                "body": body,
+                "kind": kind,
+                "state": MessageState.QUEUED.value,
+                "attempts": 0,
+                "created_at": now,
+                "updated_at": now,
+                "idempotency_key": idempotency_key,
+                "checkin_id": checkin_id,
+                "marker": "",
+            },
         )
         marker = new_marker(pk)
         db.execute("UPDATE messages SET marker = ? WHERE id = ?", (marker, pk))
@@ -589,23 +594,21 @@ class Store:
                 if first is not None:
                     return first, False
             now = self.clock.now()
-            pk = (
-                db["checkins"]
-                .insert(
-                    {
-                        "project_id": project_id,
-                        "creator": creator,
-                        "recipient_id": recipient_id,
-                        "note": note,
-                        "due_at": due_at,
-                        "every_s": every_s,
-                        "state": "pending",
-                        "fired_count": 0,
-                        "created_at": now,
-                        "idempotency_key": idempotency_key,
-                    }
-                )
-                .last_pk
+            pk = insert_row(
+                db,
+                "checkins",
+                {
+                    "project_id": project_id,
+                    "creator": creator,
+                    "recipient_id": recipient_id,
+                    "note": note,
+                    "due_at": due_at,
+                    "every_s": every_s,
+                    "state": "pending",
+                    "fired_count": 0,
+                    "created_at": now,
+                    "idempotency_key": idempotency_key,
+                },
             )
         return self.get_checkin(pk), True
 

@@ -337,9 +337,9 @@ def plan_team(
         reasons.append(_explain(classification))
 
     if roles is None:
-        team = project_type.team
+        team: tuple[str, ...] = project_type.team
         reasons.append(f"Team for {_a(project_type.label)}: {', '.join(team)}.")
-        keep_order = _KEEP_ORDER
+        keep_order: tuple[str, ...] = _KEEP_ORDER
     else:
         team = _explicit_roles(roles, reasons)
         keep_order = team  # the user's own order says what matters most
