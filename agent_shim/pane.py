@@ -105,7 +105,7 @@ class AgentPane:
     def _pause(self, since: int | None) -> None:
         """Until the pane writes after `since` (at least `MIN_INTERVAL_S`), or at most
         `POLL_INTERVAL_S`: the screen may also change for reasons no output shows."""
-        if since is None or not isinstance(self.server, ControlledServer):
+        if not isinstance(self.server, ControlledServer):
             time.sleep(POLL_INTERVAL_S)
             return
         begin = time.monotonic()

@@ -245,12 +245,11 @@ class ControlledServer(libtmux.Server):
         if target is not None:
             arguments = ("-t", str(target), *arguments)
         line = control_line(cmd, arguments)
-        connection = self._connection if line is not None else None
-        if connection is not None and connection.closed:
-            self._forget(connection, "tmux ended it")
-            connection = None
-        if connection is not None and line is not None:
+        connection = self._connection
+        if line is not None and connection is not None:
             try:
+                if connection.closed:
+                    raise ControlClosed("tmux ended it")
                 return connection.run(line)
             except ControlClosed as error:
                 self._forget(connection, str(error))

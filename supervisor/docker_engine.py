@@ -22,8 +22,15 @@ def docker_client(max_pool_size: int = 16) -> docker.DockerClient:
         client = docker.from_env(max_pool_size=max_pool_size)
         client.ping()
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-        raise EngineUnavailable(
-            f"Docker engine not reachable at {engine_address()}; run 'make setup' or start "
-            f"dockerd ({exc})"
-        ) from exc
+        raise unreachable(exc) from exc
     return client
+
+
+def unreachable(exc: Exception, doing: str | None = None) -> EngineUnavailable:
+    """The error for an engine that does not answer (while `doing` something), saying what
+    to do about it."""
+    during = f" (while trying to {doing})" if doing else ""
+    return EngineUnavailable(
+        f"Docker engine not reachable at {engine_address()}{during}; run 'make setup' or start "
+        f"dockerd ({exc})"
+    )

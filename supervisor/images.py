@@ -52,8 +52,13 @@ _PEM_BLOCK = re.compile(
 )
 
 
-def _quiet(_line: str) -> None:
-    pass
+def quiet(_line: str) -> None:
+    """Progress that shows nothing."""
+
+
+def to_stderr(line: str) -> None:
+    """Progress as lines on stderr, for the command-line builds."""
+    print(line, file=sys.stderr, flush=True)
 
 
 def image_exists(tag: str, client: docker.DockerClient | None = None) -> bool:
@@ -73,7 +78,7 @@ def ensure_base_image(base_image: str | None = None, progress: Progress | None =
     Runs images/base/build-base.sh: `base_image` (default debian:bookworm-slim) if present or
     pullable, else agentvisor/base:bookworm made with debootstrap (which needs root or sudo).
     """
-    progress = progress or _quiet
+    progress = progress or quiet
     if not BUILD_BASE_SCRIPT.is_file():
         raise SandboxError(
             f"{BUILD_BASE_SCRIPT} is missing: build images from an agentvisor source checkout"
@@ -148,7 +153,7 @@ def _system_certificate_bodies(ca_dir: Path = SYSTEM_CA_DIR) -> set[str]:
 
 def prepare_context(extra_ca: Path | None, progress: Progress | None = None) -> None:
     """Fill build/image/: the libtmux wheel for the image's Python, and the extra CAs if any."""
-    progress = progress or _quiet
+    progress = progress or quiet
     wheels = CONTEXT_EXTRAS / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
     try:
@@ -238,7 +243,7 @@ def build_sandbox_image(
     `extra_ca`: a PEM bundle whose certificates the image trusts too, None for none, or "auto"
     for `detect_extra_ca()`. `base_image`: None to let `ensure_base_image` choose.
     """
-    progress = progress or _quiet
+    progress = progress or quiet
     check_agent_clis(agent_clis)
     client = client or docker_client()
     if extra_ca == "auto":
@@ -323,9 +328,6 @@ def main(argv: list[str] | None = None) -> int:
     else:
         extra_ca = Path(args.extra_ca)
 
-    def show(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
-
     try:
         image_id = build_sandbox_image(
             tag=tag,
@@ -335,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
             agent_uid=args.uid,
             agent_gid=args.gid,
             no_cache=args.no_cache,
-            progress=show,
+            progress=to_stderr,
         )
     except AgentvisorError as exc:
         print(f"agentvisor image: {exc.message}", file=sys.stderr)

@@ -20,8 +20,8 @@ import requests.exceptions
 from docker.models.containers import Container
 
 from supervisor.config import Settings
-from supervisor.docker_engine import docker_client, engine_address
-from supervisor.errors import EngineUnavailable, SandboxError
+from supervisor.docker_engine import docker_client, unreachable
+from supervisor.errors import SandboxError
 from supervisor.sandbox_spec import (
     LABEL_CONFIG,
     LABEL_MANAGED,
@@ -372,10 +372,7 @@ class SandboxBackend:
         except docker.errors.APIError as exc:
             raise SandboxError(f"cannot look up the sandbox {name}: {_why(exc)}") from None
         except requests.exceptions.ConnectionError as exc:
-            raise EngineUnavailable(
-                f"Docker engine not reachable at {engine_address()}; run 'make setup' or start "
-                f"dockerd ({exc})"
-            ) from exc
+            raise unreachable(exc, f"look up the sandbox {name}") from exc
 
     def _get(self, project: str, role: str) -> Container:
         name = container_name(project, role)
@@ -456,10 +453,7 @@ class SandboxBackend:
         except docker.errors.APIError as exc:
             raise SandboxError(f"cannot {what}: {_why(exc)}") from None
         except requests.exceptions.ConnectionError as exc:
-            raise EngineUnavailable(
-                f"Docker engine not reachable at {engine_address()} (while trying to {what}); "
-                "run 'make setup' or start dockerd"
-            ) from exc
+            raise unreachable(exc, what) from exc
 
     def _parallel(
         self, function: Callable[[Any], T], items: builtins.list[Any]

@@ -30,9 +30,10 @@ from supervisor.images import (
     IMAGE_PYTHON_VERSION,
     REPO_ROOT,
     Progress,
-    _quiet,
     ensure_base_image,
+    quiet,
     run_build,
+    to_stderr,
 )
 
 DEFAULT_TAG = "agentvisor/supervisor:latest"
@@ -141,7 +142,7 @@ def download_wheels(
 ) -> Path:
     """Fill `wheels` with wheels of `requirements` (and their dependencies) for the image's
     Python; nothing is downloaded when the same set is there already."""
-    progress = progress or _quiet
+    progress = progress or quiet
     constraints = pinned_constraints(_installed())
     stamp = wheels_stamp(requirements, constraints, platforms)
     stamp_file = wheels / STAMP_NAME
@@ -191,7 +192,7 @@ def build_server_image(
     client: docker.DockerClient | None = None,
 ) -> str:
     """Build the supervisor's image as `tag` and return its id."""
-    progress = progress or _quiet
+    progress = progress or quiet
     client = client or docker_client()
     base = ensure_base_image(base_image, progress)
     requirements = runtime_requirements((REPO_ROOT / "pyproject.toml").read_text())
@@ -222,11 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-cache", action="store_true")
     args = parser.parse_args(argv)
 
-    def show(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
-
     try:
-        image_id = build_server_image(args.tag, args.base_image, args.no_cache, show)
+        image_id = build_server_image(args.tag, args.base_image, args.no_cache, to_stderr)
     except AgentvisorError as exc:
         print(f"agentvisor supervisor image: {exc.message}", file=sys.stderr)
         return 1
