@@ -20,8 +20,6 @@ from supervisor.briefing import BriefingContext, render_briefing
 from supervisor.client import ApiClient
 from supervisor.config import Settings
 from supervisor.errors import AgentvisorError, Conflict, InvalidInput, SandboxError
-from supervisor.git_mounts import chown_for_sandbox
-from supervisor.git_run import git_common_dir
 from supervisor.project_repo import (
     NEW_PROJECT_SPEC_NAME,
     create_new_project,
@@ -29,6 +27,7 @@ from supervisor.project_repo import (
     new_project_folder,
     start_branch,
 )
+from supervisor.sandbox_user import sandbox_owner
 from supervisor.spec import Spec, load_spec
 from supervisor.team import TeamPlan, plan_team, reports_to
 from supervisor.worktrees import Worktree, ensure_worktree, list_worktrees, remove_worktree
@@ -197,18 +196,13 @@ def _reusable_new_project(spec: Spec) -> Path | None:
 def _worktrees(
     root: Path, roles: tuple[str, ...], branch: str, settings: Settings, progress: Progress
 ) -> dict[str, Worktree]:
+    owner = sandbox_owner(settings)
     worktrees = {}
     for role in roles:
-        worktree = ensure_worktree(root, role, branch)
+        worktree = ensure_worktree(root, role, branch, owner=owner)
         if worktree.created:
-            progress(f"worktree {worktree.path} on branch {worktree.branch}")
+            progress(f"repository {worktree.path} on branch {worktree.branch}")
         worktrees[role] = worktree
-    if os.getuid() == 0:
-        uid, gid = settings.sandbox_ids()
-        if uid != 0:  # root host: hand the worktrees and git metadata to the sandbox user
-            chown_for_sandbox(
-                [*(w.path for w in worktrees.values()), git_common_dir(root)], uid, gid
-            )
     return worktrees
 
 

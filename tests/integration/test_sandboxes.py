@@ -28,11 +28,11 @@ from supervisor import cli
 from supervisor.config import Settings
 from supervisor.docker_engine import docker_client
 from supervisor.errors import EngineUnavailable, SandboxError
-from supervisor.git_mounts import chown_for_sandbox
 from supervisor.git_run import git_common_dir, run_git
 from supervisor.images import TEST_TAG
 from supervisor.sandbox_spec import SandboxSpec
 from supervisor.sandbox_tokens import write_token_file
+from supervisor.sandbox_user import sandbox_owner
 from supervisor.sandboxes import SandboxBackend, build_spec
 from supervisor.worktrees import ensure_worktree, worktrees_dir
 from tests.conftest import ServerProcess, require
@@ -130,14 +130,12 @@ def team(engine: docker.DockerClient) -> Iterator[Team]:
         settings = Settings(
             state_dir=tmp / "state", image=IMAGE, memory_mb=384, cpus=0.5, pids=128, tmpfs_mb=32
         )
-        uid, gid = settings.sandbox_ids()
         team = Team(run, tmp, server, settings, SandboxBackend(settings), engine, {}, {})
         for project, roles in ((team.a, ROLES_A), (team.b, ROLES_B)):
             repo = make_repo(tmp / project)
             team.repos[project] = repo
-            worktrees = [ensure_worktree(repo, role, "main").path for role in roles]
-            if os.getuid() == 0:  # root host: the sandbox user must own what it writes to
-                chown_for_sandbox([*worktrees, git_common_dir(repo)], uid, gid)
+            owner = sandbox_owner(settings)  # root host: the sandbox user owns its clone
+            worktrees = [ensure_worktree(repo, role, "main", owner=owner).path for role in roles]
             for role, worktree in zip(roles, worktrees, strict=True):
                 token = write_token_file(
                     settings, project, role, server.register_agent(project, role)
