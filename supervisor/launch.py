@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from supervisor import layout_migration
 from supervisor import server as server_process
 from supervisor.briefing import BriefingContext, render_briefing
 from supervisor.client import ApiClient
 from supervisor.config import Settings
 from supervisor.errors import AgentvisorError, Conflict, InvalidInput, SandboxError
+from supervisor.layout_migration import MigrationReport
 from supervisor.project_repo import (
     NEW_PROJECT_SPEC_NAME,
     create_new_project,
@@ -430,6 +432,21 @@ def destroy(settings: Settings, project: str, remove_worktrees: bool) -> list[st
             except AgentvisorError as exc:
                 raise Conflict(f"could not remove {worktree.path}: {exc.message}") from None
     return removed
+
+
+def migrate(settings: Settings, project: str | None) -> MigrationReport:
+    """Move a project made by agentvisor 0.1 to one repository per agent (layout_migration)."""
+    with ApiClient(settings) as client:
+        row = resolve_project(client, project)
+    name, root = row["name"], Path(row["path"])
+    running = [s.role for s in _backend(settings).list(name) if s.status == "running"]
+    if running:
+        raise Conflict(
+            f"the sandboxes of {name} are running ({', '.join(running)}); run "
+            f"'agentvisor down {name}' first, then migrate"
+        )
+    branch = row["start_branch"] or start_branch(root)
+    return layout_migration.migrate(root, branch, sandbox_owner(settings))
 
 
 @dataclass

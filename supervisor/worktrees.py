@@ -149,6 +149,7 @@ def _clone(root: Path, target: Path, branch: str, start_branch: str) -> None:
         "origin",
         f"file://{root}",
         str(target),
+        config=(f"safe.directory={root}", f"safe.directory={root / '.git'}"),
         env={"GIT_LFS_SKIP_SMUDGE": "1"},
         check=False,
     )
@@ -204,6 +205,8 @@ def remove_worktree(
     root = resolved(repo_root)
     path, branch = worktree_path(root, role), agent_branch(role)
     present = is_agent_clone(path)
+    if is_old_layout(path):
+        raise Conflict(f"{path} is a worktree of the old layout; run `agentvisor migrate` first")
     if not present and (path.exists() or path.is_symlink()):
         raise GitError(f"{path} is not an agent's repository; agentvisor leaves it alone")
     if present:
