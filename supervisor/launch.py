@@ -162,7 +162,7 @@ def up(settings: Settings, options: UpOptions, progress: Progress = lambda _: No
         )
         worktrees = _worktrees(root, team.roles, branch, settings, progress)
         launches = _start_sandboxes(
-            settings, client, backend, name, root, worktrees, profile, image, progress
+            settings, client, backend, name, root, worktrees, profile, image, progress, branch
         )
         message_ids = _brief(settings, client, name, spec, team, worktrees, branch, root, options)
         _schedule_routines(settings, client, name, team, options)
@@ -218,6 +218,7 @@ def _start_sandboxes(
     profile: str,
     image: str,
     progress: Progress,
+    branch: str,
     resume: bool = False,
 ) -> dict[str, str]:
     from supervisor.claude import sandbox_extras
@@ -249,6 +250,7 @@ def _start_sandboxes(
                 extra_env={**extras.env, **_test_clock_env(settings)},
                 credential_mounts=extras.mounts,
                 resume=resume,
+                start_branch=branch,
             )
         )
     progress(f"starting {len(specs)} sandboxes")
@@ -411,7 +413,17 @@ def resume(
         worktrees = _worktrees(root, roles, branch, settings, progress)
         backend = _backend(settings)
         _start_sandboxes(
-            settings, client, backend, name, root, worktrees, profile, image, progress, resume=True
+            settings,
+            client,
+            backend,
+            name,
+            root,
+            worktrees,
+            profile,
+            image,
+            progress,
+            branch,
+            resume=True,
         )
         report = UpReport(name, root, branch, profile, None)
         report.agents = _rows(client, backend, name, root)
