@@ -22,6 +22,7 @@ from supervisor.client import ApiClient
 from supervisor.config import Settings
 from supervisor.errors import AgentvisorError, Conflict, InvalidInput, SandboxError
 from supervisor.layout_migration import MigrationReport
+from supervisor.project_files import committed_role_briefings
 from supervisor.project_repo import (
     NEW_PROJECT_SPEC_NAME,
     create_new_project,
@@ -278,7 +279,7 @@ def _brief(
     root: Path,
     options: UpOptions,
 ) -> dict[str, int]:
-    overrides = root / ".agentvisor" / "roles"
+    overrides = committed_role_briefings(root, branch)  # never a checkout's copy
     digest = hashlib.sha1(spec.text.encode("utf-8")).hexdigest()[:12]
     ids = {}
     for role in team.roles:
@@ -291,7 +292,7 @@ def _brief(
             checkin_minutes=options.checkin_minutes or settings.orchestrator_checkin_minutes,
             spec=spec.text,
         )
-        body = render_briefing(role, context, overrides if overrides.is_dir() else None)
+        body = render_briefing(role, context, overrides)
         message = client.post(
             "/v1/messages",
             {
