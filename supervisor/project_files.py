@@ -117,10 +117,10 @@ def _blob_text(root: Path, entry: TreeEntry, path: str, branch: str) -> str:
             "reads; make it smaller"
         )
     text = _git(root, "cat-file", "blob", entry.oid).stdout
-    try:
-        text.encode("utf-8")  # git's output is decoded with surrogateescape: bad bytes show
-    except UnicodeEncodeError:
-        raise InvalidInput(f"{path} on {branch} is not valid UTF-8; save it as UTF-8") from None
+    # run_git decodes with errors="replace": a byte that is not UTF-8 shows as U+FFFD (and a
+    # real U+FFFD has no business in these files either).
+    if "\ufffd" in text:
+        raise InvalidInput(f"{path} on {branch} is not valid UTF-8; save it as UTF-8")
     return text
 
 
