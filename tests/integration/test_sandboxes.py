@@ -140,6 +140,7 @@ def team(engine: docker.DockerClient) -> Iterator[Team]:
                 token = write_token_file(
                     settings, project, role, server.register_agent(project, role)
                 )
+                server.ensure_project(project, str(repo))  # the git channel serves this one
                 team.specs[project, role] = build_spec(
                     settings,
                     project=project,
