@@ -134,13 +134,13 @@ def team(engine: docker.DockerClient) -> Iterator[Team]:
         for project, roles in ((team.a, ROLES_A), (team.b, ROLES_B)):
             repo = make_repo(tmp / project)
             team.repos[project] = repo
+            server.ensure_project(project, str(repo))  # the git channel serves this one
             owner = sandbox_owner(settings)  # root host: the sandbox user owns its clone
             worktrees = [ensure_worktree(repo, role, "main", owner=owner).path for role in roles]
             for role, worktree in zip(roles, worktrees, strict=True):
                 token = write_token_file(
                     settings, project, role, server.register_agent(project, role)
                 )
-                server.ensure_project(project, str(repo))  # the git channel serves this one
                 team.specs[project, role] = build_spec(
                     settings,
                     project=project,
