@@ -91,12 +91,25 @@ def main() -> int:
     )
     stop = threading.Event()
     relay = start_channel(config, log, stop)
+    egress = start_egress(config, log)
     try:
         return shim.run()
     finally:
         stop.set()
-        if relay is not None:
-            relay.stop()
+        for running in (relay, egress):
+            if running is not None:
+                running.stop()
+
+
+def start_egress(config: ShimConfig, log: logging.Logger) -> Relay | None:
+    """The way out to the web: 127.0.0.1:PORT relayed to the host's egress proxy, which
+    decides (the sandbox has no network of its own: docs/guides/network.md)."""
+    if config.egress_port == 0:
+        log.info("egress off (AGENTVISOR_EGRESS_PORT=0)")
+        return None
+    relay = Relay(config.egress_socket_path, config.egress_port, name="egress")
+    relay.start()
+    return relay
 
 
 def start_channel(config: ShimConfig, log: logging.Logger, stop: threading.Event) -> Relay | None:

@@ -1,5 +1,6 @@
 """The sandbox's channel to the host: a TCP listener on loopback whose every connection is
-relayed byte for byte to the host API's Unix socket (git over HTTP today, a proxy later).
+relayed byte for byte to a Unix socket of the host's: the API's (git over HTTP, port 7399) or
+the egress proxy's (HTTP_PROXY, port 7398).
 
 One thread and one selector serve every connection, so a sandbox near its pids limit still
 has its channel; buffers are bounded and a side is read only while the other can take more.
@@ -76,7 +77,9 @@ class Relay:
         idle_timeout_s: float = IDLE_TIMEOUT_S,
         clock: Callable[[], float] = time.monotonic,
         states: StateLog | None = None,
+        name: str = "channel",
     ) -> None:
+        self.name = name  # in log lines and the thread's name: "channel", "egress"
         self.upstream_path = upstream_path
         self.host, self.port = host, port
         self.max_connections = max_connections
@@ -99,7 +102,7 @@ class Relay:
     # Life cycle.
 
     def start(self) -> threading.Thread:
-        self._thread = threading.Thread(target=self.serve, name="channel", daemon=True)
+        self._thread = threading.Thread(target=self.serve, name=self.name, daemon=True)
         self._thread.start()
         return self._thread
 
@@ -144,9 +147,10 @@ class Relay:
             except OSError as error:
                 listener.close()
                 self._states.report(
-                    "channel",
+                    self.name,
                     f"bind {error.errno}",
-                    "channel: cannot listen on %s:%s (%s); retrying",
+                    "%s: cannot listen on %s:%s (%s); retrying",
+                    self.name,
                     self.host,
                     self.port,
                     error.strerror or error,
@@ -158,8 +162,8 @@ class Relay:
             self._listener = listener
             self.port = listener.getsockname()[1]
             self._listen(True)
-            self._states.report("channel", "ok", "channel listening")
-            log.info("channel: %s:%s relayed to %s", self.host, self.port, self.upstream_path)
+            self._states.report(self.name, "ok", "%s listening", self.name)
+            log.info("%s: %s:%s relayed to %s", self.name, self.host, self.port, self.upstream_path)
             self._bound.set()
             return True
         return False
@@ -207,7 +211,9 @@ class Relay:
             if pair.closed:
                 continue
             if now - pair.last_active >= self.idle_timeout_s:
-                log.info("channel: closing a connection idle for %.0f s", now - pair.last_active)
+                log.info(
+                    "%s: closing a connection idle for %.0f s", self.name, now - pair.last_active
+                )
                 self._close(pair)
             elif pair.upstream.sock is None and now >= pair.retry_at:
                 self._connect_upstream(pair)
@@ -228,9 +234,10 @@ class Relay:
                 return
             except OSError as error:  # EMFILE and the like: report, try on the next event
                 self._states.report(
-                    "channel-accept",
+                    f"{self.name}-accept",
                     f"error {error.errno}",
-                    "channel: accept failed: %s",
+                    "%s: accept failed: %s",
+                    self.name,
                     error,
                     level=logging.WARNING,
                 )
@@ -247,9 +254,10 @@ class Relay:
             self._pairs.add(pair)
             self._connect_upstream(pair)
         self._states.report(
-            "channel-limit",
+            f"{self.name}-limit",
             "full",
-            "channel: %s connections open, the limit; new ones wait",
+            "%s: %s connections open, the limit; new ones wait",
+            self.name,
             len(self._pairs),
             level=logging.WARNING,
         )
@@ -269,16 +277,19 @@ class Relay:
                 self._update(pair, pair.client)  # keep reading the client meanwhile
                 return
             self._states.report(
-                "channel-upstream",
+                f"{self.name}-upstream",
                 f"error {error.errno}",
-                "channel: host API not reachable at %s (%s); closing the connection",
+                "%s: the host's socket is not reachable at %s (%s); closing the connection",
+                self.name,
                 self.upstream_path,
                 error.strerror or error,
                 level=logging.WARNING,
             )
             self._close(pair)
             return
-        self._states.report("channel-upstream", "ok", "channel: host API reachable again")
+        self._states.report(
+            f"{self.name}-upstream", "ok", "%s: the host's socket reachable again", self.name
+        )
         pair.upstream.sock = upstream
         self._update(pair, pair.client)
         self._update(pair, pair.upstream)
@@ -365,5 +376,7 @@ class Relay:
         self._pairs.discard(pair)
         if len(self._pairs) < self.max_connections and not self._stopped.is_set():
             if not self._listening:
-                self._states.report("channel-limit", "ok", "channel: below the limit again")
+                self._states.report(
+                    f"{self.name}-limit", "ok", "%s: below the limit again", self.name
+                )
             self._listen(True)

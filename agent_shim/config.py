@@ -13,7 +13,22 @@ from agent_shim.receipts import DEFAULT_RECEIPTS
 
 # Passed into the agent's pane besides every AGENTVISOR_* variable, so that the agent CLI and
 # the `agent` command it runs find the API and the package whoever started the tmux server.
-PANE_PASSTHROUGH = ("PATH", "PYTHONPATH", "HOME", "LANG", "LC_ALL", "TZ")
+# The proxy variables too: the agent's tools reach the web only through the egress relay.
+PANE_PASSTHROUGH = (
+    "PATH",
+    "PYTHONPATH",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+)
+EGRESS_SOCKET_NAME = "egress.sock"  # beside the API's socket, in the mounted socket folder
 TEST_ONLY_PREFIX = "AGENTVISOR_SHIM_"
 
 
@@ -41,8 +56,15 @@ class ShimConfig:
     hook_receipts_path: Path = Path(DEFAULT_RECEIPTS)
     # The channel to the host (git today): a loopback port relayed to the API socket; 0: off.
     channel_port: int = 7399
+    # The way out to the web: a loopback port relayed to the host's egress proxy (HTTP_PROXY
+    # points here); 0: off. Its socket lies beside the API's.
+    egress_port: int = 7398
     role: str | None = None  # AGENTVISOR_ROLE: whose branch `agent/<role>` is published
     publish_remote: str = "origin"  # TEST ONLY: a remote name or URL to publish to
+
+    @property
+    def egress_socket_path(self) -> str:
+        return os.path.join(os.path.dirname(self.socket_path), EGRESS_SOCKET_NAME)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ShimConfig:
@@ -73,6 +95,7 @@ class ShimConfig:
             pane_env=pane_env,
             hook_receipts_path=Path(env.get("AGENTVISOR_HOOK_RECEIPTS") or DEFAULT_RECEIPTS),
             channel_port=_port(env, "AGENTVISOR_CHANNEL_PORT", 7399),
+            egress_port=_port(env, "AGENTVISOR_EGRESS_PORT", 7398),
             role=env.get("AGENTVISOR_ROLE") or None,
             publish_remote=env.get("AGENTVISOR_SHIM_PUBLISH_REMOTE") or "origin",
         )

@@ -17,6 +17,7 @@ from supervisor import __version__
 from supervisor.auth import Authenticator, Caller
 from supervisor.dashboard import dashboard_router
 from supervisor.doctor import docker_problem
+from supervisor.egress.routes import egress_router
 from supervisor.errors import AgentvisorError
 from supervisor.git_api import git_router
 from supervisor.service import Service
@@ -143,6 +144,7 @@ def create_app(service: Service, auth: Authenticator) -> FastAPI:
 
     svc = service
     app.include_router(git_router(service, auth))
+    app.include_router(egress_router(service, auth))
 
     @app.get("/v1/health")
     def health() -> dict[str, Any]:

@@ -66,6 +66,14 @@ class Settings:
     max_restarts: int = 5  # a sandbox restarted this often is marked failed
     watchdog_interval_s: float = 10.0
     clock_offset_file: str | None = None  # tests only: shift the server's clock
+    # The egress proxy (docs/guides/network.md): entries every project may reach, on top of
+    # each project's own (`agentvisor egress allow`); nothing by default.
+    egress_allow: tuple[str, ...] = ()
+    egress_proxy: bool = True  # False: no proxy runs, sandboxes reach nothing outside
+    egress_max_connections_per_agent: int = 32
+    egress_max_connections: int = 512
+    egress_connect_timeout_s: float = 10.0
+    egress_idle_timeout_s: float = 300.0  # a connection silent both ways this long is closed
 
     @property
     def db_path(self) -> Path:
@@ -82,6 +90,11 @@ class Settings:
     @property
     def operator_token_path(self) -> Path:
         return self.state_dir / "operator.token"
+
+    @property
+    def egress_socket_path(self) -> Path:
+        """The egress proxy's socket, beside the API's (sandboxes mount the folder)."""
+        return self.socket_dir / "egress.sock"
 
     @property
     def tokens_dir(self) -> Path:
@@ -126,6 +139,9 @@ def _coerce(name: str, raw: Any, current: Any) -> Any:
     try:
         if name == "state_dir":
             return Path(str(raw)).expanduser()
+        if kind is tuple:
+            items = raw.split(",") if isinstance(raw, str) else list(raw)
+            return tuple(str(item).strip() for item in items if str(item).strip())
         if kind is bool:
             return str(raw).lower() in {"1", "true", "yes", "on"}
         if kind is int:

@@ -164,11 +164,25 @@ def _v4(db: sqlite_utils.Database) -> None:
         db.execute("UPDATE messages SET leases = attempts + 1")
 
 
+def _v5(db: sqlite_utils.Database) -> None:
+    """The operator's egress allowlist per project (`agentvisor egress allow`, `up --allow`)."""
+    db.table("egress_rules").create(
+        {"id": int, "project_id": int, "entry": str, "created_at": float, "origin": str},
+        pk="id",
+        foreign_keys=[("project_id", "projects", "id")],
+        not_null={"project_id", "entry"},
+        if_not_exists=True,
+    )
+    db.table("egress_rules").create_index(["project_id", "entry"], unique=True, if_not_exists=True)
+    db.table("events").create_index(["kind", "id"], if_not_exists=True)
+
+
 MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [
     (1, _v1),
     (2, _v2),
     (3, _v3),
     (4, _v4),
+    (5, _v5),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -48,6 +48,7 @@ PROFILES = ("claude", "demo", "generic")
 RESTART_POLICY = {"Name": "unless-stopped", "MaximumRetryCount": 0}
 LOG_CONFIG = {"type": "json-file", "config": {"max-size": "10m", "max-file": "3"}}
 RUN_TMPFS_MAX_MB = 64
+EGRESS_PORT = 7398  # the shim's egress relay on the sandbox's loopback
 
 
 _PROJECT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,79}")
@@ -87,7 +88,6 @@ class SandboxSpec:
     env: Mapping[str, str]
     mounts: tuple[SpecMount, ...]
     tmpfs: Mapping[str, str]
-    network: str
     home_volume: str
     mem_limit_mb: int
     nano_cpus: int
@@ -97,6 +97,8 @@ class SandboxSpec:
     init: bool = True
     read_only: bool = True
     privileged: bool = False
+    # No interface but loopback, no DNS: the way out is the socket folder (docs/sandboxes.md).
+    network_mode: str = "none"
     working_dir: str = WORKDIR
     restart_policy: Mapping[str, Any] = field(default_factory=lambda: dict(RESTART_POLICY))
 
@@ -122,7 +124,7 @@ class SandboxSpec:
             "environment": dict(self.env),
             "mounts": [m.as_docker() for m in self.mounts],
             "tmpfs": dict(self.tmpfs),
-            "network": self.network,
+            "network_mode": self.network_mode,
             "mem_limit": f"{self.mem_limit_mb}m",
             "memswap_limit": f"{self.mem_limit_mb}m",  # no swap on top
             "nano_cpus": self.nano_cpus,
@@ -165,6 +167,7 @@ def container_name(project: str, role: str) -> str:
 
 
 def network_name(project: str) -> str:
+    """The per-project bridge of agentvisor before 0.3; only removed now, never created."""
     return f"agentvisor-{check_project(project)}"
 
 
@@ -269,6 +272,7 @@ def build_spec(
     check_unique_targets([*fixed_targets, *(str(m.target) for m in extra)])
 
     env = _environment(settings, project, role, profile, resume)
+    env.update(egress_environment(token.read_text(encoding="utf-8").strip()))
     for key, value in (extra_env or {}).items():
         check_env(key, value, "extra_env")
         env[key] = value
@@ -306,13 +310,27 @@ def build_spec(
             # Small: it only holds the mount points of /run/agentvisor.
             "/run": f"rw,noexec,nosuid,nodev,size={min(tmpfs_mb, RUN_TMPFS_MAX_MB)}m,mode=0755",
         },
-        network=network_name(project),
         home_volume=home,
         mem_limit_mb=memory_mb,
         nano_cpus=round((options.cpus or settings.cpus) * 1e9),
         pids_limit=options.pids or settings.pids,
     )
     return replace(spec, labels={**spec.labels, LABEL_CONFIG: spec.fingerprint})
+
+
+def egress_environment(token: str, port: int = EGRESS_PORT) -> dict[str, str]:
+    """The proxy variables: every HTTP(S) client in the sandbox goes to the shim's egress relay,
+    which the host's proxy answers; the agent's token as the proxy password says who asks (the
+    token is in the sandbox anyway). Loopback goes direct: the git channel is there."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", token):
+        raise SandboxError("the agent's token file does not hold a token; write it again")
+    proxy = f"http://agent:{token}@127.0.0.1:{port}"
+    no_proxy = "127.0.0.1,localhost"
+    env = {"AGENTVISOR_EGRESS_PORT": str(port)}
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        env[name] = proxy
+    env["NO_PROXY"] = env["no_proxy"] = no_proxy
+    return env
 
 
 def _environment(

@@ -123,9 +123,8 @@ class SandboxBackend:
         return [r for r in results if isinstance(r, SandboxInfo)]
 
     def create(self, spec: SandboxSpec) -> Container:
-        """Create (not start) the container, its project network and its home volume."""
+        """Create (not start) the container and its home volume. It joins no network."""
         extra = {k: v for k, v in spec.labels.items() if not k.startswith(RESERVED_LABEL_PREFIX)}
-        self.ensure_network(spec.project, extra)
         self._ensure_volume(spec.home_volume, spec.project, spec.role, extra)
         try:
             return self.client.containers.create(**spec.create_kwargs())
@@ -144,32 +143,6 @@ class SandboxBackend:
 
     def start(self, project: str, role: str) -> SandboxInfo:
         return self._run(self._get(project, role))
-
-    def ensure_network(self, project: str, extra_labels: Mapping[str, str] | None = None) -> str:
-        """The project's own bridge network, created if missing: projects cannot reach each
-        other, and nothing else joins it."""
-        name = network_name(project)
-        with self._lock:
-            found = [n for n in self._call("list networks", self.client.networks.list, names=[name])
-                     if n.name == name]  # fmt: skip
-            if found:
-                labels = found[0].attrs.get("Labels") or {}
-                if not self._owned(labels, project):
-                    raise SandboxError(
-                        f"the network {name} exists but is not this state dir's; remove it "
-                        f"(docker network rm {name}) or use another project name"
-                    )
-                return name
-            labels = {**(extra_labels or {}), **ownership_labels(self.settings, project)}
-            self._call(
-                f"create the network {name}",
-                self.client.networks.create,
-                name,
-                driver="bridge",
-                labels=labels,
-                check_duplicate=True,
-            )
-            return name
 
     def _ensure_volume(
         self, name: str, project: str, role: str, extra_labels: Mapping[str, str]
@@ -222,7 +195,8 @@ class SandboxBackend:
         self, project: str, role: str | None = None, volumes: bool = False
     ) -> builtins.list[str]:
         """Remove the project's sandboxes (or one); with `volumes`, their home volumes too, and
-        the project's network once no sandbox is left on it. Returns what was removed."""
+        the project's bridge network that agentvisor before 0.3 made, once no sandbox is left on
+        it. Returns what was removed."""
         removed = []
         for container in self._containers(project, role):
             self._call(f"remove {container.name}", container.remove, force=True)

@@ -23,6 +23,7 @@ from supervisor.api import create_app
 from supervisor.auth import Authenticator, ensure_operator_token
 from supervisor.clock import Clock, FileClock, SystemClock
 from supervisor.config import Settings
+from supervisor.egress.proxy import EgressProxy
 from supervisor.errors import Conflict, ServerUnavailable
 from supervisor.inbox_waiters import InboxWaiters
 from supervisor.metrics import Metrics
@@ -64,10 +65,15 @@ def build_app(settings: Settings, clock: Clock | None = None) -> tuple[FastAPI, 
         scheduler.start()
         queue_runner.start()
         watchdog.start()
+        egress = await start_egress(settings, store, metrics)
         store.log_event("server.started", data={"pid": os.getpid()})
         try:
             yield
         finally:
+            if egress is not None:
+                await egress.stop()
+                with contextlib.suppress(FileNotFoundError):
+                    settings.egress_socket_path.unlink()
             watchdog.stop()
             queue_runner.stop()
             scheduler.stop()
@@ -76,6 +82,19 @@ def build_app(settings: Settings, clock: Clock | None = None) -> tuple[FastAPI, 
 
     app.router.lifespan_context = lifespan
     return app, service
+
+
+async def start_egress(settings: Settings, store: Store, metrics: Metrics) -> EgressProxy | None:
+    """The egress proxy on `STATE/sock/egress.sock`, in this process's event loop; none when
+    the setting `egress_proxy` is off (then nothing leaves a sandbox at all)."""
+    if not settings.egress_proxy:
+        with contextlib.suppress(FileNotFoundError):
+            settings.egress_socket_path.unlink()
+        return None
+    proxy = EgressProxy(settings, store, metrics)
+    sock = bind_unix_socket(settings.egress_socket_path, settings.sandbox_ids()[1])
+    await proxy.start(sock)
+    return proxy
 
 
 def bind_unix_socket(path: Path, gid: int | None = None) -> socket.socket:

@@ -96,7 +96,7 @@ def test_spec_names_labels_and_contract_environment(settings, repo, worktree, to
     spec = spec_for(settings, repo, worktree, token)
 
     assert spec.name == "agentvisor-shop-developer" == container_name(PROJECT, ROLE)
-    assert spec.network == "agentvisor-shop"
+    assert spec.network_mode == "none"
     assert spec.home_volume == "agentvisor-home-shop-developer"
     assert spec.labels["agentvisor.project"] == PROJECT
     assert spec.labels["agentvisor.role"] == ROLE
@@ -110,6 +110,23 @@ def test_spec_names_labels_and_contract_environment(settings, repo, worktree, to
     assert spec.env["AGENTVISOR_WORKDIR"] == "/workspace"
     assert spec.env["HOME"] == "/home/agent"
     assert "AGENTVISOR_AGENT_COMMAND" not in spec.env
+
+
+def test_every_http_client_in_the_sandbox_goes_through_the_egress_relay_as_this_agent(
+    settings, repo, worktree, token
+):
+    spec = spec_for(settings, repo, worktree, token)
+    secret = token.read_text().strip()
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        assert spec.env[name] == f"http://agent:{secret}@127.0.0.1:7398"
+    assert spec.env["NO_PROXY"] == spec.env["no_proxy"] == "127.0.0.1,localhost"
+    assert spec.env["AGENTVISOR_EGRESS_PORT"] == "7398"
+
+
+def test_a_token_file_that_holds_no_token_is_refused(settings, repo, worktree, token):
+    token.write_text("agt x@evil:1/\n")
+    with pytest.raises(SandboxError, match="does not hold a token"):
+        spec_for(settings, repo, worktree, token)
 
 
 def test_spec_mounts_the_agents_own_clone_and_nothing_of_the_projects_git(
@@ -138,14 +155,15 @@ def test_spec_is_locked_down_with_the_settings_limits(settings, repo, worktree, 
     assert kwargs["init"] is True
     assert kwargs["read_only"] is True
     assert kwargs["privileged"] is False
-    assert kwargs["network"] == "agentvisor-shop"
+    assert kwargs["network_mode"] == "none"  # loopback only: no bridge, no DNS
+    assert "network" not in kwargs
     assert kwargs["mem_limit"] == kwargs["memswap_limit"] == "2048m"
     assert kwargs["nano_cpus"] == 1_500_000_000
     assert kwargs["pids_limit"] == 300
     assert kwargs["restart_policy"] == {"Name": "unless-stopped", "MaximumRetryCount": 0}
     assert "size=256m" in kwargs["tmpfs"]["/tmp"]
     assert "size=64m" in kwargs["tmpfs"]["/run"]
-    assert "network_mode" not in kwargs and "volumes" not in kwargs
+    assert "volumes" not in kwargs
 
 
 def test_generic_profile_passes_command_and_ready_pattern(settings, repo, worktree, token):

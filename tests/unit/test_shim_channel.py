@@ -160,12 +160,12 @@ def test_a_client_is_closed_when_the_api_stays_down_and_served_once_it_is_back(
     for _ in range(3):
         with connect(relay) as client:
             assert read_all(client) == b""
-    assert caplog.text.count("host API not reachable") == 1  # once, not per connection
+    assert caplog.text.count("socket is not reachable") == 1  # once, not per connection
     servers.append(UnixServer(upstream_path, echo))
     with connect(relay) as client:
         client.sendall(b"back")
         assert client.recv(100) == b"back"
-    assert "host API reachable again" in caplog.text
+    assert "socket reachable again" in caplog.text
 
 
 def test_connections_above_the_limit_wait_until_one_closes(make_relay, upstream_path, servers):

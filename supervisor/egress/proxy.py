@@ -1,0 +1,520 @@
+"""The host's egress proxy: the only way from a sandbox to the web. An asyncio server on
+`STATE/sock/egress.sock` (each sandbox's shim relays 127.0.0.1:7398 to it) that speaks
+HTTP/1.1 through h11: CONNECT tunnels (no TLS interception) and absolute-form plain HTTP.
+
+Who asks is the token in `Proxy-Authorization: Basic agent:<token>`; what may go out is the
+operator's allowlist (`supervisor.egress.rules`). A name is resolved once, every address is
+checked, and the proxy connects to a checked address: no second resolution. Every request is
+an event `egress.request` and a counter. Bounded: connections per agent and in all, timeouts,
+64 KiB buffers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import h11
+
+from supervisor.config import Settings
+from supervisor.egress.allowlist import EVENT_KIND, rules_for
+from supervisor.egress.rules import (
+    Decision,
+    RuleError,
+    allow_command,
+    decide_addresses,
+    decide_name,
+    split_authority,
+)
+from supervisor.metrics import Metrics
+from supervisor.store import Row, Store
+
+log = logging.getLogger("agentvisor.egress")
+
+CHUNK = 64 * 1024
+MAX_HEAD_BYTES = 32 * 1024
+HEAD_TIMEOUT_S = 15.0
+DNS_TIMEOUT_S = 5.0
+# Hop-by-hop headers (RFC 9110 7.6.1) and the proxy's own: never passed on.
+HOP_BY_HOP = {
+    b"connection",
+    b"keep-alive",
+    b"proxy-authorization",
+    b"proxy-authenticate",
+    b"proxy-connection",
+    b"te",
+    b"trailer",
+    b"upgrade",
+}
+METHODS = {b"GET", b"HEAD", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS", b"CONNECT"}
+REASONS = {
+    "allowed",
+    "not-listed",
+    "ip-literal",
+    "non-public-address",
+    "unresolvable",
+    "bad-host",
+    "bad-port",
+    "bad-request",
+    "no-credentials",
+    "too-many-connections",
+    "upstream-unreachable",
+}
+
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+@dataclass
+class _Request:
+    """What one client connection asked and what became of it: the event's data."""
+
+    role: str | None = None
+    agent_id: int | None = None
+    project_id: int | None = None
+    method: str = ""
+    host: str = ""
+    port: int = 0
+    allowed: bool = False
+    reason: str = "bad-request"
+    rule: str = ""
+    status: int = 0
+    address: str = ""
+    bytes_up: int = 0
+    bytes_down: int = 0
+    started: float = field(default_factory=time.monotonic)
+    last_active: float = field(default_factory=time.monotonic)
+
+
+class _Denied(Exception):
+    def __init__(self, status: int, reason: str, text: str) -> None:
+        super().__init__(text)
+        self.status, self.reason, self.text = status, reason, text
+
+
+async def system_resolver(host: str, port: int) -> list[str]:
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    seen: list[str] = []
+    for *_, sockaddr in infos:
+        if sockaddr[0] not in seen:
+            seen.append(str(sockaddr[0]))
+    return seen
+
+
+class EgressProxy:
+    """Serve on an already bound Unix socket (`start(sock)`) until `stop()`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        metrics: Metrics,
+        resolver: Resolver = system_resolver,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.metrics = metrics
+        self.resolver = resolver
+        self._server: asyncio.base_events.Server | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._per_agent: dict[int, int] = {}
+
+    async def start(self, sock: socket.socket) -> None:
+        self._server = await asyncio.start_unix_server(self._accept, sock=sock, limit=CHUNK)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+
+    @property
+    def connections(self) -> int:
+        return len(self._tasks)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        request = _Request()
+        try:
+            await self._serve(reader, writer, request)
+        except _Denied as denied:
+            request.allowed, request.reason, request.status = False, denied.reason, denied.status
+            with contextlib.suppress(Exception):
+                await _answer(writer, denied.status, denied.text, request)
+        except (TimeoutError, OSError, h11.ProtocolError) as error:
+            log.debug("egress: connection ended: %s", error)
+        finally:
+            self._tasks.discard(task)
+            if request.agent_id is not None:
+                left = self._per_agent.get(request.agent_id, 1) - 1
+                if left > 0:
+                    self._per_agent[request.agent_id] = left
+                else:
+                    self._per_agent.pop(request.agent_id, None)
+            with contextlib.suppress(Exception):
+                writer.close()
+            if request.method:
+                await self._record(request)
+
+    # -- one request --------------------------------------------------------------------------
+
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: _Request
+    ) -> None:
+        if len(self._tasks) > self.settings.egress_max_connections:
+            request.method = "?"
+            raise _Denied(503, "too-many-connections", "the egress proxy is at its limit")
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+        head = await asyncio.wait_for(_next_request(conn, reader, request), HEAD_TIMEOUT_S)
+        method = head.method.upper()
+        request.method = method.decode("ascii", "replace") if method in METHODS else "other"
+        agent = await self._agent(head.headers)
+        request.agent_id, request.project_id = int(agent["id"]), int(agent["project_id"])
+        request.role = str(agent["role"])
+        count = self._per_agent.get(request.agent_id, 0) + 1
+        self._per_agent[request.agent_id] = count
+        if count > self.settings.egress_max_connections_per_agent:
+            raise _Denied(
+                429,
+                "too-many-connections",
+                f"{request.role} has {count - 1} connections through the egress proxy open, "
+                "the limit (egress_max_connections_per_agent); close some",
+            )
+        target = head.target.decode("ascii", "replace")
+        if method == b"CONNECT":
+            host, port = _target(target, None, request)
+            while not isinstance(
+                await _next_event(conn, reader, request, up=True), h11.EndOfMessage
+            ):
+                pass  # a CONNECT has no body; h11 then waits for our answer
+            upstream = await self._open(host, port, request)
+            await self._tunnel(conn, reader, writer, upstream, request)
+            return
+        url = urlsplit(target)
+        if url.scheme.lower() != "http" or not url.netloc or "@" in url.netloc:
+            request.host = target[:200]
+            raise _Denied(
+                400,
+                "bad-request",
+                "this is an HTTP proxy: send http:// URLs in absolute form, https:// by CONNECT",
+            )
+        host, port = _target(url.netloc, 80, request)
+        upstream = await self._open(host, port, request)
+        path = (url.path or "/") + (f"?{url.query}" if url.query else "")
+        await self._forward(conn, reader, writer, upstream, head, path, request)
+
+    async def _agent(self, headers: Sequence[tuple[bytes, bytes]]) -> Row:
+        value = next((v for k, v in headers if k == b"proxy-authorization"), None)
+        token = _basic_password(value) if value else None
+        agent = await asyncio.to_thread(self.store.agent_by_token, token) if token else None
+        if agent is None:
+            raise _Denied(
+                407,
+                "no-credentials",
+                "the egress proxy needs the agent's token: HTTP_PROXY=http://agent:<token>@"
+                "127.0.0.1:7398 (agentvisor sets it in every sandbox)",
+            )
+        return agent
+
+    async def _open(
+        self, host: str, port: int, request: _Request
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """The decision, then a connection to a checked address."""
+        assert request.project_id is not None
+        rules = await asyncio.to_thread(rules_for, self.settings, self.store, request.project_id)
+        decision, rule = decide_name(host, port, rules)
+        if rule is None or not decision.allowed:
+            raise self._refusal(decision, host, port, request)
+        try:
+            addresses = await asyncio.wait_for(self.resolver(host, port), DNS_TIMEOUT_S)
+        except (TimeoutError, OSError, UnicodeError):
+            addresses = []
+        decision, checked = decide_addresses(host, port, rule, addresses)
+        request.rule = decision.rule
+        if not decision.allowed:
+            raise self._refusal(decision, host, port, request)
+        last: Exception | None = None
+        for address in checked:
+            try:
+                opened = await asyncio.wait_for(
+                    asyncio.open_connection(address, port, limit=CHUNK),
+                    self.settings.egress_connect_timeout_s,
+                )
+            except (TimeoutError, OSError) as error:
+                last = error
+                continue
+            request.allowed, request.reason, request.address = True, "allowed", address
+            return opened
+        raise _Denied(
+            502, "upstream-unreachable", f"{host}:{port} is allowed but did not answer ({last})"
+        )
+
+    def _refusal(self, decision: Decision, host: str, port: int, request: _Request) -> _Denied:
+        project = self.store.get_project_by_id(request.project_id or 0)["name"]
+        command = allow_command(project, host, port)
+        if decision.reason == "unresolvable":
+            return _Denied(502, "unresolvable", f"{host} does not resolve (it is allowed)")
+        why = {
+            "not-listed": "is not on this project's egress allowlist",
+            "ip-literal": "is an IP address, allowed only when listed exactly with its port",
+            "non-public-address": (
+                "resolves to a loopback, private, link-local or other non-public address, "
+                "allowed only when listed exactly with its port"
+            ),
+            "bad-port": "has no valid port",
+        }.get(decision.reason, "is not allowed")
+        text = (
+            f"agentvisor egress proxy: {host}:{port} {why}.\n"
+            f"The operator can allow it with: {command}\n"
+        )
+        return _Denied(403, decision.reason, text)
+
+    # -- moving bytes -------------------------------------------------------------------------
+
+    async def _tunnel(
+        self,
+        conn: h11.Connection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+        request: _Request,
+    ) -> None:
+        up_reader, up_writer = upstream
+        try:
+            request.status = 200
+            await _send(writer, conn, h11.Response(status_code=200, headers=[]), request)
+            early, _ = conn.trailing_data
+            if early:
+                up_writer.write(early)
+                request.bytes_up += len(early)
+            await self._pump_both(reader, writer, up_reader, up_writer, request)
+        finally:
+            with contextlib.suppress(Exception):
+                up_writer.close()
+
+    async def _forward(
+        self,
+        conn: h11.Connection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+        head: h11.Request,
+        path: str,
+        request: _Request,
+    ) -> None:
+        """One plain-HTTP request and its answer, re-framed by h11 on both sides (so no
+        request smuggling past the proxy), then both connections close."""
+        up_reader, up_writer = upstream
+        up = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD_BYTES)
+        try:
+            headers = [(k, v) for k, v in head.headers if k not in HOP_BY_HOP]
+            if not any(k == b"host" for k, _ in headers):
+                headers.insert(0, (b"host", _host_header(request.host, request.port)))
+            headers.append((b"connection", b"close"))
+            outgoing = h11.Request(method=head.method, target=path.encode(), headers=headers)
+            up_writer.write(up.send(outgoing) or b"")
+            while True:  # the request's body
+                event = await _next_event(conn, reader, request, up=True)
+                if isinstance(event, h11.Data):
+                    up_writer.write(up.send(event) or b"")
+                    await up_writer.drain()
+                elif isinstance(event, h11.EndOfMessage):
+                    up_writer.write(up.send(event) or b"")
+                    await up_writer.drain()
+                    break
+            while True:  # the answer
+                event = await _next_event(up, up_reader, request, up=False)
+                if isinstance(event, h11.InformationalResponse):
+                    continue
+                if isinstance(event, h11.Response):
+                    request.status = event.status_code
+                    kept = [(k, v) for k, v in event.headers if k not in HOP_BY_HOP]
+                    kept.append((b"connection", b"close"))
+                    answer = h11.Response(
+                        status_code=event.status_code, headers=kept, reason=event.reason
+                    )
+                    await _send(writer, conn, answer, request)
+                elif isinstance(event, h11.Data):
+                    await _send(writer, conn, event, request)
+                elif isinstance(event, h11.EndOfMessage):
+                    await _send(writer, conn, h11.EndOfMessage(), request)
+                    break
+        finally:
+            with contextlib.suppress(Exception):
+                up_writer.close()
+
+    async def _pump_both(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        up_reader: asyncio.StreamReader,
+        up_writer: asyncio.StreamWriter,
+        request: _Request,
+    ) -> None:
+        idle_s = self.settings.egress_idle_timeout_s
+
+        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter, up: bool) -> None:
+            while True:
+                try:
+                    data = await asyncio.wait_for(source.read(CHUNK), idle_s)
+                except TimeoutError:
+                    if time.monotonic() - request.last_active >= idle_s:
+                        raise
+                    continue
+                if not data:
+                    if sink.can_write_eof():
+                        with contextlib.suppress(OSError):
+                            sink.write_eof()
+                    return
+                request.last_active = time.monotonic()
+                if up:
+                    request.bytes_up += len(data)
+                else:
+                    request.bytes_down += len(data)
+                sink.write(data)
+                await sink.drain()
+
+        tasks = [
+            asyncio.ensure_future(pump(reader, up_writer, True)),
+            asyncio.ensure_future(pump(up_reader, writer, False)),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- the record ---------------------------------------------------------------------------
+
+    async def _record(self, request: _Request) -> None:
+        data = {
+            "role": request.role,
+            "host": request.host,
+            "port": request.port,
+            "method": request.method,
+            "allowed": request.allowed,
+            "reason": request.reason,
+            "rule": request.rule,
+            "status": request.status,
+            "address": request.address,
+            "bytes_up": request.bytes_up,
+            "bytes_down": request.bytes_down,
+            "duration_s": round(time.monotonic() - request.started, 3),
+        }
+        decision = "allowed" if request.allowed else "denied"
+        reason = request.reason if request.reason in REASONS else "other"
+        method = "CONNECT" if request.method == "CONNECT" else "http"
+        self.metrics.inc(
+            f'egress_requests|decision="{decision}",reason="{reason}",method="{method}"'
+        )
+        self.metrics.inc('egress_bytes|direction="up"', request.bytes_up)
+        self.metrics.inc('egress_bytes|direction="down"', request.bytes_down)
+        try:
+            await asyncio.to_thread(
+                self.store.log_event, EVENT_KIND, request.project_id, request.agent_id, data
+            )
+        except Exception as error:  # the store is full or gone: the counter still has it
+            log.warning("egress: cannot record a request: %s", error)
+
+
+def _target(text: str, default_port: int | None, request: _Request) -> tuple[str, int]:
+    request.host = text[:200]
+    try:
+        host, port = split_authority(text, default_port)
+    except RuleError:
+        raise _Denied(400, "bad-host", f"{text[:200]!r} is not HOST:PORT") from None
+    request.host, request.port = host, port
+    if not 1 <= port <= 65535:
+        raise _Denied(400, "bad-port", f"{port} is not a TCP port")
+    return host, port
+
+
+def _host_header(host: str, port: int) -> bytes:
+    name = f"[{host}]" if ":" in host else host
+    return (name if port == 80 else f"{name}:{port}").encode("ascii")
+
+
+def _basic_password(value: bytes) -> str | None:
+    scheme, _, encoded = value.partition(b" ")
+    if scheme.lower() != b"basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    _, colon, password = decoded.partition(":")
+    return password if colon and password else None
+
+
+async def _next_request(
+    conn: h11.Connection, reader: asyncio.StreamReader, request: _Request
+) -> h11.Request:
+    event = await _next_event(conn, reader, request, up=True)
+    if not isinstance(event, h11.Request):
+        raise h11.RemoteProtocolError("no request")
+    return event
+
+
+async def _next_event(
+    conn: h11.Connection, reader: asyncio.StreamReader, request: _Request, up: bool
+) -> Any:
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            data = await reader.read(CHUNK)
+            if up:
+                request.bytes_up += len(data)
+            conn.receive_data(data)  # b"" is EOF: h11 then raises or says ConnectionClosed
+            continue
+        if isinstance(event, h11.ConnectionClosed):
+            raise h11.RemoteProtocolError("the connection closed mid-message")
+        return event
+
+
+async def _send(
+    writer: asyncio.StreamWriter, conn: h11.Connection, event: Any, request: _Request
+) -> None:
+    data = conn.send(event) or b""
+    request.bytes_down += len(data)
+    request.last_active = time.monotonic()
+    writer.write(data)
+    await writer.drain()
+
+
+async def _answer(writer: asyncio.StreamWriter, status: int, text: str, request: _Request) -> None:
+    """A refusal as plain text, then the connection closes (h11 is bypassed: the request may
+    not have been readable)."""
+    body = text.encode("utf-8", "replace")
+    reason = {400: "Bad Request", 403: "Forbidden", 407: "Proxy Authentication Required",
+              429: "Too Many Requests", 502: "Bad Gateway", 503: "Service Unavailable"}  # fmt: skip
+    head = [
+        f"HTTP/1.1 {status} {reason.get(status, 'Error')}",
+        "Content-Type: text/plain; charset=utf-8",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+    ]
+    if status == 407:
+        head.append('Proxy-Authenticate: Basic realm="agentvisor"')
+    data = ("\r\n".join(head) + "\r\n\r\n").encode() + body
+    request.bytes_down += len(data)
+    writer.write(data)
+    await writer.drain()

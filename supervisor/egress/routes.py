@@ -1,0 +1,56 @@
+"""The operator's API for egress: a project's allowlist and the requests the proxy saw
+(`agentvisor egress ...`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Header
+from pydantic import BaseModel, ConfigDict, Field
+
+from supervisor.auth import Authenticator, Caller
+from supervisor.egress import allowlist
+from supervisor.service import Service
+from supervisor.store import Row
+
+
+class RuleBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    project: str = Field(min_length=1, max_length=100)
+    entry: str = Field(min_length=1, max_length=300)
+    origin: str = Field(default="operator", pattern=r"^(operator|up)$")
+
+
+def egress_router(service: Service, auth: Authenticator) -> APIRouter:
+    router = APIRouter()
+    store, settings = service.store, service.settings
+
+    def operator(authorization: str | None = Header(default=None)) -> Caller:
+        who = auth.caller(authorization)
+        who.require_operator()
+        return who
+
+    @router.get("/v1/egress/rules")
+    def rules(project: str, who: Caller = Depends(operator)) -> list[Row]:
+        return allowlist.listing(settings, store, store.get_project(project)["id"])
+
+    @router.post("/v1/egress/rules", status_code=201)
+    def allow(body: RuleBody, who: Caller = Depends(operator)) -> Row:
+        project = store.get_project(body.project)
+        return allowlist.allow(store, project["id"], body.entry, body.origin)
+
+    @router.delete("/v1/egress/rules")
+    def deny(project: str, entry: str, who: Caller = Depends(operator)) -> Row:
+        return allowlist.deny(settings, store, store.get_project(project)["id"], entry)
+
+    @router.get("/v1/egress/requests")
+    def requests(
+        project: str | None = None,
+        denied: bool = False,
+        limit: int = 200,
+        who: Caller = Depends(operator),
+    ) -> list[dict[str, Any]]:
+        project_id = store.get_project(project)["id"] if project else None
+        return allowlist.requests(store, project_id, denied, max(1, min(limit, 5000)))
+
+    return router
