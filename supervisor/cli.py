@@ -353,9 +353,10 @@ def events(
 
 
 def _register_more() -> None:
-    from supervisor import cli_git, cli_project, cli_queue
+    from supervisor import cli_egress, cli_git, cli_project, cli_queue
 
     cli_project.register(app)
+    cli_egress.register(app)
     cli_git.register(app)
     cli_queue.register(app)
     try:

@@ -100,15 +100,31 @@ def register(app: typer.Typer) -> None:
             float | None,
             typer.Option("--checkin-minutes", help="The orchestrator's routine check-in interval."),
         ] = None,
+        allow: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--allow",
+                metavar="HOST[:PORT]",
+                help="Let the agents reach HOST (port 80/443, or PORT) through the egress proxy; "
+                "repeatable; a preset name (pypi, npm, debian, github, ...) too.",
+            ),
+        ] = None,
         json_out: JsonOpt = False,
     ) -> None:
         """Bring a team of agents up for SPEC, each in its own sandbox."""
         from supervisor.cli_queue import add_to_queue, expand_specs, show
+        from supervisor.egress.allowlist import checked_entry
 
         settings = load_settings(ctx.obj.state)
+        entries = tuple(checked_entry(e) for e in allow or ())  # refused before anything starts
         found = expand_specs([*(specs or []), *(spec_opt or [])]) if (specs or spec_opt) else []
         if not found:
             raise typer.BadParameter("give a spec file: agentvisor up spec.md")
+        if len(found) > 1 and entries:
+            raise typer.BadParameter(
+                "--allow is for one spec; for queued specs use 'agentvisor egress allow PROJECT "
+                "HOST' or egress_allow in config.toml"
+            )
         if len(found) > 1:
             launch.ensure_server(settings, lambda line: console.log(line))
             queued = add_to_queue(
@@ -139,6 +155,7 @@ def register(app: typer.Typer) -> None:
             plan=plan,
             agent=agent,
             checkin_minutes=checkin_minutes,
+            allow=entries,
         )
         with console.status("starting") as spinner:
 

@@ -50,6 +50,8 @@ class UpOptions:
     plan: str | None = None
     agent: str | None = None  # claude | demo | generic; None = settings.agent
     checkin_minutes: float | None = None
+    # Egress allowlist entries for this project (`--allow`), kept in the store.
+    allow: tuple[str, ...] = ()
     wait_s: float = 60.0  # how long to wait for every briefing to be verified
 
 
@@ -161,6 +163,8 @@ def up(settings: Settings, options: UpOptions, progress: Progress = lambda _: No
             "/v1/projects",
             {"name": name, "path": str(root), "spec_path": str(spec.path), "start_branch": branch},
         )
+        for entry in options.allow:  # before any sandbox starts: its first request may need it
+            client.post("/v1/egress/rules", {"project": name, "entry": entry, "origin": "up"})
         worktrees = _worktrees(root, team.roles, branch, settings, progress)
         launches = _start_sandboxes(
             settings, client, backend, name, root, worktrees, profile, image, progress, branch

@@ -72,3 +72,21 @@ def short(text: str | None, width: int = 60) -> str:
         return ""
     line = text.replace("\n", " ⏎ ")
     return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def visible(text: object, width: int = 60) -> str:
+    """An agent's string for a table cell: control and bidi characters as `\\xNN`/`\\uNNNN`,
+    no rich markup interpreted, cut to `width`."""
+    from rich.markup import escape
+
+    out = []
+    for char in str(text):
+        code = ord(char)
+        if code < 0x20 or 0x7F <= code < 0xA0:
+            out.append(f"\\x{code:02x}")
+        elif 0x200B <= code <= 0x200F or 0x202A <= code <= 0x202E or 0x2066 <= code <= 0x2069:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(char)
+    line = "".join(out)
+    return escape(line if len(line) <= width else line[: width - 1] + "…")

@@ -5,6 +5,7 @@ a server this test starts on 127.0.0.1."""
 from __future__ import annotations
 
 import http.server
+import json
 import socket
 import subprocess
 import threading
@@ -12,8 +13,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from typer.testing import CliRunner
 
 from agent_shim.channel import Relay
+from supervisor.cli import app as cli_app
+from supervisor.render import visible
 from tests.conftest import ServerProcess
 from tests.helpers import wait_until
 
@@ -155,3 +159,31 @@ def test_a_denied_entry_is_refused_again(proxy: Proxy):
     proxy.server.client.request("DELETE", "/v1/egress/rules", params={"project": "demo",
                                                                       "entry": entry})  # fmt: skip
     assert _status(proxy.curl(f"http://127.0.0.1:{proxy.site}/"))[0] == 403
+
+
+def test_the_cli_changes_the_allowlist_and_shows_every_attempt(proxy: Proxy):
+    state = str(proxy.server.state_dir)
+
+    def cli(*args: str) -> str:
+        result = CliRunner().invoke(cli_app, ["--state", state, "egress", *args])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    assert "pypi allowed" in cli("allow", "demo", "pypi")
+    listed = json.loads(cli("list", "demo", "--json"))
+    assert {"entry": "pypi", "origin": "operator"} in listed
+    cli("deny", "demo", "pypi")
+    assert _status(proxy.curl(f"http://127.0.0.1:{proxy.other}/"))[0] == 403
+    assert _status(proxy.curl(f"http://127.0.0.1:{proxy.site}/"))[0] == 200
+    wait_until(lambda: len(_requests(proxy)) == 2, timeout_s=5, message="two events")
+    denied = json.loads(cli("demo", "--denied", "--json"))
+    assert [r["data"]["port"] for r in denied] == [proxy.other]
+    table = cli("demo")
+    assert "developer" in table and "denied" in table and "allowed" in table
+    bad = CliRunner().invoke(cli_app, ["--state", state, "egress", "allow", "demo", "a b"])
+    assert bad.exit_code != 0
+
+
+def test_agent_strings_are_shown_with_control_characters_visible():
+    # rich escapes what could be a tag ("[/b]"); "[31m" is none
+    assert visible("\x1b[31mred\u202e[/b]") == "\\x1b[31mred\\u202e\\[/b]"
