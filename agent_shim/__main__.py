@@ -101,13 +101,25 @@ def main() -> int:
                 running.stop()
 
 
+# Downloads go through here: bigger buffers than the git channel's (at most 32 x 2 x 256 KiB).
+EGRESS_MAX_CONNECTIONS = 32
+EGRESS_BUFFER_BYTES = 256 * 1024
+
+
 def start_egress(config: ShimConfig, log: logging.Logger) -> Relay | None:
     """The way out to the web: 127.0.0.1:PORT relayed to the host's egress proxy, which
     decides (the sandbox has no network of its own: docs/guides/network.md)."""
     if config.egress_port == 0:
         log.info("egress off (AGENTVISOR_EGRESS_PORT=0)")
         return None
-    relay = Relay(config.egress_socket_path, config.egress_port, name="egress")
+    relay = Relay(
+        config.egress_socket_path,
+        config.egress_port,
+        name="egress",
+        max_connections=EGRESS_MAX_CONNECTIONS,
+        buffer_bytes=EGRESS_BUFFER_BYTES,
+        splice=True,
+    )
     relay.start()
     return relay
 

@@ -71,7 +71,7 @@ class Settings:
     egress_allow: tuple[str, ...] = ()
     egress_proxy: bool = True  # False: no proxy runs, sandboxes reach nothing outside
     egress_max_connections_per_agent: int = 32
-    egress_max_connections: int = 512
+    egress_max_connections: int = 256  # in all; a tunnel takes two threads
     egress_connect_timeout_s: float = 10.0
     egress_idle_timeout_s: float = 300.0  # a connection silent both ways this long is closed
 

@@ -2,6 +2,10 @@
 `STATE/sock/egress.sock` (each sandbox's shim relays 127.0.0.1:7398 to it) that speaks
 HTTP/1.1 through h11: CONNECT tunnels (no TLS interception) and absolute-form plain HTTP.
 
+A tunnel, once allowed, is spliced in the kernel (`os.splice` through a pipe, one thread per
+direction) so that downloads run near loopback speed; plain HTTP stays in the event loop, framed
+by h11 on both sides.
+
 Who asks is the token in `Proxy-Authorization: Basic agent:<token>`; what may go out is the
 operator's allowlist (`supervisor.egress.rules`). A name is resolved once, every address is
 checked, and the proxy connects to a checked address: no second resolution. Every request is
@@ -15,10 +19,14 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import fcntl
 import logging
+import os
+import select
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -40,7 +48,10 @@ from supervisor.store import Row, Store
 
 log = logging.getLogger("agentvisor.egress")
 
-CHUNK = 64 * 1024
+CHUNK = 256 * 1024
+PIPE_BYTES = 1024 * 1024  # a tunnel's pipe, per direction (F_SETPIPE_SZ; the default is 64 KiB)
+F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ, which Python has from 3.10 on Linux only
+POLL_S = 1.0
 MAX_HEAD_BYTES = 32 * 1024
 HEAD_TIMEOUT_S = 15.0
 DNS_TIMEOUT_S = 5.0
@@ -124,64 +135,81 @@ class EgressProxy:
         self.store = store
         self.metrics = metrics
         self.resolver = resolver
-        self._server: asyncio.base_events.Server | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._listener: socket.socket | None = None
+        self._accepting: asyncio.Future[None] | None = None
+        self._tasks: set[asyncio.Future[None]] = set()
+        self._tunnels: set[tuple[socket.socket, socket.socket]] = set()
         self._per_agent: dict[int, int] = {}
+        # Two threads per open tunnel at most (one per direction).
+        self._pool = ThreadPoolExecutor(
+            max_workers=2 * settings.egress_max_connections, thread_name_prefix="egress"
+        )
 
     async def start(self, sock: socket.socket) -> None:
-        self._server = await asyncio.start_unix_server(self._accept, sock=sock, limit=CHUNK)
+        sock.setblocking(False)
+        self._listener = sock
+        self._accepting = asyncio.ensure_future(self._accept_loop(sock))
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        if self._accepting is not None:
+            self._accepting.cancel()
+        for pair in list(self._tunnels):
+            _shut(*pair)  # the splicing threads see it and end
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+        if self._listener is not None:
+            self._listener.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     @property
     def connections(self) -> int:
         return len(self._tasks)
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
+    async def _accept_loop(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                client, _ = await loop.sock_accept(listener)
+            except OSError as error:  # EMFILE and the like: the next try may work
+                log.warning("egress: accept failed: %s", error)
+                await asyncio.sleep(0.1)
+                continue
+            client.setblocking(False)
+            task = asyncio.ensure_future(self._accept(_Conn(client)))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _accept(self, client: _Conn) -> None:
         request = _Request()
         try:
-            await self._serve(reader, writer, request)
+            await self._serve(client, request)
         except _Denied as denied:
             request.allowed, request.reason, request.status = False, denied.reason, denied.status
             with contextlib.suppress(Exception):
-                await _answer(writer, denied.status, denied.text, request)
+                await _answer(client, denied.status, denied.text, request)
         except (TimeoutError, OSError, h11.ProtocolError) as error:
             log.debug("egress: connection ended: %s", error)
         finally:
-            self._tasks.discard(task)
             if request.agent_id is not None:
                 left = self._per_agent.get(request.agent_id, 1) - 1
                 if left > 0:
                     self._per_agent[request.agent_id] = left
                 else:
                     self._per_agent.pop(request.agent_id, None)
-            with contextlib.suppress(Exception):
-                writer.close()
+            client.close()
             if request.method:
                 await self._record(request)
 
     # -- one request --------------------------------------------------------------------------
 
-    async def _serve(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: _Request
-    ) -> None:
+    async def _serve(self, client: _Conn, request: _Request) -> None:
         if len(self._tasks) > self.settings.egress_max_connections:
             request.method = "?"
             raise _Denied(503, "too-many-connections", "the egress proxy is at its limit")
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
-        head = await asyncio.wait_for(_next_request(conn, reader, request), HEAD_TIMEOUT_S)
+        head = await asyncio.wait_for(_next_request(conn, client, request), HEAD_TIMEOUT_S)
         method = head.method.upper()
         request.method = method.decode("ascii", "replace") if method in METHODS else "other"
         agent = await self._agent(head.headers)
@@ -199,12 +227,13 @@ class EgressProxy:
         target = head.target.decode("ascii", "replace")
         if method == b"CONNECT":
             host, port = _target(target, None, request)
-            while not isinstance(
-                await _next_event(conn, reader, request, up=True), h11.EndOfMessage
-            ):
+            while not isinstance(await _next_event(conn, client, request, True), h11.EndOfMessage):
                 pass  # a CONNECT has no body; h11 then waits for our answer
             upstream = await self._open(host, port, request)
-            await self._tunnel(conn, reader, writer, upstream, request)
+            try:
+                await self._tunnel(conn, client, upstream, request)
+            finally:
+                upstream.close()
             return
         url = urlsplit(target)
         if url.scheme.lower() != "http" or not url.netloc or "@" in url.netloc:
@@ -217,7 +246,10 @@ class EgressProxy:
         host, port = _target(url.netloc, 80, request)
         upstream = await self._open(host, port, request)
         path = (url.path or "/") + (f"?{url.query}" if url.query else "")
-        await self._forward(conn, reader, writer, upstream, head, path, request)
+        try:
+            await self._forward(conn, client, upstream, head, path, request)
+        finally:
+            upstream.close()
 
     async def _agent(self, headers: Sequence[tuple[bytes, bytes]]) -> Row:
         value = next((v for k, v in headers if k == b"proxy-authorization"), None)
@@ -232,9 +264,7 @@ class EgressProxy:
             )
         return agent
 
-    async def _open(
-        self, host: str, port: int, request: _Request
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def _open(self, host: str, port: int, request: _Request) -> _Conn:
         """The decision, then a connection to a checked address."""
         assert request.project_id is not None
         rules = await asyncio.to_thread(rules_for, self.settings, self.store, request.project_id)
@@ -250,17 +280,22 @@ class EgressProxy:
         if not decision.allowed:
             raise self._refusal(decision, host, port, request)
         last: Exception | None = None
-        for address in checked:
+        loop = asyncio.get_running_loop()
+        for address in checked:  # the checked addresses, never a second resolution
+            family = socket.AF_INET6 if ":" in address else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setblocking(False)
             try:
-                opened = await asyncio.wait_for(
-                    asyncio.open_connection(address, port, limit=CHUNK),
+                await asyncio.wait_for(
+                    loop.sock_connect(sock, (address, port)),
                     self.settings.egress_connect_timeout_s,
                 )
             except (TimeoutError, OSError) as error:
+                sock.close()
                 last = error
                 continue
             request.allowed, request.reason, request.address = True, "allowed", address
-            return opened
+            return _Conn(sock)
         raise _Denied(
             502, "upstream-unreachable", f"{host}:{port} is allowed but did not answer ({last})"
         )
@@ -288,120 +323,74 @@ class EgressProxy:
     # -- moving bytes -------------------------------------------------------------------------
 
     async def _tunnel(
-        self,
-        conn: h11.Connection,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter],
-        request: _Request,
+        self, conn: h11.Connection, client: _Conn, upstream: _Conn, request: _Request
     ) -> None:
-        up_reader, up_writer = upstream
+        request.status = 200
+        await _send(client, conn, h11.Response(status_code=200, headers=[]), request)
+        early, _ = conn.trailing_data
+        if early:
+            await upstream.send(early)
+            request.bytes_up += len(early)
+        pair = (client.sock, upstream.sock)
+        self._tunnels.add(pair)
+        loop = asyncio.get_running_loop()
+        idle_s = self.settings.egress_idle_timeout_s
+        moves = [
+            loop.run_in_executor(self._pool, _splice, client.sock, upstream.sock, request, True,
+                                 idle_s),
+            loop.run_in_executor(self._pool, _splice, upstream.sock, client.sock, request, False,
+                                 idle_s),
+        ]  # fmt: skip
         try:
-            request.status = 200
-            await _send(writer, conn, h11.Response(status_code=200, headers=[]), request)
-            early, _ = conn.trailing_data
-            if early:
-                up_writer.write(early)
-                request.bytes_up += len(early)
-            await self._pump_both(reader, writer, up_reader, up_writer, request)
+            done, _ = await asyncio.wait(moves, return_when=asyncio.FIRST_EXCEPTION)
+            if any(m.exception() for m in done):
+                _shut(*pair)
+            await asyncio.gather(*moves, return_exceptions=True)
         finally:
-            with contextlib.suppress(Exception):
-                up_writer.close()
+            _shut(*pair)  # also when cancelled: the threads end
+            self._tunnels.discard(pair)
 
     async def _forward(
         self,
         conn: h11.Connection,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+        client: _Conn,
+        upstream: _Conn,
         head: h11.Request,
         path: str,
         request: _Request,
     ) -> None:
         """One plain-HTTP request and its answer, re-framed by h11 on both sides (so no
         request smuggling past the proxy), then both connections close."""
-        up_reader, up_writer = upstream
         up = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD_BYTES)
-        try:
-            headers = [(k, v) for k, v in head.headers if k not in HOP_BY_HOP]
-            if not any(k == b"host" for k, _ in headers):
-                headers.insert(0, (b"host", _host_header(request.host, request.port)))
-            headers.append((b"connection", b"close"))
-            outgoing = h11.Request(method=head.method, target=path.encode(), headers=headers)
-            up_writer.write(up.send(outgoing) or b"")
-            while True:  # the request's body
-                event = await _next_event(conn, reader, request, up=True)
-                if isinstance(event, h11.Data):
-                    up_writer.write(up.send(event) or b"")
-                    await up_writer.drain()
-                elif isinstance(event, h11.EndOfMessage):
-                    up_writer.write(up.send(event) or b"")
-                    await up_writer.drain()
-                    break
-            while True:  # the answer
-                event = await _next_event(up, up_reader, request, up=False)
-                if isinstance(event, h11.InformationalResponse):
-                    continue
-                if isinstance(event, h11.Response):
-                    request.status = event.status_code
-                    kept = [(k, v) for k, v in event.headers if k not in HOP_BY_HOP]
-                    kept.append((b"connection", b"close"))
-                    answer = h11.Response(
-                        status_code=event.status_code, headers=kept, reason=event.reason
-                    )
-                    await _send(writer, conn, answer, request)
-                elif isinstance(event, h11.Data):
-                    await _send(writer, conn, event, request)
-                elif isinstance(event, h11.EndOfMessage):
-                    await _send(writer, conn, h11.EndOfMessage(), request)
-                    break
-        finally:
-            with contextlib.suppress(Exception):
-                up_writer.close()
-
-    async def _pump_both(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        up_reader: asyncio.StreamReader,
-        up_writer: asyncio.StreamWriter,
-        request: _Request,
-    ) -> None:
-        idle_s = self.settings.egress_idle_timeout_s
-
-        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter, up: bool) -> None:
-            while True:
-                try:
-                    data = await asyncio.wait_for(source.read(CHUNK), idle_s)
-                except TimeoutError:
-                    if time.monotonic() - request.last_active >= idle_s:
-                        raise
-                    continue
-                if not data:
-                    if sink.can_write_eof():
-                        with contextlib.suppress(OSError):
-                            sink.write_eof()
-                    return
-                request.last_active = time.monotonic()
-                if up:
-                    request.bytes_up += len(data)
-                else:
-                    request.bytes_down += len(data)
-                sink.write(data)
-                await sink.drain()
-
-        tasks = [
-            asyncio.ensure_future(pump(reader, up_writer, True)),
-            asyncio.ensure_future(pump(up_reader, writer, False)),
-        ]
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            for task in done:
-                task.result()
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        headers = [(k, v) for k, v in head.headers if k not in HOP_BY_HOP]
+        if not any(k == b"host" for k, _ in headers):
+            headers.insert(0, (b"host", _host_header(request.host, request.port)))
+        headers.append((b"connection", b"close"))
+        outgoing = h11.Request(method=head.method, target=path.encode(), headers=headers)
+        await upstream.send(up.send(outgoing) or b"")
+        while True:  # the request's body
+            event = await _next_event(conn, client, request, True)
+            if isinstance(event, h11.Data | h11.EndOfMessage):
+                await upstream.send(up.send(event) or b"")
+            if isinstance(event, h11.EndOfMessage):
+                break
+        while True:  # the answer
+            event = await _next_event(up, upstream, request, False)
+            if isinstance(event, h11.InformationalResponse):
+                continue
+            if isinstance(event, h11.Response):
+                request.status = event.status_code
+                kept = [(k, v) for k, v in event.headers if k not in HOP_BY_HOP]
+                kept.append((b"connection", b"close"))
+                answer = h11.Response(
+                    status_code=event.status_code, headers=kept, reason=event.reason
+                )
+                await _send(client, conn, answer, request)
+            elif isinstance(event, h11.Data):
+                await _send(client, conn, event, request)
+            elif isinstance(event, h11.EndOfMessage):
+                await _send(client, conn, h11.EndOfMessage(), request)
+                break
 
     # -- the record ---------------------------------------------------------------------------
 
@@ -465,22 +454,18 @@ def _basic_password(value: bytes) -> str | None:
     return password if colon and password else None
 
 
-async def _next_request(
-    conn: h11.Connection, reader: asyncio.StreamReader, request: _Request
-) -> h11.Request:
-    event = await _next_event(conn, reader, request, up=True)
+async def _next_request(conn: h11.Connection, client: _Conn, request: _Request) -> h11.Request:
+    event = await _next_event(conn, client, request, True)
     if not isinstance(event, h11.Request):
         raise h11.RemoteProtocolError("no request")
     return event
 
 
-async def _next_event(
-    conn: h11.Connection, reader: asyncio.StreamReader, request: _Request, up: bool
-) -> Any:
+async def _next_event(conn: h11.Connection, peer: _Conn, request: _Request, up: bool) -> Any:
     while True:
         event = conn.next_event()
         if event is h11.NEED_DATA:
-            data = await reader.read(CHUNK)
+            data = await peer.recv()
             if up:
                 request.bytes_up += len(data)
             conn.receive_data(data)  # b"" is EOF: h11 then raises or says ConnectionClosed
@@ -490,17 +475,14 @@ async def _next_event(
         return event
 
 
-async def _send(
-    writer: asyncio.StreamWriter, conn: h11.Connection, event: Any, request: _Request
-) -> None:
+async def _send(client: _Conn, conn: h11.Connection, event: Any, request: _Request) -> None:
     data = conn.send(event) or b""
     request.bytes_down += len(data)
     request.last_active = time.monotonic()
-    writer.write(data)
-    await writer.drain()
+    await client.send(data)
 
 
-async def _answer(writer: asyncio.StreamWriter, status: int, text: str, request: _Request) -> None:
+async def _answer(client: _Conn, status: int, text: str, request: _Request) -> None:
     """A refusal as plain text, then the connection closes (h11 is bypassed: the request may
     not have been readable)."""
     body = text.encode("utf-8", "replace")
@@ -516,5 +498,75 @@ async def _answer(writer: asyncio.StreamWriter, status: int, text: str, request:
         head.append('Proxy-Authenticate: Basic realm="agentvisor"')
     data = ("\r\n".join(head) + "\r\n\r\n").encode() + body
     request.bytes_down += len(data)
-    writer.write(data)
-    await writer.drain()
+    await client.send(data)
+
+
+class _Conn:
+    """A non-blocking socket in the event loop."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._loop = asyncio.get_running_loop()
+
+    async def recv(self) -> bytes:
+        return await self._loop.sock_recv(self.sock, CHUNK)
+
+    async def send(self, data: bytes) -> None:
+        if data:
+            await self._loop.sock_sendall(self.sock, data)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+def _shut(*socks: socket.socket) -> None:
+    for sock in socks:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+def _splice(
+    src: socket.socket, dst: socket.socket, request: _Request, up: bool, idle_s: float
+) -> None:
+    """Move bytes from `src` to `dst` through a pipe in the kernel until `src` ends (then pass
+    the EOF on), both are shut, or the tunnel was idle both ways for `idle_s`. Runs in a
+    thread; raises OSError when a side fails."""
+    src_fd, dst_fd = src.fileno(), dst.fileno()
+    pipe_r, pipe_w = os.pipe()
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(pipe_w, F_SETPIPE_SZ, PIPE_BYTES)
+    flags = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
+    readable, writable = select.poll(), select.poll()
+    readable.register(src_fd, select.POLLIN)
+    writable.register(dst_fd, select.POLLOUT)
+    try:
+        while True:
+            if not readable.poll(POLL_S * 1000):
+                if time.monotonic() - request.last_active >= idle_s:
+                    raise TimeoutError(f"idle for {idle_s:.0f} s")
+                continue
+            try:
+                moved = os.splice(src_fd, pipe_w, PIPE_BYTES, flags=flags)
+            except BlockingIOError:
+                continue
+            if moved == 0:
+                with contextlib.suppress(OSError):
+                    dst.shutdown(socket.SHUT_WR)
+                return
+            request.last_active = time.monotonic()
+            if up:
+                request.bytes_up += moved
+            else:
+                request.bytes_down += moved
+            while moved:
+                try:
+                    moved -= os.splice(pipe_r, dst_fd, moved, flags=flags)
+                except BlockingIOError:
+                    if not writable.poll(POLL_S * 1000) and (
+                        time.monotonic() - request.last_active >= idle_s
+                    ):
+                        raise TimeoutError(f"idle for {idle_s:.0f} s") from None
+    finally:
+        os.close(pipe_r)
+        os.close(pipe_w)

@@ -30,7 +30,7 @@ from supervisor.docker_engine import docker_client
 from supervisor.errors import EngineUnavailable, SandboxError
 from supervisor.git_run import git_common_dir, run_git
 from supervisor.images import TEST_TAG
-from supervisor.sandbox_spec import SandboxSpec
+from supervisor.sandbox_spec import SandboxSpec, ownership_labels
 from supervisor.sandbox_tokens import write_token_file
 from supervisor.sandbox_user import sandbox_owner
 from supervisor.sandboxes import SandboxBackend, build_spec
@@ -193,7 +193,7 @@ def test_sandbox_runs_locked_down_with_the_settings_limits(team: Team):
         assert host["Memory"] == 384 * 2**20
         assert host["NanoCpus"] == 500_000_000
         assert host["PidsLimit"] == 128
-        assert host["NetworkMode"] == f"agentvisor-{team.a}"
+        assert host["NetworkMode"] == "none"
         assert host["RestartPolicy"]["Name"] == "unless-stopped"
         assert not any("docker.sock" in m["Source"] for m in container.attrs["Mounts"])
 
@@ -308,10 +308,13 @@ print(json.dumps({{
     }
 
 
-def test_sandboxes_of_different_projects_cannot_reach_each_other(team: Team):
+def test_agents_cannot_reach_each_other_at_all(team: Team):
+    """No interface but loopback, no DNS: not an agent of the same project, not one of another
+    (they talk through messages)."""
     target = team.container(team.a, "developer")
-    network = f"agentvisor-{team.a}"
-    address = target.attrs["NetworkSettings"]["Networks"][network]["IPAddress"]
+    target.reload()
+    assert target.attrs["HostConfig"]["NetworkMode"] == "none"
+    assert not any(n.get("IPAddress") for n in target.attrs["NetworkSettings"]["Networks"].values())
     listener = (
         "import socket\n"
         "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
@@ -320,20 +323,29 @@ def test_sandboxes_of_different_projects_cannot_reach_each_other(team: Team):
     )
     target.exec_run(["python3", "-c", listener], detach=True)
     probe = (
-        "import json, socket\n"
-        "try:\n"
-        f"    socket.create_connection(('{address}', 8765), timeout=2).close(); print('open')\n"
-        "except OSError as error:\n"
-        "    print(type(error).__name__)\n"
+        "import json, os, socket, sys\n"
+        "out = {'interfaces': sorted(os.listdir('/sys/class/net'))}\n"
+        "for name, host in (('by_name', 'developer'), ('by_container', sys.argv[1]),\n"
+        "                   ('loopback', '127.0.0.1')):\n"
+        "    try:\n"
+        "        socket.create_connection((host, 8765), timeout=2).close(); out[name] = 'open'\n"
+        "    except OSError as error:\n"
+        "        out[name] = type(error).__name__\n"
+        "print(json.dumps(out))\n"
     )
 
-    def reach(container: Container) -> str:
-        return container.exec_run(["python3", "-c", probe]).output.decode().strip()
+    def reach(container: Container) -> dict:
+        result = container.exec_run(["python3", "-c", probe, str(target.name)])
+        return json.loads(result.output.decode())
 
-    # Same project: reachable (so the listener works); other project: not.
-    wait_until(lambda: reach(team.container(team.a, "tester")) == "open", timeout_s=10,
-               message="the listener to answer within its project")  # fmt: skip
-    assert reach(team.container(team.b, "developer")) in ("TimeoutError", "ConnectionRefusedError")
+    # The listener works: its own sandbox reaches it on loopback.
+    wait_until(lambda: reach(target)["loopback"] == "open", timeout_s=10,
+               message="the listener to answer in its own sandbox")  # fmt: skip
+    for other in (team.container(team.a, "tester"), team.container(team.b, "developer")):
+        seen = reach(other)
+        assert seen["interfaces"] == ["lo"]
+        assert seen["by_name"] == seen["by_container"] == "gaierror"  # no DNS at all
+        assert seen["loopback"] == "ConnectionRefusedError"  # its own loopback, not target's
 
 
 # --- the agents at work ------------------------------------------------------------------------
@@ -516,6 +528,11 @@ def test_stop_keeps_sandboxes_down_and_remove_cleans_up(team: Team):
         team.backend.pane_history(project, "developer")
 
     assert team.backend.start(project, "developer").status == "running"
+    # The bridge an agentvisor before 0.3 made for the project goes with it.
+    team.engine.networks.create(
+        f"agentvisor-{project}",
+        labels={**ownership_labels(team.settings, project), TEST_LABEL: team.run},
+    )
     removed = team.backend.remove(project, volumes=True)
 
     assert set(removed) == {
