@@ -36,6 +36,7 @@ from supervisor.dashboard_state import (
     project_summary,
     snapshot,
 )
+from supervisor.egress.allowlist import requests
 from supervisor.errors import AgentvisorError, NotFound, SandboxError, Unauthorized
 from supervisor.sandbox_status import SandboxInfo, SandboxStats
 from supervisor.service import Service
@@ -60,6 +61,7 @@ PAGE_HEADERS = {
 RECENT_MESSAGES = 50
 RECENT_CHECKINS = 20
 RECENT_EVENTS = 60
+RECENT_EGRESS = 50
 QUEUE_ROWS = 20
 LOOPBACK_NAMES = {"localhost"}
 
@@ -207,6 +209,7 @@ class DashboardQueries:
             activity=activity,
             pending=pending,
             checkin_messages=fired,
+            egress=requests(self.store, pid, limit=RECENT_EGRESS),
         )
 
     def events(self, project_id: int | None) -> list[Row]:

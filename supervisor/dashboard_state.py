@@ -38,6 +38,7 @@ class ProjectRows:
     activity: Mapping[int, float]  # agent id -> latest sign of activity (events, messages)
     pending: Mapping[int, Mapping[str, int]]  # agent id -> {"queued": n, "leased": n}
     checkin_messages: Mapping[int, Row]  # check-in id -> its latest message (state, times)
+    egress: list[Row] = field(default_factory=list)  # egress.request events, newest first
 
 
 def agent_state(
@@ -185,7 +186,31 @@ def snapshot(
         "messages": messages,
         "checkins": checkins,
         "events": event_rows(rows.events, roles),
+        "egress": egress_rows(rows.egress),
     }
+
+
+def egress_rows(events: Iterable[Row]) -> list[Row]:
+    """What the agents asked the egress proxy for: one row per request (agent strings raw;
+    the page puts them in as text)."""
+    rows = []
+    for e in events:
+        data = e["data"] if isinstance(e["data"], Mapping) else {}
+        rows.append(
+            {
+                "id": e["id"],
+                "at": e["at"],
+                "role": data.get("role"),
+                "method": preview(str(data.get("method") or ""), 16),
+                "host": preview(str(data.get("host") or ""), 120),
+                "port": data.get("port"),
+                "allowed": bool(data.get("allowed")),
+                "reason": preview(str(data.get("reason") or ""), 40),
+                "bytes_up": data.get("bytes_up") or 0,
+                "bytes_down": data.get("bytes_down") or 0,
+            }
+        )
+    return rows
 
 
 def event_rows(events: Iterable[Row], roles: Mapping[int, str]) -> list[Row]:

@@ -264,6 +264,19 @@ function renderEvents(data) {
   if (!items.length) $("events").append(el("li", { class: "empty" }, "No events yet."));
 }
 
+function renderEgress(data) {
+  const rows = (data.egress || []).map((r) => el("tr", { "data-id": r.id },
+    timeCell(r.at),
+    el("td", {}, r.role || "–"),
+    el("td", { class: "body", title: `${r.method} ${r.host}:${r.port}` }, `${r.method} ${r.host}:${r.port}`),
+    el("td", { class: "state" }, r.allowed ? badge("allowed", "ok") : badge(`denied: ${r.reason}`, "failed")),
+    el("td", { class: "num" }, number(r.bytes_up / 1024, " KiB", 0)),
+    el("td", { class: "num" }, number(r.bytes_down / 1024, " KiB", 0)),
+  ));
+  fill($("egress").tBodies[0], rows);
+  $("egress-empty").hidden = rows.length > 0;
+}
+
 function renderQueue(data) {
   $("queue-card").hidden = data.queue.length === 0;
   const rows = data.queue.map((q) => el("tr", { "data-id": q.id },
@@ -298,6 +311,7 @@ function render(data) {
   renderMessages(data);
   renderCheckins(data);
   renderEvents(data);
+  renderEgress(data);
   renderQueue(data);
 }
 

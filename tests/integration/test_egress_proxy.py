@@ -104,6 +104,8 @@ def test_a_listed_site_answers_through_the_proxy_and_the_request_is_recorded(pro
     assert event["allowed"] is True and event["host"] == "127.0.0.1"
     assert event["port"] == proxy.site and event["method"] == "GET" and event["role"] == "developer"
     assert event["bytes_down"] > len("hello from /a?b=1") and event["bytes_up"] > 0
+    panel = proxy.server.client.get("/v1/dashboard/state", project="demo")["egress"]
+    assert panel[0]["host"] == "127.0.0.1" and panel[0]["allowed"] is True
 
 
 def test_connect_to_a_listed_port_is_a_tunnel(proxy: Proxy):

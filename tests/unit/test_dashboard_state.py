@@ -12,6 +12,7 @@ from supervisor.dashboard_state import (
     ProjectRows,
     SandboxView,
     agent_state,
+    egress_rows,
     event_summary,
     last_activity,
     next_checkins,
@@ -191,3 +192,20 @@ def test_only_loopback_tcp_requests_naming_a_loopback_host_read_without_a_token(
     server: Any, client: Any, host: str, allowed: bool
 ):
     assert is_loopback_request({"server": server, "client": client}, host) is allowed
+
+
+def test_egress_rows_show_each_request_and_its_decision():
+    events = [
+        {"id": 3, "at": NOW, "data": {"role": "developer", "method": "CONNECT",
+                                      "host": "pypi.org", "port": 443, "allowed": True,
+                                      "reason": "allowed", "bytes_up": 10, "bytes_down": 99}},
+        {"id": 2, "at": NOW - 1, "data": {"role": None, "method": "GET", "host": "x" * 500,
+                                          "port": 80, "allowed": False,
+                                          "reason": "no-credentials"}},
+    ]  # fmt: skip
+    first, second = egress_rows(events)
+    assert first == {"id": 3, "at": NOW, "role": "developer", "method": "CONNECT",
+                     "host": "pypi.org", "port": 443, "allowed": True, "reason": "allowed",
+                     "bytes_up": 10, "bytes_down": 99}  # fmt: skip
+    assert second["allowed"] is False and second["reason"] == "no-credentials"
+    assert len(second["host"]) == 120 and second["bytes_down"] == 0
