@@ -177,7 +177,8 @@ class EgressProxy:
                 await asyncio.sleep(0.1)
                 continue
             client.setblocking(False)
-            task = asyncio.ensure_future(self._accept(_Conn(client)))
+            conn = _Conn(client, self.settings.egress_idle_timeout_s)
+            task = asyncio.ensure_future(self._accept(conn))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -295,7 +296,7 @@ class EgressProxy:
                 last = error
                 continue
             request.allowed, request.reason, request.address = True, "allowed", address
-            return _Conn(sock)
+            return _Conn(sock, self.settings.egress_idle_timeout_s)
         raise _Denied(
             502, "upstream-unreachable", f"{host}:{port} is allowed but did not answer ({last})"
         )
@@ -502,18 +503,20 @@ async def _answer(client: _Conn, status: int, text: str, request: _Request) -> N
 
 
 class _Conn:
-    """A non-blocking socket in the event loop."""
+    """A non-blocking socket in the event loop; a read or write that makes no progress for
+    `idle_s` raises TimeoutError (a peer that stalls holds its connection no longer)."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, idle_s: float) -> None:
         self.sock = sock
+        self.idle_s = idle_s
         self._loop = asyncio.get_running_loop()
 
     async def recv(self) -> bytes:
-        return await self._loop.sock_recv(self.sock, CHUNK)
+        return await asyncio.wait_for(self._loop.sock_recv(self.sock, CHUNK), self.idle_s)
 
     async def send(self, data: bytes) -> None:
         if data:
-            await self._loop.sock_sendall(self.sock, data)
+            await asyncio.wait_for(self._loop.sock_sendall(self.sock, data), self.idle_s)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

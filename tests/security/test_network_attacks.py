@@ -226,6 +226,27 @@ def test_direct_connection_to_the_hosts_address_fails_for_want_of_an_interface(n
     )
 
 
+def test_the_sandboxs_own_loopback_is_reached_directly_not_through_the_proxy(net: Net):
+    """What the git channel and a model server inside the sandbox (test_claude_tui) rely on:
+    NO_PROXY keeps 127.0.0.1 off the proxy."""
+    serve = (
+        "import http.server, sys\n"
+        "class H(http.server.BaseHTTPRequestHandler):\n"
+        "    def do_GET(self):\n"
+        "        self.send_response(200); self.send_header('Content-Length', '6')\n"
+        "        self.end_headers(); self.wfile.write(b'inside')\n"
+        "http.server.HTTPServer(('127.0.0.1', 8766), H).serve_forever()\n"
+    )
+    net.container.exec_run(["python3", "-c", serve], detach=True)
+    direct = FETCH.replace('for name in ("NO_PROXY", "no_proxy"):', "for name in ():")
+
+    def fetched() -> dict:
+        return net.run_py(direct, "http://127.0.0.1:8766/")
+
+    assert wait_until(lambda: fetched()["status"] == 200, timeout_s=10, message="the server")
+    assert fetched()["body"] == "inside"
+
+
 def test_an_allowed_site_answers_through_the_proxy(net: Net):
     answer = net.fetch(f"http://127.0.0.1:{net.allowed}/ok")
     assert answer == {"status": 200, "body": f"site {net.allowed} /ok"}
