@@ -4,6 +4,8 @@ the egress proxy's (HTTP_PROXY, port 7398).
 
 One thread and one selector serve every connection, so a sandbox near its pids limit still
 has its channel; buffers are bounded and a side is read only while the other can take more.
+With `splice`, the bytes wait in a pipe per direction instead of a Python buffer and never
+leave the kernel (`os.splice`): the egress relay, which carries downloads.
 """
 
 from __future__ import annotations

@@ -69,11 +69,16 @@ def upstream_path(short_tmp: Path) -> Path:
     return short_tmp / "api.sock"
 
 
-@pytest.fixture
-def make_relay(upstream_path: Path) -> Iterator[Callable[..., Relay]]:
+@pytest.fixture(params=[False, True], ids=["copied", "spliced"])
+def make_relay(
+    upstream_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Relay]]:
+    """Relays as the git channel runs them (bytes through Python) and as the egress relay does
+    (spliced through pipes in the kernel): every test holds for both."""
     relays: list[Relay] = []
 
     def make(**options: object) -> Relay:
+        options.setdefault("splice", request.param)
         relay = Relay(str(upstream_path), port=0, **options)  # type: ignore[arg-type]
         relay.start()
         assert relay.wait_bound(5.0)
