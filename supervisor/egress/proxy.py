@@ -348,7 +348,9 @@ class EgressProxy:
                 _shut(*pair)
             await asyncio.gather(*moves, return_exceptions=True)
         finally:
-            _shut(*pair)  # also when cancelled: the threads end
+            _shut(*pair)  # also when cancelled: the threads see it at once and end
+            # Before the sockets are closed (and their numbers reused): the threads use them.
+            await asyncio.wait(moves, timeout=POLL_S * 2)
             self._tunnels.discard(pair)
 
     async def _forward(
