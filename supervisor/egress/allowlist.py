@@ -58,7 +58,7 @@ def allow(store: Store, project_id: int, entry: str, origin: str = "operator") -
                     "origin": origin,
                 },
             )
-            store.log_event("egress.allowed", project_id, None, {"entry": entry}, db=db)
+            store.log_event("egress.rule_added", project_id, None, {"entry": entry}, db=db)
     return {"entry": entry, "origin": origin}
 
 
@@ -69,7 +69,7 @@ def deny(settings: Settings, store: Store, project_id: int, entry: str) -> Row:
             "DELETE FROM egress_rules WHERE project_id = ? AND entry = ?", (project_id, entry)
         ).rowcount
         if gone:
-            store.log_event("egress.denied", project_id, None, {"entry": entry}, db=db)
+            store.log_event("egress.rule_removed", project_id, None, {"entry": entry}, db=db)
     if not gone:
         if entry in settings_entries(settings):
             raise InvalidInput(
