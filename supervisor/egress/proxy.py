@@ -3,14 +3,14 @@
 HTTP/1.1 through h11: CONNECT tunnels (no TLS interception) and absolute-form plain HTTP.
 
 A tunnel, once allowed, is spliced in the kernel (`os.splice` through a pipe, one thread per
-direction) so that downloads run near loopback speed; plain HTTP stays in the event loop, framed
-by h11 on both sides.
+direction, `supervisor.egress.tunnel`) so that downloads run near loopback speed; plain HTTP
+stays in the event loop, framed by h11 on both sides.
 
 Who asks is the token in `Proxy-Authorization: Basic agent:<token>`; what may go out is the
 operator's allowlist (`supervisor.egress.rules`). A name is resolved once, every address is
 checked, and the proxy connects to a checked address: no second resolution. Every request is
 an event `egress.request` and a counter. Bounded: connections per agent and in all, timeouts,
-64 KiB buffers.
+256 KiB reads, a 1 MiB pipe per tunnel direction.
 """
 
 from __future__ import annotations
@@ -19,10 +19,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import fcntl
 import logging
-import os
-import select
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -43,15 +40,12 @@ from supervisor.egress.rules import (
     decide_name,
     split_authority,
 )
+from supervisor.egress.tunnel import POLL_S, Conn, shut, splice
 from supervisor.metrics import Metrics
 from supervisor.store import Row, Store
 
 log = logging.getLogger("agentvisor.egress")
 
-CHUNK = 256 * 1024
-PIPE_BYTES = 1024 * 1024  # a tunnel's pipe, per direction (F_SETPIPE_SZ; the default is 64 KiB)
-F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ, which Python has from 3.10 on Linux only
-POLL_S = 1.0
 MAX_HEAD_BYTES = 32 * 1024
 HEAD_TIMEOUT_S = 15.0
 DNS_TIMEOUT_S = 5.0
@@ -154,7 +148,7 @@ class EgressProxy:
         if self._accepting is not None:
             self._accepting.cancel()
         for pair in list(self._tunnels):
-            _shut(*pair)  # the splicing threads see it and end
+            shut(*pair)  # the splicing threads see it and end
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -177,12 +171,12 @@ class EgressProxy:
                 await asyncio.sleep(0.1)
                 continue
             client.setblocking(False)
-            conn = _Conn(client, self.settings.egress_idle_timeout_s)
+            conn = Conn(client, self.settings.egress_idle_timeout_s)
             task = asyncio.ensure_future(self._accept(conn))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _accept(self, client: _Conn) -> None:
+    async def _accept(self, client: Conn) -> None:
         request = _Request()
         try:
             await self._serve(client, request)
@@ -205,7 +199,7 @@ class EgressProxy:
 
     # -- one request --------------------------------------------------------------------------
 
-    async def _serve(self, client: _Conn, request: _Request) -> None:
+    async def _serve(self, client: Conn, request: _Request) -> None:
         if len(self._tasks) > self.settings.egress_max_connections:
             request.method = "?"
             raise _Denied(503, "too-many-connections", "the egress proxy is at its limit")
@@ -265,7 +259,7 @@ class EgressProxy:
             )
         return agent
 
-    async def _open(self, host: str, port: int, request: _Request) -> _Conn:
+    async def _open(self, host: str, port: int, request: _Request) -> Conn:
         """The decision, then a connection to a checked address."""
         assert request.project_id is not None
         rules = await asyncio.to_thread(rules_for, self.settings, self.store, request.project_id)
@@ -296,7 +290,7 @@ class EgressProxy:
                 last = error
                 continue
             request.allowed, request.reason, request.address = True, "allowed", address
-            return _Conn(sock, self.settings.egress_idle_timeout_s)
+            return Conn(sock, self.settings.egress_idle_timeout_s)
         raise _Denied(
             502, "upstream-unreachable", f"{host}:{port} is allowed but did not answer ({last})"
         )
@@ -324,7 +318,7 @@ class EgressProxy:
     # -- moving bytes -------------------------------------------------------------------------
 
     async def _tunnel(
-        self, conn: h11.Connection, client: _Conn, upstream: _Conn, request: _Request
+        self, conn: h11.Connection, client: Conn, upstream: Conn, request: _Request
     ) -> None:
         request.status = 200
         await _send(client, conn, h11.Response(status_code=200, headers=[]), request)
@@ -337,18 +331,18 @@ class EgressProxy:
         loop = asyncio.get_running_loop()
         idle_s = self.settings.egress_idle_timeout_s
         moves = [
-            loop.run_in_executor(self._pool, _splice, client.sock, upstream.sock, request, True,
+            loop.run_in_executor(self._pool, splice, client.sock, upstream.sock, request, True,
                                  idle_s),
-            loop.run_in_executor(self._pool, _splice, upstream.sock, client.sock, request, False,
+            loop.run_in_executor(self._pool, splice, upstream.sock, client.sock, request, False,
                                  idle_s),
         ]  # fmt: skip
         try:
             done, _ = await asyncio.wait(moves, return_when=asyncio.FIRST_EXCEPTION)
             if any(m.exception() for m in done):
-                _shut(*pair)
+                shut(*pair)
             await asyncio.gather(*moves, return_exceptions=True)
         finally:
-            _shut(*pair)  # also when cancelled: the threads see it at once and end
+            shut(*pair)  # also when cancelled: the threads see it at once and end
             # Before the sockets are closed (and their numbers reused): the threads use them.
             await asyncio.wait(moves, timeout=POLL_S * 2)
             self._tunnels.discard(pair)
@@ -356,8 +350,8 @@ class EgressProxy:
     async def _forward(
         self,
         conn: h11.Connection,
-        client: _Conn,
-        upstream: _Conn,
+        client: Conn,
+        upstream: Conn,
         head: h11.Request,
         path: str,
         request: _Request,
@@ -457,14 +451,14 @@ def _basic_password(value: bytes) -> str | None:
     return password if colon and password else None
 
 
-async def _next_request(conn: h11.Connection, client: _Conn, request: _Request) -> h11.Request:
+async def _next_request(conn: h11.Connection, client: Conn, request: _Request) -> h11.Request:
     event = await _next_event(conn, client, request, True)
     if not isinstance(event, h11.Request):
         raise h11.RemoteProtocolError("no request")
     return event
 
 
-async def _next_event(conn: h11.Connection, peer: _Conn, request: _Request, up: bool) -> Any:
+async def _next_event(conn: h11.Connection, peer: Conn, request: _Request, up: bool) -> Any:
     while True:
         event = conn.next_event()
         if event is h11.NEED_DATA:
@@ -478,14 +472,14 @@ async def _next_event(conn: h11.Connection, peer: _Conn, request: _Request, up: 
         return event
 
 
-async def _send(client: _Conn, conn: h11.Connection, event: Any, request: _Request) -> None:
+async def _send(client: Conn, conn: h11.Connection, event: Any, request: _Request) -> None:
     data = conn.send(event) or b""
     request.bytes_down += len(data)
     request.last_active = time.monotonic()
     await client.send(data)
 
 
-async def _answer(client: _Conn, status: int, text: str, request: _Request) -> None:
+async def _answer(client: Conn, status: int, text: str, request: _Request) -> None:
     """A refusal as plain text, then the connection closes (h11 is bypassed: the request may
     not have been readable)."""
     body = text.encode("utf-8", "replace")
@@ -502,76 +496,3 @@ async def _answer(client: _Conn, status: int, text: str, request: _Request) -> N
     data = ("\r\n".join(head) + "\r\n\r\n").encode() + body
     request.bytes_down += len(data)
     await client.send(data)
-
-
-class _Conn:
-    """A non-blocking socket in the event loop; a read or write that makes no progress for
-    `idle_s` raises TimeoutError (a peer that stalls holds its connection no longer)."""
-
-    def __init__(self, sock: socket.socket, idle_s: float) -> None:
-        self.sock = sock
-        self.idle_s = idle_s
-        self._loop = asyncio.get_running_loop()
-
-    async def recv(self) -> bytes:
-        return await asyncio.wait_for(self._loop.sock_recv(self.sock, CHUNK), self.idle_s)
-
-    async def send(self, data: bytes) -> None:
-        if data:
-            await asyncio.wait_for(self._loop.sock_sendall(self.sock, data), self.idle_s)
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.close()
-
-
-def _shut(*socks: socket.socket) -> None:
-    for sock in socks:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-
-
-def _splice(
-    src: socket.socket, dst: socket.socket, request: _Request, up: bool, idle_s: float
-) -> None:
-    """Move bytes from `src` to `dst` through a pipe in the kernel until `src` ends (then pass
-    the EOF on), both are shut, or the tunnel was idle both ways for `idle_s`. Runs in a
-    thread; raises OSError when a side fails."""
-    src_fd, dst_fd = src.fileno(), dst.fileno()
-    pipe_r, pipe_w = os.pipe()
-    with contextlib.suppress(OSError):
-        fcntl.fcntl(pipe_w, F_SETPIPE_SZ, PIPE_BYTES)
-    flags = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
-    readable, writable = select.poll(), select.poll()
-    readable.register(src_fd, select.POLLIN)
-    writable.register(dst_fd, select.POLLOUT)
-    try:
-        while True:
-            if not readable.poll(POLL_S * 1000):
-                if time.monotonic() - request.last_active >= idle_s:
-                    raise TimeoutError(f"idle for {idle_s:.0f} s")
-                continue
-            try:
-                moved = os.splice(src_fd, pipe_w, PIPE_BYTES, flags=flags)
-            except BlockingIOError:
-                continue
-            if moved == 0:
-                with contextlib.suppress(OSError):
-                    dst.shutdown(socket.SHUT_WR)
-                return
-            request.last_active = time.monotonic()
-            if up:
-                request.bytes_up += moved
-            else:
-                request.bytes_down += moved
-            while moved:
-                try:
-                    moved -= os.splice(pipe_r, dst_fd, moved, flags=flags)
-                except BlockingIOError:
-                    if not writable.poll(POLL_S * 1000) and (
-                        time.monotonic() - request.last_active >= idle_s
-                    ):
-                        raise TimeoutError(f"idle for {idle_s:.0f} s") from None
-    finally:
-        os.close(pipe_r)
-        os.close(pipe_w)

@@ -61,10 +61,13 @@ def test_up_down_resume_with_demo_team(project_repo: Path, settings: Settings, c
         roles=("orchestrator", "developer", "tester"),
         agent="demo",
         wait_s=90,
+        allow=("pypi", "127.0.0.1:9"),  # `up --allow`: kept for the project, reached by nothing
     )
     report = launch.up(settings, options)
     cleanup.append(report.project)
     assert [a.role for a in report.agents] == ["orchestrator", "developer", "tester"]
+    rules = ApiClient(settings).get("/v1/egress/rules", project=report.project)
+    assert rules == [{"entry": "127.0.0.1:9", "origin": "up"}, {"entry": "pypi", "origin": "up"}]
     assert {a.briefing for a in report.agents} == {"delivered"}, report.agents
     worktrees = project_repo.parent / f"{project_repo.name}-worktrees"
     assert sorted(p.name for p in worktrees.iterdir()) == ["developer", "orchestrator", "tester"]
