@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import sqlite3
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
@@ -19,6 +20,7 @@ from supervisor.dashboard import dashboard_router
 from supervisor.doctor import docker_problem
 from supervisor.errors import AgentvisorError
 from supervisor.git_api import git_router
+from supervisor.model_api import model_router
 from supervisor.service import Service
 from supervisor.store import Row
 
@@ -103,7 +105,9 @@ def _validation_detail(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-def create_app(service: Service, auth: Authenticator) -> FastAPI:
+def create_app(
+    service: Service, auth: Authenticator, model_env: Mapping[str, str] | None = None
+) -> FastAPI:
     app = FastAPI(
         title="agentvisor host API",
         version=__version__,
@@ -129,7 +133,7 @@ def create_app(service: Service, auth: Authenticator) -> FastAPI:
     @app.middleware("http")
     async def _limit_size(request: Request, call_next: Any) -> Response:
         length = request.headers.get("content-length")
-        if request.url.path.startswith("/git/"):  # pushes have a limit of their own
+        if request.url.path.startswith(("/git/", "/model/")):  # limits of their own
             return await call_next(request)
         if length and length.isdigit() and int(length) > MAX_REQUEST_BYTES:
             return JSONResponse(
@@ -143,6 +147,7 @@ def create_app(service: Service, auth: Authenticator) -> FastAPI:
 
     svc = service
     app.include_router(git_router(service, auth))
+    app.include_router(model_router(service, auth, model_env))
 
     @app.get("/v1/health")
     def health() -> dict[str, Any]:

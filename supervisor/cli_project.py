@@ -100,9 +100,23 @@ def register(app: typer.Typer) -> None:
             float | None,
             typer.Option("--checkin-minutes", help="The orchestrator's routine check-in interval."),
         ] = None,
+        budget: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--budget",
+                help="KEY=VALUE, repeatable: agent-tokens-per-day, project-tokens, "
+                "project-hours (0: no limit). Later: agentvisor budget PROJECT.",
+            ),
+        ] = None,
         json_out: JsonOpt = False,
     ) -> None:
         """Bring a team of agents up for SPEC, each in its own sandbox."""
+        from supervisor.model_broker import parse_budget
+
+        try:
+            budget_values = parse_budget(budget or [])
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
         from supervisor.cli_queue import add_to_queue, expand_specs, show
 
         settings = load_settings(ctx.obj.state)
@@ -139,6 +153,7 @@ def register(app: typer.Typer) -> None:
             plan=plan,
             agent=agent,
             checkin_minutes=checkin_minutes,
+            budget=budget_values,
         )
         with console.status("starting") as spinner:
 
@@ -285,4 +300,9 @@ def _status_table(
             str(r.pending),
             when(r.paused_until) if r.paused_until else "",
         )
+    for r in rows:
+        if r.paused_reason:
+            t.caption = (
+                t.caption + "\n" if t.caption else ""
+            ) + f"{r.role} paused: {r.paused_reason}"
     return t

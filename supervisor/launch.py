@@ -51,6 +51,7 @@ class UpOptions:
     agent: str | None = None  # claude | demo | generic; None = settings.agent
     checkin_minutes: float | None = None
     wait_s: float = 60.0  # how long to wait for every briefing to be verified
+    budget: dict[str, float] = field(default_factory=dict)  # `up --budget`: Budget fields
 
 
 @dataclass
@@ -161,6 +162,8 @@ def up(settings: Settings, options: UpOptions, progress: Progress = lambda _: No
             "/v1/projects",
             {"name": name, "path": str(root), "spec_path": str(spec.path), "start_branch": branch},
         )
+        if options.budget:
+            client.post("/v1/budget", {"project": name, **options.budget})
         worktrees = _worktrees(root, team.roles, branch, settings, progress)
         launches = _start_sandboxes(
             settings, client, backend, name, root, worktrees, profile, image, progress, branch
@@ -471,6 +474,7 @@ class StatusRow:
     next_checkin_at: float | None
     pending: int
     paused_until: float | None
+    paused_reason: str | None = None  # a usage limit, or a budget and how to raise it
 
 
 def status(settings: Settings, project: str | None) -> tuple[dict[str, Any], list[StatusRow]]:
@@ -489,8 +493,10 @@ def status(settings: Settings, project: str | None) -> tuple[dict[str, Any], lis
     except SandboxError:
         sandboxes = {}
     rows = []
+    now = time.time()
     for agent in agents:
         due = [c["due_at"] for c in checkins if c["recipient_id"] == agent["id"]]
+        paused = (agent["paused_until"] or 0) > now
         rows.append(
             StatusRow(
                 agent["role"],
@@ -500,6 +506,7 @@ def status(settings: Settings, project: str | None) -> tuple[dict[str, Any], lis
                 min(due) if due else None,
                 sum(1 for m in pending if m["recipient_id"] == agent["id"]),
                 agent["paused_until"],
+                agent.get("paused_reason") if paused else None,
             )
         )
     return row, rows

@@ -164,11 +164,43 @@ def _v4(db: sqlite_utils.Database) -> None:
         db.execute("UPDATE messages SET leases = attempts + 1")
 
 
+def _v5(db: sqlite_utils.Database) -> None:
+    """What the model broker counted, one row per request to the model API, and why an agent
+    is paused (a usage limit, a budget)."""
+    if "model_usage" in db.table_names():
+        return
+    db.table("model_usage").create(
+        {
+            "id": int,
+            "at": float,
+            "project_id": int,
+            "agent_id": int,
+            "path": str,
+            "status": int,
+            "input_tokens": int,
+            "output_tokens": int,
+            "cache_creation_tokens": int,
+            "cache_read_tokens": int,
+            "model": str,
+            "error": str,
+            "reset_at": float,
+            "first_byte_ms": float,
+            "duration_ms": float,
+        },
+        pk="id",
+        not_null={"at", "project_id", "agent_id", "status"},
+    )
+    db.table("model_usage").create_index(["agent_id", "at"])
+    db.table("model_usage").create_index(["project_id", "at"])
+    db.execute("ALTER TABLE agents ADD COLUMN paused_reason TEXT")
+
+
 MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [
     (1, _v1),
     (2, _v2),
     (3, _v3),
     (4, _v4),
+    (5, _v5),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
