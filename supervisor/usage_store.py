@@ -14,7 +14,7 @@ TOKENS_SQL = (
     "COALESCE(SUM(input_tokens + output_tokens + cache_creation_tokens + cache_read_tokens), 0)"
 )
 TOTALS_SQL = f"""
-    COUNT(*) AS requests,
+    COUNT(u.id) AS requests,
     COALESCE(SUM(input_tokens), 0) AS input_tokens,
     COALESCE(SUM(output_tokens), 0) AS output_tokens,
     COALESCE(SUM(cache_creation_tokens), 0) AS cache_creation_tokens,
@@ -22,8 +22,8 @@ TOTALS_SQL = f"""
     {TOKENS_SQL} AS tokens,
     COALESCE(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), 0) AS errors,
     COALESCE(SUM(CASE WHEN status = 429 THEN 1 ELSE 0 END), 0) AS rate_limited,
-    MAX(reset_at) AS last_reset_at,
-    MAX(at) AS last_at
+    MAX(u.reset_at) AS last_reset_at,
+    MAX(u.at) AS last_at
 """
 
 

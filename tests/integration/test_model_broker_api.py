@@ -18,6 +18,9 @@ from supervisor.testing.model_server import ModelServer
 from supervisor.testing.tls import Authority, make_test_ca
 from tests.conftest import ServerProcess
 from tests.helpers import wait_until
+from tests.integration.test_dashboard import browser, free_port
+
+__all__ = ["browser"]  # the fixture, shared with the dashboard's tests
 
 REAL_KEY = "sk-ant-api03-real-host-key-never-in-a-sandbox-0123456789"
 MARGIN_S = 60.0
@@ -217,9 +220,10 @@ def test_a_token_budget_reached_pauses_the_agent_and_tells_the_orchestrator(
             with model_http(server) as http:
                 assert ask(http, token, "spend it").status_code == 200
                 wait_until(
-                    lambda: server.client.get("/v1/usage", project="demo")["agents"][-1][
-                        "requests"
-                    ],
+                    lambda: sum(
+                        a["requests"]
+                        for a in server.client.get("/v1/usage", project="demo")["agents"]
+                    ),
                     timeout_s=10,
                 )
                 refused = ask(http, token, "and more")
@@ -280,5 +284,61 @@ def test_the_hosts_login_file_readable_only_by_root_is_used_by_the_broker(
                 login.write_text(json.dumps(data))
                 assert ask(http, token, "again").status_code == 200
                 assert model.requests[-1]["credential_sha256"] == sha(fresh)
+        finally:
+            server.kill()
+
+
+def test_the_dashboard_shows_each_agents_usage_its_chart_and_why_it_is_paused(
+    short_tmp: Path, ca: Authority, browser: Any
+):
+    from playwright.sync_api import expect
+
+    port = free_port()
+    with ModelServer([], tls=ca.server_context()) as model:
+        server = broker_server(
+            short_tmp,
+            ca,
+            model,
+            {"ANTHROPIC_API_KEY": REAL_KEY, "AGENTVISOR_TCP_PORT": str(port)},
+        )
+        try:
+            server.register_agent("demo", "orchestrator")
+            dev = server.register_agent("demo", "developer")
+            tester = server.register_agent("demo", "tester")
+            server.client.post("/v1/budget", {"project": "demo", "agent_tokens_per_day": 1})
+            with model_http(server) as http:
+                assert ask(http, tester, "a question").status_code == 200
+                assert ask(http, dev, "a question").status_code == 200
+                wait_until(
+                    lambda: (
+                        sum(
+                            a["requests"]
+                            for a in server.client.get("/v1/usage", project="demo")["agents"]
+                        )
+                        == 2
+                    ),
+                    timeout_s=10,
+                )
+                assert ask(http, dev, "over budget").status_code == 429
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}") as http:
+                state = http.get("/v1/dashboard/state").json()
+            usage = {a["role"]: a for a in state["usage"]["agents"]}
+            assert usage["developer"]["requests"] == 1 and usage["developer"]["tokens"] > 0
+            assert usage["developer"]["paused_reason"].startswith("budget")
+            assert {p["role"] for p in state["usage"]["chart"]["points"]} == {
+                "developer",
+                "tester",
+            }
+
+            page = browser.new_page(viewport={"width": 1440, "height": 1000})
+            errors: list[str] = []
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.goto(f"http://127.0.0.1:{port}/")
+            expect(page.locator('#usage-chart polyline[data-role="developer"]')).to_have_count(1)
+            expect(page.locator('#usage-chart polyline[data-role="tester"]')).to_have_count(1)
+            expect(page.locator("#usage tbody")).to_contain_text("agentvisor budget demo")
+            expect(page.locator("#usage-budget")).to_contain_text("1 tokens per agent per day")
+            page.close()
+            assert not errors
         finally:
             server.kill()
