@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -106,12 +107,18 @@ def upstream_client(ca_file: str | None) -> httpx.AsyncClient:
     verify: ssl.SSLContext | bool = True
     if ca_file:
         verify = ssl.create_default_context(cafile=ca_file)
-    return httpx.AsyncClient(
+    # TCP_NODELAY: httpx writes a request's head and body apart; with Nagle the body would
+    # wait for the upstream's delayed ACK.
+    transport = httpx.AsyncHTTPTransport(
         verify=verify,
+        socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+        limits=httpx.Limits(max_connections=200, max_keepalive_connections=40),
+    )
+    return httpx.AsyncClient(
+        transport=transport,
         trust_env=False,  # the host's proxy variables and CA files are not the broker's
         follow_redirects=False,
         timeout=httpx.Timeout(connect=15.0, read=600.0, write=60.0, pool=30.0),
-        limits=httpx.Limits(max_connections=200, max_keepalive_connections=40),
     )
 
 
@@ -162,6 +169,11 @@ def model_router(
             raise Forbidden("the model broker is for agents: the operator has a key of their own")
         return who.agent
 
+    def _admit(headers: Mapping[str, str]) -> tuple[Row, str | None, Credential | None]:
+        agent = _agent(headers)
+        refusal = accounting.refusal(agent)
+        return agent, refusal, None if refusal else credentials.current()
+
     @router.api_route(
         "/model/{path:path}",
         methods=["GET", "POST", "HEAD", "PUT", "PATCH", "DELETE"],
@@ -169,27 +181,26 @@ def model_router(
     )
     async def model(path: str, request: Request) -> Response:
         started = time.monotonic()
-        try:
-            agent = await run_in_threadpool(_agent, request.headers)
-        except AgentvisorError as exc:
-            kind = "authentication_error" if exc.status == 401 else "permission_error"
-            return _error(exc.status, kind, exc.message)
         if not FORWARDED_PATHS.fullmatch(path):
             return _error(
                 404,
                 "not_found_error",
                 f"the model broker forwards the Messages API only, not /{path}",
             )
-        refusal = await run_in_threadpool(accounting.refusal, agent)
+        try:
+            # One trip to a worker thread: who calls, may it, and with which credential.
+            agent, refusal, credential = await run_in_threadpool(_admit, request.headers)
+        except AgentvisorError as exc:
+            kinds = {401: "authentication_error", 403: "permission_error"}
+            return _error(exc.status, kinds.get(exc.status, "api_error"), exc.message)
         if refusal is not None:
             service.metrics.inc("model_budget_refusals")
             return _error(429, "rate_limit_error", refusal, **{"x-agentvisor-refusal": "budget"})
         try:
-            credential = await run_in_threadpool(credentials.current)
             body = await _body(request, limit)
         except AgentvisorError as exc:
-            kind = "request_too_large" if exc.status == 413 else "api_error"
-            return _error(exc.status, kind, exc.message)
+            return _error(exc.status, "request_too_large", exc.message)
+        assert credential is not None  # _admit gives one whenever it refuses nothing
         outgoing = client().build_request(
             request.method,
             f"{upstream}/{path}",

@@ -371,6 +371,7 @@ def _handler_for(server: ModelServer) -> type[BaseHTTPRequestHandler]:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "agentvisor-model-server"
+    disable_nagle_algorithm = True  # small SSE writes go out at once, as from a real server
     model_server: ModelServer
 
     def log_message(self, format: str, *args: Any) -> None:
