@@ -29,6 +29,9 @@ ZERO_OIDS = ("0" * 40, "0" * 64)
 MAX_COMMAND_BYTES = 256 * 1024  # the ref updates at the start of a push
 _REPO_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\.git")
 _OID = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")
+# A ref name as it may reach an event, a metric-free log line or the operator's terminal:
+# printable ASCII only (git's own rules are stricter still; it checks them after us).
+_REF_NAME = re.compile(r"refs/[!-~]{1,250}")
 _PROTOCOL = re.compile(r"version=[0-2](:[a-z0-9=._-]+)*")
 RULE_OWN_BRANCH = "own-branch-only"
 RULE_FAST_FORWARD = "fast-forward-only"
@@ -148,6 +151,8 @@ def ref_updates(lines: list[bytes]) -> list[RefUpdate]:
         parts = line.split(" ")
         if len(parts) != 3 or not (_OID.fullmatch(parts[0]) and _OID.fullmatch(parts[1])):
             raise InvalidInput(f"not a ref update of git's push protocol: {line[:100]!r}")
+        if not _REF_NAME.fullmatch(parts[2]):
+            raise InvalidInput(f"{parts[2][:100]!r} is not a ref name agentvisor accepts")
         updates.append(RefUpdate(*parts))
     return updates
 
