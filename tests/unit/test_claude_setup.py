@@ -276,3 +276,20 @@ def test_other_profiles_get_nothing_and_a_wrong_permission_mode_is_refused(tmp_p
     assert sandbox_extras(Settings(), "demo", "x", {"ANTHROPIC_API_KEY": "k"}).env == {}
     with pytest.raises(InvalidInput, match="bypassPermissions"):
         sandbox_extras(Settings(claude_permission_mode="yes"), "claude", None, {})
+
+
+def test_the_shim_gives_the_cli_its_own_token_as_the_brokers_stand_in_key(tmp_path: Path):
+    import logging
+
+    from agent_shim.__main__ import model_stand_in
+    from agent_shim.config import ShimConfig
+
+    token = tmp_path / "token"
+    token.write_text("avt_agent-token\n")
+    config = ShimConfig(profile=load_profile("claude", {}), token_file=str(token))
+    log = logging.getLogger("test")
+    broker = {"AGENTVISOR_MODEL_BROKER": "1"}
+    assert model_stand_in(config, broker, log) == {"ANTHROPIC_API_KEY": "avt_agent-token"}
+    assert model_stand_in(config, {}, log) == {}  # other profiles: nothing
+    missing = ShimConfig(profile=config.profile, token_file=str(tmp_path / "none"))
+    assert model_stand_in(missing, broker, log) == {}

@@ -160,3 +160,10 @@ def test_up_budget_items_parse_and_bad_ones_say_what_to_write():
         parse_budget(["tokens=5"])
     with pytest.raises(ValueError, match="negative"):
         parse_budget(["project-tokens=-1"])
+
+
+def test_metric_labels_can_hold_nothing_but_a_name():
+    from supervisor.model_usage import label
+
+    assert label('dev"} 1\nagentvisor_x{a="') == "dev___1_agentvisor_x_a__"
+    assert label("tester-2.b_c") == "tester-2.b_c"
