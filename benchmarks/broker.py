@@ -80,7 +80,7 @@ def measure(client: httpx.Client, path: str, key: str) -> list[float]:
     return sorted(first_byte_ms(client, path, key) for _ in range(REQUESTS))
 
 
-def ttfb() -> tuple[list[float], list[float]]:
+def ttfb() -> tuple[list[float], list[float], list[float]]:
     from tests.conftest import ServerProcess
 
     with tempfile.TemporaryDirectory(prefix="av-", dir="/tmp") as folder:
@@ -119,16 +119,22 @@ def ttfb() -> tuple[list[float], list[float]]:
                         transport=httpx.HTTPTransport(socket_options=NODELAY),
                         timeout=30,
                     )
-                    with direct, brokered:
+                    socket_only = httpx.Client(
+                        base_url="http://agentvisor",
+                        transport=httpx.HTTPTransport(uds=str(server.socket_path)),
+                        timeout=30,
+                    )
+                    with direct, brokered, socket_only:
                         straight = measure(direct, "/v1/messages", KEY)
                         through = measure(brokered, "/model/v1/messages", token)
+                        no_relay = measure(socket_only, "/model/v1/messages", token)
             finally:
                 server.kill()
-    return straight, through
+    return straight, through, no_relay
 
 
 def run() -> list[Result]:
-    straight, through = ttfb()
+    straight, through, no_relay = ttfb()
     direct_ms, broker_ms = statistics.median(straight), statistics.median(through)
     added = broker_ms - direct_ms
     p90 = through[int(len(through) * 0.9) - 1]
@@ -137,6 +143,11 @@ def run() -> list[Result]:
         Result(
             "model TTFB through relay + API socket + broker, median",
             f"{broker_ms:.2f} ms (p90 {p90:.2f} ms)",
+            "",
+        ),
+        Result(
+            "model TTFB on the API socket without the relay, median",
+            f"{statistics.median(no_relay):.2f} ms",
             "",
         ),
         Result("model TTFB added by the broker, median", f"{added:.2f} ms", "< 5 ms", added < 5),

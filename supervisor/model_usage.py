@@ -43,18 +43,25 @@ class ModelAccounting:
     # -- before a request ------------------------------------------------------------------
     def refusal(self, agent: Row) -> str | None:
         """Why this agent may not use the model now (a budget), pausing it the first time."""
+        reason, hit = self.check(agent)
+        if hit is not None:
+            store = self.service.store
+            project = store.get_project_by_id(agent["project_id"])
+            self.pause_for_budget(project, agent, hit, store.clock.now())
+        return reason
+
+    def check(self, agent: Row) -> tuple[str | None, BudgetHit | None]:
+        """Reads only: the reason the agent is refused, and a budget newly reached (which the
+        caller pauses it for, off the event loop)."""
         store = self.service.store
         now = store.clock.now()
         agent = store.get_agent_by_id(agent["id"])
         reason = agent.get("paused_reason") or ""
         if reason.startswith(BUDGET_REASON) and (agent["paused_until"] or 0) > now:
-            return reason.partition(": ")[2] or reason
+            return reason.partition(": ")[2] or reason, None
         project = store.get_project_by_id(agent["project_id"])
         hit = self.hit(project, agent, now)
-        if hit is None:
-            return None
-        self.pause_for_budget(project, agent, hit, now)
-        return hit.message
+        return (None, None) if hit is None else (hit.message, hit)
 
     def hit(self, project: Row, agent: Row, now: float) -> BudgetHit | None:
         budget = self.usage.budget(project, self.default_budget())
