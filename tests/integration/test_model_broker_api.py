@@ -342,3 +342,44 @@ def test_the_dashboard_shows_each_agents_usage_its_chart_and_why_it_is_paused(
             assert not errors
         finally:
             server.kill()
+
+
+def test_usage_and_budget_commands_show_and_change_what_the_api_holds(
+    short_tmp: Path, ca: Authority
+):
+    from typer.testing import CliRunner
+
+    from supervisor import cli
+
+    with ModelServer([], tls=ca.server_context()) as model:
+        server = broker_server(short_tmp, ca, model, {"ANTHROPIC_API_KEY": REAL_KEY})
+        try:
+            token = server.register_agent("demo", "developer")
+            with model_http(server) as http:
+                assert ask(http, token, "count me").status_code == 200
+            wait_until(
+                lambda: server.client.get("/v1/usage", project="demo")["agents"][0]["requests"],
+                timeout_s=10,
+            )
+            runner = CliRunner()
+            state = ["--state", str(server.state_dir)]
+            shown = runner.invoke(cli.app, [*state, "usage", "demo", "--json"])
+            assert shown.exit_code == 0, shown.output
+            (row,) = json.loads(shown.output)["agents"]
+            assert row["role"] == "developer" and row["requests"] == 1 and row["tokens"] > 0
+            changed = runner.invoke(
+                cli.app,
+                [*state, "budget", "demo", "--project-tokens", "1000", "--project-hours", "2"],
+            )
+            assert changed.exit_code == 0, changed.output
+            assert "1000 tokens for the project" in changed.output
+            budget = server.client.get("/v1/usage", project="demo")["budget"]
+            assert budget == {
+                "agent_tokens_per_day": 0,
+                "project_tokens": 1000,
+                "project_hours": 2.0,
+            }
+            table = runner.invoke(cli.app, [*state, "usage"])
+            assert table.exit_code == 0 and "developer" in table.output
+        finally:
+            server.kill()
