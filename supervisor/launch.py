@@ -154,6 +154,8 @@ def up(settings: Settings, options: UpOptions, progress: Progress = lambda _: No
         backend = _backend(settings)
         running = {s.role for s in backend.list(name) if s.status == "running"}
         if running and set(team.roles) <= running:
+            if options.budget:  # the one thing `up` changes on a running project
+                client.post("/v1/budget", {"project": name, **options.budget})
             report = UpReport(name, root, branch, profile, team, already_running=True)
             report.agents = _rows(client, backend, name, root)
             return report
