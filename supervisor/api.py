@@ -13,6 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from supervisor import __version__
 from supervisor.auth import Authenticator, Caller
@@ -105,6 +106,26 @@ def _validation_detail(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+class RequestSizeLimit:
+    """Refuse a body declared over MAX_REQUEST_BYTES (413). Plain ASGI rather than
+    `@app.middleware("http")`, which would pass every streamed answer (the model broker's, the
+    git channel's, the pane stream's) through an extra queue and task."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope["path"].startswith(("/git/", "/model/")):
+            length = dict(scope["headers"]).get(b"content-length", b"")
+            if length.isdigit() and int(length) > MAX_REQUEST_BYTES:
+                detail = (
+                    f"request of {int(length)} bytes is over the {MAX_REQUEST_BYTES}-byte limit"
+                )
+                await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def create_app(
     service: Service, auth: Authenticator, model_env: Mapping[str, str] | None = None
 ) -> FastAPI:
@@ -130,17 +151,7 @@ def create_app(
             status_code=503,
         )
 
-    @app.middleware("http")
-    async def _limit_size(request: Request, call_next: Any) -> Response:
-        length = request.headers.get("content-length")
-        if request.url.path.startswith(("/git/", "/model/")):  # limits of their own
-            return await call_next(request)
-        if length and length.isdigit() and int(length) > MAX_REQUEST_BYTES:
-            return JSONResponse(
-                {"detail": f"request of {length} bytes is over the {MAX_REQUEST_BYTES}-byte limit"},
-                status_code=413,
-            )
-        return await call_next(request)
+    app.add_middleware(RequestSizeLimit)
 
     def caller(authorization: str | None = Header(default=None)) -> Caller:
         return auth.caller(authorization)

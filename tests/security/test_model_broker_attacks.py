@@ -108,3 +108,23 @@ def test_without_a_host_credential_the_broker_refuses_and_says_what_to_set(
             assert model.requests == []
         finally:
             server.kill()
+
+
+def test_a_body_over_the_api_limit_is_refused_on_the_json_routes_but_not_the_broker(
+    short_tmp: Path, ca: Authority
+):
+    with ModelServer([], tls=ca.server_context()) as model:
+        server = broker_server(short_tmp, ca, model, {"ANTHROPIC_API_KEY": REAL_KEY})
+        try:
+            token = server.register_agent("demo", "developer")
+            with model_http(server) as http:
+                big = http.post(
+                    "/v1/events",
+                    content=b"x" * (3 * 1024 * 1024),
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+                assert big.status_code == 413 and "byte limit" in big.json()["detail"]
+                # A model request may be larger than the JSON routes' 2 MiB.
+                assert ask(http, token, "y" * (3 * 1024 * 1024)).status_code == 200
+        finally:
+            server.kill()
