@@ -22,10 +22,10 @@ from benchmarks.report import Result
 from supervisor.claude import sandbox_extras
 from supervisor.config import Settings
 from supervisor.docker_engine import docker_client
-from supervisor.git_mounts import Mount, chown_for_sandbox
-from supervisor.git_run import git_common_dir
 from supervisor.images import build_sandbox_image
+from supervisor.mounts import Mount
 from supervisor.sandbox_tokens import write_token_file
+from supervisor.sandbox_user import sandbox_owner
 from supervisor.sandboxes import SandboxBackend, build_spec
 from supervisor.testing import model_server
 from supervisor.worktrees import ensure_worktree
@@ -86,9 +86,7 @@ def _cold_start(
         cpus=float(min(2, os.cpu_count() or 1)),
     )
     repo = make_repo(tmp / project, "# bench\n")
-    worktree = ensure_worktree(repo, "developer", "main").path
-    if os.getuid() == 0:
-        chown_for_sandbox([worktree, git_common_dir(repo)], *settings.sandbox_ids())
+    worktree = ensure_worktree(repo, "developer", "main", owner=sandbox_owner(settings)).path
     server.ensure_project(project, str(repo))
     agent = server.client.post(
         "/v1/agents", {"project": project, "role": "developer", "profile": "claude"}

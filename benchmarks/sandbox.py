@@ -14,9 +14,8 @@ from pathlib import Path
 
 from benchmarks.report import Result
 from supervisor.config import Settings, load_settings
-from supervisor.git_mounts import chown_for_sandbox
-from supervisor.git_run import git_common_dir
 from supervisor.sandbox_tokens import write_token_file
+from supervisor.sandbox_user import sandbox_owner
 from supervisor.sandboxes import SandboxBackend, build_spec
 from supervisor.worktrees import ensure_worktree
 from tests.conftest import ServerProcess
@@ -43,10 +42,7 @@ class Fleet:
         """Start every sandbox; seconds until every shim sent a heartbeat."""
         specs = []
         for role in self.roles:
-            worktree = ensure_worktree(self.repo, role, "main")
-            uid, gid = self.settings.sandbox_ids()
-            if os.getuid() == 0:
-                chown_for_sandbox([worktree.path, git_common_dir(self.repo)], uid, gid)
+            worktree = ensure_worktree(self.repo, role, "main", owner=sandbox_owner(self.settings))
             token = self.server.register_agent(self.project, role)
             token_file = write_token_file(self.settings, self.project, role, token)
             specs.append(

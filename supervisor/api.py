@@ -18,6 +18,7 @@ from supervisor.auth import Authenticator, Caller
 from supervisor.dashboard import dashboard_router
 from supervisor.doctor import docker_problem
 from supervisor.errors import AgentvisorError
+from supervisor.git_api import git_router
 from supervisor.service import Service
 from supervisor.store import Row
 
@@ -128,6 +129,8 @@ def create_app(service: Service, auth: Authenticator) -> FastAPI:
     @app.middleware("http")
     async def _limit_size(request: Request, call_next: Any) -> Response:
         length = request.headers.get("content-length")
+        if request.url.path.startswith("/git/"):  # pushes have a limit of their own
+            return await call_next(request)
         if length and length.isdigit() and int(length) > MAX_REQUEST_BYTES:
             return JSONResponse(
                 {"detail": f"request of {length} bytes is over the {MAX_REQUEST_BYTES}-byte limit"},
@@ -139,6 +142,7 @@ def create_app(service: Service, auth: Authenticator) -> FastAPI:
         return auth.caller(authorization)
 
     svc = service
+    app.include_router(git_router(service, auth))
 
     @app.get("/v1/health")
     def health() -> dict[str, Any]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from supervisor.config import Settings
 from supervisor.errors import InvalidInput
-from supervisor.git_mounts import Mount
+from supervisor.mounts import Mount
 
 # Claude Code 2.1.330's --permission-mode choices (agent_shim/profiles.py knows them too).
 PERMISSION_MODES = ("acceptEdits", "auto", "bypassPermissions", "manual", "dontAsk", "plan")

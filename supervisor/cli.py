@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -375,10 +374,6 @@ def _role_names(client: ApiClient) -> dict[int, str]:
 
 def main(argv: list[str] | None = None) -> Any:
     """Console entry point: domain errors become one line on stderr and exit code 1."""
-    if os.getuid() == 0:  # repositories handed to the sandbox uid stay usable by root's git
-        from supervisor.git_mounts import trust_handed_over_repositories
-
-        trust_handed_over_repositories()
     try:
         return app(args=argv, standalone_mode=True)
     except AgentvisorError as exc:

@@ -33,6 +33,8 @@ def _roles(roles: str | None) -> tuple[str, ...] | None:
 
 
 def register(app: typer.Typer) -> None:
+    _migrate_command(app)
+
     @app.command("plan")
     def plan_cmd(
         spec: Path,
@@ -234,6 +236,26 @@ def register(app: typer.Typer) -> None:
         )
         removed = launch.destroy(load_settings(ctx.obj.state), project, remove)
         console.print(f"removed: {', '.join(removed) or 'nothing'}")
+
+
+def _migrate_command(app: typer.Typer) -> None:
+    @app.command()
+    def migrate(
+        ctx: typer.Context, project: Annotated[str | None, typer.Argument()] = None
+    ) -> None:
+        """Give each agent of a project made by agentvisor 0.1 a repository of its own."""
+        report = launch.migrate(load_settings(ctx.obj.state), project)
+        if not report.migrated:
+            console.print("nothing to migrate: every agent has a repository of its own")
+            return
+        console.print(f"migrated: {', '.join(report.migrated)}")
+        for kept in report.kept:
+            console.print(f"kept the old folder {kept}: delete it once you have checked it")
+        for aside in report.quarantined:
+            console.print(f"set aside {aside}: the sandbox wrote it; inspect, then delete it")
+        for warning in report.warnings:
+            console.print(f"warning: {warning}")
+        console.print("then: agentvisor resume")
 
 
 def _status_table(

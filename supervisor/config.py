@@ -15,6 +15,10 @@ from typing import Any
 from supervisor.errors import InvalidInput
 
 DEFAULT_STATE_DIR = Path("~/.local/state/agentvisor")
+# The sandbox user on a root host: in Debian's range of ids allocated on demand only, so on
+# almost every machine no login, and no file outside the agents' clones, has it.
+SANDBOX_UID = 64100
+SANDBOX_GID = 64100
 
 
 @dataclass(frozen=True)
@@ -39,8 +43,13 @@ class Settings:
     cpus: float = 1.0
     pids: int = 512
     tmpfs_mb: int = 512
-    sandbox_uid: int | None = None  # default: the host user's uid (1000 when that is root)
+    # Default: on a root host a dedicated uid/gid that is no login of the host's (see
+    # sandbox_ids); on a non-root host the host user's own, which alone can own the clones.
+    sandbox_uid: int | None = None
     sandbox_gid: int | None = None
+    # May an agent rewrite its own branch (force-push)? Every update is recorded either way.
+    allow_force_push: bool = True
+    max_push_mb: int = 512  # the largest push an agent may send, in MiB
     agent: str = "auto"  # auto | claude | demo | generic
     agent_command: str | None = None  # generic profile
     ready_pattern: str | None = None  # generic profile
@@ -86,10 +95,29 @@ class Settings:
     def log_path(self) -> Path:
         return self.state_dir / "server.log"
 
+    @property
+    def git_hooks_dir(self) -> Path:
+        """agentvisor's own hooks for pushes from agents (never the project's)."""
+        return self.state_dir / "git-hooks"
+
     def sandbox_ids(self) -> tuple[int, int]:
-        """The uid/gid sandboxes run as: the host user's, or 1000 when the host user is root."""
-        uid = self.sandbox_uid if self.sandbox_uid is not None else os.getuid() or 1000
-        gid = self.sandbox_gid if self.sandbox_gid is not None else os.getgid() or 1000
+        """The uid/gid sandboxes run as.
+
+        On a root host: `SANDBOX_UID`:`SANDBOX_GID` unless set, an id that should be no account
+        of the host's (`check_sandbox_ids` refuses one that is). On a non-root host: the host
+        user's own, the only one whose files that user can make.
+        """
+        root = os.getuid() == 0
+        uid = (
+            self.sandbox_uid
+            if self.sandbox_uid is not None
+            else (SANDBOX_UID if root else os.getuid())
+        )
+        gid = (
+            self.sandbox_gid
+            if self.sandbox_gid is not None
+            else (SANDBOX_GID if root else os.getgid())
+        )
         return uid, gid
 
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import git
 
 from supervisor.errors import GitError
 
@@ -38,6 +37,53 @@ class GitRun:
         return lines[-1] if lines else f"git exited with status {self.status}"
 
 
+# Settings that make git run a command, off for every git agentvisor runs unless the operator's
+# own global config sets them (hooks of the project are the operator's, but agentvisor's
+# merges and checks have no need of them).
+_COMMAND_SETTINGS = {
+    "core.fsmonitor": "false",
+    "core.hooksPath": os.devnull,
+    "core.sshCommand": "ssh",
+    "protocol.ext.allow": "never",
+    "submodule.recurse": "false",
+    "fetch.recurseSubmodules": "false",
+}
+# Inherited variables that would point git at another repository than the one named (set, for
+# example, when agentvisor is started from a git hook). The operator's own settings stay.
+_LOCATION_ENV = frozenset(
+    {
+        "GIT_DIR", "GIT_WORK_TREE", "GIT_COMMON_DIR", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
+        "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_NAMESPACE", "GIT_PREFIX", "GIT_QUARANTINE_PATH",
+        "GIT_CEILING_DIRECTORIES", "GIT_DISCOVERY_ACROSS_FILESYSTEM", "GIT_REPLACE_REF_BASE",
+        "GIT_GRAFT_FILE", "GIT_SHALLOW_FILE",
+    }
+)  # fmt: skip
+
+
+def hardened_env(cwd: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for host-side git in the operator's repository at `cwd`.
+
+    Nothing inherited can point it elsewhere (GIT_DIR, GIT_INDEX_FILE ... are dropped),
+    repository discovery stops at `cwd`'s parent, and `extra` (ours) is added last.
+    """
+    env = {key: value for key, value in os.environ.items() if key not in _LOCATION_ENV}
+    env["GIT_CEILING_DIRECTORIES"] = str(cwd.resolve().parent)
+    env["GIT_TERMINAL_PROMPT"] = "0"
+    env["GIT_NO_REPLACE_OBJECTS"] = "1"
+    env.update(extra or {})
+    return env
+
+
+def command_settings() -> list[str]:
+    """`-c` values that switch off git's command-running settings, except those the operator's
+    own global config sets (read from that file alone, never from a repository)."""
+    run = _execute(["git", "config", "--global", "--name-only", "--list"], Path("/"), {})
+    operator = {line.strip().lower() for line in run.stdout.splitlines()}
+    return [
+        f"{key}={value}" for key, value in _COMMAND_SETTINGS.items() if key.lower() not in operator
+    ]
+
+
 def run_git(
     cwd: Path,
     *args: str,
@@ -47,21 +93,45 @@ def run_git(
 ) -> GitRun:
     """Run `git ARGS` in `cwd`, a top folder agentvisor manages; GitError on failure if `check`.
 
-    `safe.directory` names `cwd` because `chown_for_sandbox` may hand the project's `.git` to the
-    sandbox uid, which git would otherwise refuse to use when the host user is root.
+    Hardened (docs/sandboxes.md): an environment nothing inherited can steer, no discovery
+    above `cwd`, command-running settings off, and `safe.directory` for `cwd` alone (a root
+    operator may run agentvisor on a repository that belongs to their own login).
     """
     if not cwd.is_dir():  # GitPython would silently fall back to the process's own folder
         raise GitError(f"{cwd} does not exist or is not a folder")
     command = ["git", "-c", f"safe.directory={cwd.resolve()}"]
-    for setting in config:
+    for setting in (*_cached_command_settings(), *config):
         command += ["-c", setting]
-    status, stdout, stderr = git.Git(str(cwd)).execute(
-        [*command, *args], with_extended_output=True, with_exceptions=False, env=env
-    )
-    run = GitRun(status, str(stdout), str(stderr))
-    if check and status != 0:
+    run = _execute([*command, *args], cwd, env or {})
+    if check and run.status != 0:
         raise GitError(f"git {args[0]} failed in {cwd}: {run.reason}")
     return run
+
+
+def _execute(argv: list[str], cwd: Path, extra: Mapping[str, str]) -> GitRun:
+    done = subprocess.run(
+        argv,
+        cwd=cwd,
+        env=hardened_env(cwd, extra),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        check=False,
+    )
+    return GitRun(
+        done.returncode,
+        done.stdout.decode("utf-8", "replace").rstrip("\n"),
+        done.stderr.decode("utf-8", "replace"),
+    )
+
+
+_SETTINGS_CACHE: list[str] | None = None
+
+
+def _cached_command_settings() -> list[str]:
+    global _SETTINGS_CACHE
+    if _SETTINGS_CACHE is None:
+        _SETTINGS_CACHE = command_settings()
+    return _SETTINGS_CACHE
 
 
 def git_common_dir(repo_root: Path) -> Path:
@@ -95,3 +165,11 @@ def operation_in_progress(repo_root: Path) -> str | None:
 def resolved(path: str | os.PathLike[str]) -> Path:
     """`path` made absolute with its symlinks resolved: one spelling per folder."""
     return Path(path).resolve()
+
+
+def is_ancestor(repo_root: Path, ancestor: str, descendant: str) -> bool:
+    """True when `ancestor` is `descendant` or one of its ancestors."""
+    run = run_git(
+        resolved(repo_root), "merge-base", "--is-ancestor", ancestor, descendant, check=False
+    )
+    return run.status == 0

@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from supervisor import layout_migration
 from supervisor import server as server_process
 from supervisor.briefing import BriefingContext, render_briefing
 from supervisor.client import ApiClient
 from supervisor.config import Settings
 from supervisor.errors import AgentvisorError, Conflict, InvalidInput, SandboxError
-from supervisor.git_mounts import chown_for_sandbox
-from supervisor.git_run import git_common_dir
+from supervisor.layout_migration import MigrationReport
 from supervisor.project_repo import (
     NEW_PROJECT_SPEC_NAME,
     create_new_project,
@@ -29,6 +29,7 @@ from supervisor.project_repo import (
     new_project_folder,
     start_branch,
 )
+from supervisor.sandbox_user import sandbox_owner
 from supervisor.spec import Spec, load_spec
 from supervisor.team import TeamPlan, plan_team, reports_to
 from supervisor.worktrees import Worktree, ensure_worktree, list_worktrees, remove_worktree
@@ -197,18 +198,13 @@ def _reusable_new_project(spec: Spec) -> Path | None:
 def _worktrees(
     root: Path, roles: tuple[str, ...], branch: str, settings: Settings, progress: Progress
 ) -> dict[str, Worktree]:
+    owner = sandbox_owner(settings)
     worktrees = {}
     for role in roles:
-        worktree = ensure_worktree(root, role, branch)
+        worktree = ensure_worktree(root, role, branch, owner=owner)
         if worktree.created:
-            progress(f"worktree {worktree.path} on branch {worktree.branch}")
+            progress(f"repository {worktree.path} on branch {worktree.branch}")
         worktrees[role] = worktree
-    if os.getuid() == 0:
-        uid, gid = settings.sandbox_ids()
-        if uid != 0:  # root host: hand the worktrees and git metadata to the sandbox user
-            chown_for_sandbox(
-                [*(w.path for w in worktrees.values()), git_common_dir(root)], uid, gid
-            )
     return worktrees
 
 
@@ -436,6 +432,21 @@ def destroy(settings: Settings, project: str, remove_worktrees: bool) -> list[st
             except AgentvisorError as exc:
                 raise Conflict(f"could not remove {worktree.path}: {exc.message}") from None
     return removed
+
+
+def migrate(settings: Settings, project: str | None) -> MigrationReport:
+    """Move a project made by agentvisor 0.1 to one repository per agent (layout_migration)."""
+    with ApiClient(settings) as client:
+        row = resolve_project(client, project)
+    name, root = row["name"], Path(row["path"])
+    running = [s.role for s in _backend(settings).list(name) if s.status == "running"]
+    if running:
+        raise Conflict(
+            f"the sandboxes of {name} are running ({', '.join(running)}); run "
+            f"'agentvisor down {name}' first, then migrate"
+        )
+    branch = row["start_branch"] or start_branch(root)
+    return layout_migration.migrate(root, branch, sandbox_owner(settings))
 
 
 @dataclass

@@ -72,9 +72,11 @@ def _usable_root(repo: git.Repo) -> Path:
             "clone it and pass --project with the clone"
         )
     root = resolved(repo.working_tree_dir)
-    main = Path(repo.common_dir).resolve().parent
-    if root.parent == worktrees_dir(main):
-        raise GitError(f"{root} is an agent's worktree of {main}; pass --project {main}")
+    suffix = worktrees_dir(root.parent / "x").name.removeprefix("x")  # "-worktrees"
+    if root.parent.name.endswith(suffix):
+        main = root.parent.parent / root.parent.name.removesuffix(suffix)
+        if (main / ".git").exists():
+            raise GitError(f"{root} is an agent's worktree of {main}; pass --project {main}")
     if not repo.head.is_valid():
         raise GitError(
             f"the project {root} has no commits yet; commit something first "

@@ -15,7 +15,7 @@ from typing import Any
 
 from supervisor.config import Settings
 from supervisor.errors import SandboxError
-from supervisor.git_mounts import Mount
+from supervisor.mounts import Mount
 
 WORKDIR = "/workspace"
 HOME = "/home/agent"

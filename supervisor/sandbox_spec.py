@@ -16,19 +16,19 @@ from typing import Any
 
 from supervisor.config import Settings
 from supervisor.errors import SandboxError
-from supervisor.git_mounts import Mount, git_mounts
+from supervisor.mounts import Mount
 from supervisor.sandbox_policy import (
     ENGINE_SOCKETS,
     HOME,
     WORKDIR,
     check_env,
-    check_host_path_target,
     check_mount_source,
     check_unique_targets,
     checked_extra_mount,
     load_project_config,
     parse_project_config,
 )
+from supervisor.worktrees import is_agent_clone
 
 LABEL_MANAGED = "agentvisor.managed"
 LABEL_PROJECT = "agentvisor.project"
@@ -243,13 +243,13 @@ def build_spec(
         if not path.exists():
             raise SandboxError(f"{what} {path} does not exist; {hint}")
 
-    # At their host paths too, so that git's absolute paths agree with the host's.
-    at_host_paths = [Mount(worktree, worktree, False), *git_mounts(repo_root, worktree)]
-    for mount in at_host_paths:
-        check_host_path_target(mount.target)
+    # The agent's own repository alone: nothing of the project's .git (docs/sandboxes.md).
+    if not is_agent_clone(worktree):
+        raise SandboxError(
+            f"{worktree} is not an agent's repository of its own; make it with ensure_worktree"
+        )
     binds = [
         Mount(worktree, Path(WORKDIR), False),
-        *at_host_paths,
         Mount(socket_dir, Path(SOCKET_DIR_TARGET), False),
         Mount(token, Path(TOKEN_TARGET), True),
     ]

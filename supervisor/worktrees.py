@@ -1,23 +1,42 @@
-"""One git worktree and branch per agent, beside the project's repository."""
+"""One repository of its own per agent, beside the project's: `<project>-worktrees/<role>`.
+
+Each agent works in a clone of the project (its own `.git`, nothing shared with the project's),
+on the branch `agent/<role>`. Its commits reach the project only through the host API's git
+channel (supervisor/git_http.py). The host never runs git with anything the agent wrote: the
+clone is read as data (its HEAD file) or through a git dir agentvisor makes (`uncommitted_paths`).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from supervisor.errors import Conflict, GitError, InvalidInput
-from supervisor.git_run import GitRun, branch_exists, git_common_dir, resolved, run_git
+from supervisor.git_run import (
+    GitRun,
+    branch_exists,
+    branch_tip,
+    git_common_dir,
+    resolved,
+    run_git,
+)
 
 AGENT_BRANCH_PREFIX = "agent/"
+# Where an agent's git finds the project: the shim's end of the channel to the host API.
+CHANNEL_REMOTE_URL = "http://127.0.0.1:7399/git/project.git"
 _ROLE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+_OID = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")
+_MAX_HEAD_BYTES = 4096
 
 
 @dataclass(frozen=True)
 class Worktree:
-    """An agent's worktree: its folder and the branch agentvisor made for it."""
+    """An agent's working copy: its folder (a clone of its own) and its branch."""
 
     path: Path
     branch: str
@@ -30,7 +49,7 @@ class Worktree:
 
 @dataclass(frozen=True)
 class _Registration:
-    """One entry of `git worktree list`."""
+    """One entry of `git worktree list` of the project (the operator's own worktrees)."""
 
     path: Path
     head: str | None
@@ -43,7 +62,7 @@ def agent_branch(role: str) -> str:
 
 
 def worktrees_dir(repo_root: Path | str) -> Path:
-    """`<repo>-worktrees`, the sibling folder holding one worktree per agent."""
+    """`<repo>-worktrees`, the sibling folder holding one working copy per agent."""
     root = resolved(repo_root)
     return root.parent / f"{root.name}-worktrees"
 
@@ -61,74 +80,159 @@ def _check_role(role: str) -> None:
         )
 
 
-def ensure_worktree(repo_root: Path | str, role: str, start_branch: str) -> Worktree:
-    """The agent's worktree and branch `agent/<role>`, made from `start_branch` if missing.
+def is_agent_clone(path: Path) -> bool:
+    """A folder holding a repository of its own (a `.git` folder, not a link or a file)."""
+    git_dir = path / ".git"
+    return path.is_dir() and not path.is_symlink() and git_dir.is_dir() and not git_dir.is_symlink()
 
-    An existing branch is reused as it is (never reset), so an agent keeps its work across runs.
+
+def is_old_layout(path: Path) -> bool:
+    """A linked worktree of the project, as agentvisor 0.1 made them (`.git` is a file)."""
+    git_file = path / ".git"
+    return git_file.is_file() and not git_file.is_symlink()
+
+
+def ensure_worktree(
+    repo_root: Path | str,
+    role: str,
+    start_branch: str,
+    owner: tuple[int, int] | None = None,
+) -> Worktree:
+    """The agent's clone on branch `agent/<role>`, made if missing.
+
+    The branch is made in the project from `start_branch` when missing; an existing branch is
+    reused as it is (never reset), so an agent keeps its work across runs. `owner` (uid, gid)
+    receives the new clone (a root host hands it to the sandbox user); nothing else changes hands.
     """
     root = resolved(repo_root)
     path, branch = worktree_path(root, role), agent_branch(role)
-    registration = _registration_at(root, path)
-    if registration is not None and not registration.prunable:
+    if is_old_layout(path):
+        raise Conflict(
+            f"{path} is a worktree of the old layout that shares the project's .git with the "
+            f"sandbox; run `agentvisor migrate` to give each agent a repository of its own"
+        )
+    if is_agent_clone(path):
         return Worktree(path, branch, created=False)
-    if registration is not None:  # its folder was deleted: forget it, then make it again
-        run_git(root, "worktree", "remove", "--force", str(path))
     if path.exists() or path.is_symlink():
         raise GitError(
-            f"{path} exists but is not a worktree of {root}; move it away or delete "
+            f"{path} exists but is not an agent's repository; move it away or delete "
             "it, then try again"
         )
-    if branch_exists(root, branch):
-        args = [str(path), branch]
-    elif branch_exists(root, start_branch):
-        args = ["-b", branch, str(path), start_branch]
-    else:
-        raise GitError(f"the start branch {start_branch} does not exist in {root}")
+    if not branch_exists(root, branch):
+        if not branch_exists(root, start_branch):
+            raise GitError(f"the start branch {start_branch} does not exist in {root}")
+        run_git(root, "branch", "--no-track", branch, f"refs/heads/{start_branch}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    run = run_git(root, "worktree", "add", "--quiet", *args, check=False)
-    if run.status != 0:
-        raise GitError(f"cannot make the worktree of {role} at {path}: {run.reason}")
+    staging = Path(tempfile.mkdtemp(prefix=f".{role}-", suffix=".agentvisor-new", dir=path.parent))
+    try:
+        _clone(root, staging, branch, start_branch)
+        if owner is not None:
+            give_to(staging, *owner)
+        os.replace(staging, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already when all went well
     return Worktree(path, branch, created=True)
+
+
+def _clone(root: Path, target: Path, branch: str, start_branch: str) -> None:
+    """Clone the agent's branch and the start branch (only those objects) into `target`."""
+    run = run_git(
+        target.parent,
+        "clone",
+        "--quiet",
+        "--no-local",
+        "--template=",
+        "--single-branch",
+        "--branch",
+        branch,
+        "--origin",
+        "origin",
+        f"file://{root}",
+        str(target),
+        config=(f"safe.directory={root}", f"safe.directory={root / '.git'}"),
+        env={"GIT_LFS_SKIP_SMUDGE": "1"},
+        check=False,
+    )
+    if run.status != 0:
+        raise GitError(f"cannot make the repository of {target.name}: {run.reason}")
+    if start_branch != branch:
+        run_git(
+            target,
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "origin",
+            f"+refs/heads/{start_branch}:refs/remotes/origin/{start_branch}",
+        )
+    for key, value in (
+        ("remote.origin.url", CHANNEL_REMOTE_URL),
+        ("remote.origin.fetch", "+refs/heads/*:refs/remotes/origin/*"),
+        ("remote.origin.tagOpt", "--no-tags"),
+        ("push.default", "upstream"),
+    ):
+        run_git(target, "config", "--local", key, value)
+
+
+def give_to(top: Path, uid: int, gid: int) -> None:
+    """Hand `top` and everything under it to `uid`:`gid`, symlinks left as links."""
+    for path in _walk(top):
+        try:
+            os.chown(path, uid, gid, follow_symlinks=False)
+        except OSError as error:
+            raise GitError(
+                f"cannot give {path} to uid {uid}: {error.strerror}; run as root or let the "
+                "sandbox run as your own uid (sandbox_uid)"
+            ) from error
+
+
+def _walk(top: Path) -> list[Path]:
+    found = [top]
+    if top.is_dir() and not top.is_symlink():
+        for folder, dirs, files in os.walk(top):
+            found += [Path(folder) / name for name in (*dirs, *files)]
+    return found
 
 
 def remove_worktree(
     repo_root: Path | str, role: str, delete_branch: bool = False, *, force: bool = False
 ) -> bool:
-    """Remove the agent's worktree (and its branch if asked); False when there was none.
+    """Remove the agent's clone (and its branch in the project if asked); False when none.
 
-    Uncommitted work is discarded only with `force`. `delete_branch` deletes the branch even
-    when its commits are merged nowhere.
+    Uncommitted work is discarded only with `force`; so is work committed in the clone but not
+    yet published to the project. `delete_branch` deletes the project's branch even when its
+    commits are merged nowhere.
     """
     root = resolved(repo_root)
     path, branch = worktree_path(root, role), agent_branch(role)
-    registration = _registration_at(root, path)
-    if registration is None and path.exists():
-        raise GitError(f"{path} is not a worktree of {root}; agentvisor leaves it alone")
-    if registration is not None:
-        if not registration.prunable and not force:
+    present = is_agent_clone(path)
+    if is_old_layout(path):
+        raise Conflict(f"{path} is a worktree of the old layout; run `agentvisor migrate` first")
+    if not present and (path.exists() or path.is_symlink()):
+        raise GitError(f"{path} is not an agent's repository; agentvisor leaves it alone")
+    if present:
+        if not force:
             _refuse_if_dirty(root, path, role)
-        run_git(root, "worktree", "remove", *(["--force"] if force else []), str(path))
+        shutil.rmtree(path)
     if delete_branch and branch_exists(root, branch):
         run_git(root, "branch", "--delete", "--force", branch)
     _remove_if_empty(worktrees_dir(root))
-    return registration is not None
+    return present
 
 
 def _refuse_if_dirty(root: Path, path: Path, role: str) -> None:
     changes = uncommitted_paths(root, path)
     if changes:
         raise Conflict(
-            f"the worktree of {role} at {path} has {len(changes)} uncommitted "
+            f"the working copy of {role} at {path} has {len(changes)} uncommitted "
             "change(s); commit them first, or remove it with force"
         )
-
-
-def uncommitted_paths(repo_root: Path, worktree_path: Path) -> list[str]:
-    """`git status --porcelain=v2` lines of an agent's worktree: changed and untracked files."""
-    run = run_git_in_worktree(
-        repo_root, worktree_path, "status", "--porcelain=v2", "--untracked-files=all"
-    )
-    return [line for line in run.stdout.splitlines() if line and not line.startswith("#")]
+    head = clone_head_commit(path)
+    published = branch_tip(root, agent_branch(role))
+    if head is not None and head != published:
+        raise Conflict(
+            f"the working copy of {role} at {path} has commits that did not reach the project "
+            "yet; start the agent again so that it publishes them, or remove it with force"
+        )
 
 
 def _remove_if_empty(folder: Path) -> None:
@@ -137,34 +241,121 @@ def _remove_if_empty(folder: Path) -> None:
 
 
 def list_worktrees(repo_root: Path | str) -> list[Worktree]:
-    """The agents' worktrees registered in the repository, by role."""
-    root = resolved(repo_root)
-    folder = worktrees_dir(root)
+    """The agents' working copies beside the project, by role."""
+    folder = worktrees_dir(repo_root)
+    if not folder.is_dir():
+        return []
     found = [
-        Worktree(entry.path, agent_branch(entry.path.name))
-        for entry in _registrations(root)
-        if entry.path.parent == folder and _ROLE_PATTERN.fullmatch(entry.path.name)
+        Worktree(entry, agent_branch(entry.name))
+        for entry in folder.iterdir()
+        if _ROLE_PATTERN.fullmatch(entry.name) and (is_agent_clone(entry) or is_old_layout(entry))
     ]
     return sorted(found, key=lambda worktree: worktree.role)
 
 
+# --- reading an agent's clone as data ----------------------------------------------------------
+
+
+def head_branch(repo_root: Path | str, path: Path) -> str | None:
+    """The branch checked out in the agent's clone at `path` (None when detached or unknown),
+    read from its HEAD file as text: no git runs there."""
+    head = _read_small(path / ".git" / "HEAD")
+    if head is None or not head.startswith("ref: refs/heads/"):
+        return None
+    name = head.removeprefix("ref: refs/heads/").strip()
+    return name if name and "\0" not in name and ".." not in name else None
+
+
+def clone_head_commit(path: Path) -> str | None:
+    """The commit the clone's HEAD names, from its files (loose ref or packed-refs)."""
+    git_dir = path / ".git"
+    head = _read_small(git_dir / "HEAD")
+    if head is None:
+        return None
+    if _OID.fullmatch(head):
+        return head
+    if not head.startswith("ref: refs/"):
+        return None
+    ref = head.removeprefix("ref: ").strip()
+    if ".." in ref or "\0" in ref:
+        return None
+    loose = _read_small(git_dir / ref)
+    if loose is not None:
+        return loose if _OID.fullmatch(loose) else None
+    packed = git_dir / "packed-refs"
+    if packed.is_file() and not packed.is_symlink():
+        for line in packed.read_text(encoding="utf-8", errors="replace").splitlines():
+            oid, _, name = line.partition(" ")
+            if name == ref and _OID.fullmatch(oid):
+                return oid
+    return None
+
+
+def _read_small(path: Path) -> str | None:
+    try:
+        if path.is_symlink() or not path.is_file():
+            return None
+        with path.open("rb") as file:
+            return file.read(_MAX_HEAD_BYTES).decode("utf-8", "replace").strip()
+    except OSError:
+        return None
+
+
+def uncommitted_paths(repo_root: Path, worktree_path: Path) -> list[str]:
+    """`git status --porcelain=v2` lines of an agent's clone: changed and untracked files.
+
+    The agent controls everything in its clone (config, hooks, `commondir`, attributes), so git
+    runs with a git dir that agentvisor makes in a temporary folder: the clone's objects as an
+    alternate, a copy of its index, its HEAD commit, and no config but ours (no system or
+    global config either), submodules ignored.
+    """
+    clone = worktree_path.resolve()
+    if not is_agent_clone(clone):
+        raise GitError(f"{clone} is not an agent's repository")
+    head = clone_head_commit(clone) or branch_tip(repo_root, agent_branch(clone.name))
+    with tempfile.TemporaryDirectory(prefix="agentvisor-status-") as scratch:
+        git_dir = Path(scratch)
+        (git_dir / "objects" / "info").mkdir(parents=True)
+        (git_dir / "refs").mkdir()
+        (git_dir / "objects" / "info" / "alternates").write_text(
+            f"{clone / '.git' / 'objects'}\n{git_common_dir(resolved(repo_root)) / 'objects'}\n"
+        )
+        (git_dir / "HEAD").write_text(f"{head}\n" if head else "ref: refs/heads/none\n")
+        (git_dir / "config").write_text("[core]\n\trepositoryformatversion = 0\n\tbare = false\n")
+        index = clone / ".git" / "index"
+        if index.is_file() and not index.is_symlink():
+            shutil.copyfile(index, git_dir / "index")
+        run = run_git(
+            clone,
+            "status",
+            "--porcelain=v2",
+            "--untracked-files=all",
+            "--ignore-submodules=all",
+            "--no-renames",
+            env={
+                "GIT_DIR": str(git_dir),
+                "GIT_WORK_TREE": str(clone),
+                "GIT_CONFIG_NOSYSTEM": "1",
+                "GIT_CONFIG_GLOBAL": os.devnull,
+                "GIT_OPTIONAL_LOCKS": "0",
+            },
+        )
+    return _porcelain_lines(run)
+
+
+def _porcelain_lines(run: GitRun) -> list[str]:
+    return [line for line in run.stdout.splitlines() if line and not line.startswith("#")]
+
+
+# --- the operator's own worktrees of the project -----------------------------------------------
+
+
 def checked_out_at(repo_root: Path | str, branch: str) -> Path | None:
-    """The worktree (the main one included) where `branch` is checked out, if any."""
+    """The operator's worktree (the main one included) where `branch` is checked out, if any."""
     return next(
         (entry.path for entry in _registrations(resolved(repo_root)) if entry.branch == branch),
         None,
     )
-
-
-def head_branch(repo_root: Path | str, path: Path) -> str | None:
-    """The branch checked out in the registered worktree at `path` (None when detached)."""
-    entry = _registration_at(resolved(repo_root), path)
-    return entry.branch if entry else None
-
-
-def _registration_at(root: Path, path: Path) -> _Registration | None:
-    wanted = path.resolve()
-    return next((entry for entry in _registrations(root) if entry.path == wanted), None)
 
 
 def _registrations(root: Path) -> list[_Registration]:
@@ -190,45 +381,3 @@ def _registration(fields: dict[str, str]) -> _Registration:
         branch=branch.removeprefix("refs/heads/") if branch else None,
         prunable="prunable" in fields,
     )
-
-
-def run_git_in_worktree(repo_root: Path, worktree_path: Path, *args: str) -> GitRun:
-    """Run git on the host in an agent's worktree without trusting anything the agent can write.
-
-    The agent controls the worktree's `.git` file and, from inside its sandbox, could point it at
-    a config of its own (`core.fsmonitor` runs a command). So the git dirs come from the host's
-    registration, never from that file, and the commands take no optional locks so they do not
-    fight the agent's own git over `index.lock`.
-    """
-    root = resolved(repo_root)
-    common = git_common_dir(root)
-    admin = admin_dir(root, worktree_path)
-    env = {
-        "GIT_DIR": str(admin),
-        "GIT_COMMON_DIR": str(common),
-        "GIT_WORK_TREE": str(worktree_path.resolve()),
-        "GIT_OPTIONAL_LOCKS": "0",
-    }
-    return run_git(
-        worktree_path,
-        *args,
-        config=("core.fsmonitor=false", f"core.hooksPath={os.devnull}"),
-        env=env,
-    )
-
-
-def admin_dir(repo_root: Path | str, worktree: Worktree | Path) -> Path:
-    """`.git/worktrees/<name>`, the host's record of a worktree, found from the host's side.
-
-    git names the record after the folder, with a number added on a clash, so it is looked up
-    by the `gitdir` file inside it rather than guessed or read from the worktree's `.git` file.
-    """
-    root = resolved(repo_root)
-    path = (worktree.path if isinstance(worktree, Worktree) else worktree).resolve()
-    records = git_common_dir(root) / "worktrees"
-    for record in sorted(records.iterdir()) if records.is_dir() else ():
-        gitdir = record / "gitdir"
-        # Relative when git is set to write relative worktree paths (2.48+): from the record.
-        if gitdir.is_file() and (record / gitdir.read_text().strip()).resolve() == path / ".git":
-            return record
-    raise GitError(f"{path} is not a registered worktree of {root}")

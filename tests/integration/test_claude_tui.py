@@ -28,11 +28,11 @@ from docker.models.containers import Container
 from supervisor.claude import sandbox_extras
 from supervisor.config import Settings
 from supervisor.docker_engine import docker_client
-from supervisor.git_mounts import Mount, chown_for_sandbox
-from supervisor.git_run import git_common_dir
 from supervisor.images import build_sandbox_image
+from supervisor.mounts import Mount
 from supervisor.sandbox_spec import SandboxSpec
 from supervisor.sandbox_tokens import write_token_file
+from supervisor.sandbox_user import sandbox_owner
 from supervisor.sandboxes import SandboxBackend, build_spec
 from supervisor.testing import model_server
 from supervisor.testing.model_server import gateway_token, last_user_text
@@ -183,10 +183,7 @@ def claude() -> Iterator[Claude]:
             tmpfs_mb=128,
         )
         repo = make_repo(tmp / project, "# A spec\n")
-        worktree = ensure_worktree(repo, ROLE, "main").path
-        uid, gid = settings.sandbox_ids()
-        if os.getuid() == 0:
-            chown_for_sandbox([worktree, git_common_dir(repo)], uid, gid)
+        worktree = ensure_worktree(repo, ROLE, "main", owner=sandbox_owner(settings)).path
         server.ensure_project(project, str(repo))
         agent = server.client.post(
             "/v1/agents", {"project": project, "role": ROLE, "profile": "claude"}

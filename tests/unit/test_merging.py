@@ -270,6 +270,7 @@ def test_sync_report_counts_commits_uncommitted_files_and_the_last_commit(
     worktree = ensure_worktree(repo, "dev", "agent/clean")
     monkeypatch.setenv("GIT_COMMITTER_DATE", "1700000000 +0000")
     commit_file(worktree.path, "more.txt", "more\n", "more agent work")
+    sh(worktree.path, "push", "--quiet", f"file://{repo}", "agent/dev")  # as the channel does
     (worktree.path / "clean.txt").write_text("changed\n")
     (worktree.path / "new1.txt").write_text("1\n")
     (worktree.path / "sub").mkdir()
@@ -293,6 +294,9 @@ def test_sync_report_says_what_it_cannot_tell(repo: Path) -> None:
     rows = sync_report(repo, "main", [gone, switched])
 
     assert rows[0].uncommitted is None and "is missing" in (rows[0].problem or "")
-    assert rows[1].ahead is None and rows[1].uncommitted == 0
-    assert "agent/switched does not exist" in (rows[1].problem or "")
+    # What the project has of the branch counts: deleting it in the clone changes nothing there.
+    assert rows[1].ahead == 0 and rows[1].uncommitted == 0
     assert "has side checked out" in (rows[1].problem or "")
+    sh(repo, "branch", "--quiet", "-D", "agent/switched")
+    [row] = sync_report(repo, "main", [switched])
+    assert row.ahead is None and "agent/switched does not exist" in (row.problem or "")

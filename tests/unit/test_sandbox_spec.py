@@ -13,8 +13,8 @@ import pytest
 from supervisor.config import Settings
 from supervisor.docker_engine import docker_client
 from supervisor.errors import EngineUnavailable, SandboxError
-from supervisor.git_mounts import Mount
 from supervisor.git_run import git_common_dir
+from supervisor.mounts import Mount
 from supervisor.sandbox_spec import (
     LABEL_CONFIG,
     SandboxSpec,
@@ -24,7 +24,7 @@ from supervisor.sandbox_spec import (
 )
 from supervisor.sandbox_status import cpu_percent, health_of, memory_mb, parse_docker_time
 from supervisor.sandbox_tokens import write_token_file
-from supervisor.worktrees import admin_dir, ensure_worktree
+from supervisor.worktrees import ensure_worktree
 
 PROJECT, ROLE = "shop", "developer"
 
@@ -107,22 +107,15 @@ def test_spec_names_labels_and_contract_environment(settings, repo, worktree, to
     assert "AGENTVISOR_AGENT_COMMAND" not in spec.env
 
 
-def test_spec_mounts_in_order_with_git_protected(settings, repo, worktree, token):
+def test_spec_mounts_the_agents_own_clone_and_nothing_of_the_projects_git(
+    settings, repo, worktree, token
+):
     spec = spec_for(settings, repo, worktree, token)
     common = git_common_dir(repo)
-    admin = admin_dir(repo, worktree)
 
+    assert not any(Path(m.source).is_relative_to(common) for m in spec.mounts if m.kind == "bind")
     assert [(m.kind, m.source, m.target, m.read_only) for m in spec.mounts] == [
         ("bind", str(worktree), "/workspace", False),
-        ("bind", str(worktree), str(worktree), False),
-        ("bind", str(common), str(common), False),
-        ("bind", str(common / "worktrees"), str(common / "worktrees"), True),
-        ("bind", str(admin), str(admin), False),
-        ("bind", str(admin / "gitdir"), str(admin / "gitdir"), True),
-        ("bind", str(admin / "commondir"), str(admin / "commondir"), True),
-        ("bind", str(admin / "config.worktree"), str(admin / "config.worktree"), True),
-        ("bind", str(common / "config"), str(common / "config"), True),
-        ("bind", str(common / "hooks"), str(common / "hooks"), True),
         ("bind", str(settings.socket_dir.resolve()), "/run/agentvisor/sock", False),
         ("bind", str(token.resolve()), "/run/agentvisor/token", True),
         ("volume", "agentvisor-home-shop-developer", "/home/agent", False),

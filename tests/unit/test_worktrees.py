@@ -1,4 +1,4 @@
-"""Project discovery, agent worktrees and sandbox git mounts, on real throwaway repositories."""
+"""Project discovery and the agents' own repositories, on real throwaway repositories."""
 
 from __future__ import annotations
 
@@ -12,13 +12,11 @@ import git
 import pytest
 
 from supervisor.errors import Conflict, GitError, InvalidInput, SpecError
-from supervisor.git_mounts import Mount, chown_for_sandbox, git_mounts
-from supervisor.git_run import git_common_dir
 from supervisor.merging import sync_report
 from supervisor.project_repo import create_new_project, find_project, project_slug, start_branch
 from supervisor.worktrees import (
+    CHANNEL_REMOTE_URL,
     Worktree,
-    admin_dir,
     ensure_worktree,
     list_worktrees,
     remove_worktree,
@@ -263,6 +261,43 @@ def test_ensure_worktree_makes_a_sibling_folder_on_a_new_branch_from_the_start_b
     assert sh(worktree.path, "branch", "--show-current") == "agent/backend"
 
 
+def test_an_agents_repository_is_a_clone_of_its_own_that_shares_nothing_with_the_project(
+    repo: Path,
+) -> None:
+    worktree = ensure_worktree(repo, "dev", "main")
+
+    git_dir = worktree.path / ".git"
+    assert git_dir.is_dir() and not git_dir.is_symlink()
+    assert Path(sh(worktree.path, "rev-parse", "--git-common-dir")) == Path(".git")
+    assert not (git_dir / "objects" / "info" / "alternates").exists()
+    assert not (git_dir / "commondir").exists()
+    project_inodes = {p.stat().st_ino for p in (repo / ".git").rglob("*") if p.is_file()}
+    clone_inodes = {p.stat().st_ino for p in git_dir.rglob("*") if p.is_file()}
+    assert not project_inodes & clone_inodes, "no file is shared (hard links included)"
+    assert sh(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+    assert sh(worktree.path, "remote", "get-url", "origin") == CHANNEL_REMOTE_URL
+    # Only the agent's branch and the start branch came along, nothing else of the project.
+    assert sh(worktree.path, "for-each-ref", "--format=%(refname)").split() == [
+        "refs/heads/agent/dev",
+        "refs/remotes/origin/agent/dev",
+        "refs/remotes/origin/main",
+    ]
+    assert not list((git_dir / "hooks").glob("*")) if (git_dir / "hooks").exists() else True
+
+
+def test_a_clone_does_not_carry_the_operators_other_branches_or_their_objects(repo: Path) -> None:
+    sh(repo, "switch", "--quiet", "-c", "private")
+    secret = commit_file(repo, "secret.txt", "s\n", "operator only")
+    sh(repo, "switch", "--quiet", "main")
+
+    worktree = ensure_worktree(repo, "dev", "main")
+
+    found = subprocess.run(
+        ["git", "cat-file", "-e", secret], cwd=worktree.path, capture_output=True
+    )
+    assert found.returncode != 0
+
+
 def test_ensure_worktree_a_second_time_returns_the_existing_one(repo: Path) -> None:
     first = ensure_worktree(repo, "dev", "main")
     (first.path / "scratch.txt").write_text("work in progress\n")
@@ -285,19 +320,30 @@ def test_ensure_worktree_reuses_an_existing_branch_without_resetting_it(repo: Pa
 
     assert worktree.created
     assert sh(repo, "rev-parse", "agent/dev") == ahead
+    assert sh(worktree.path, "rev-parse", "HEAD") == ahead
 
 
 def test_ensure_worktree_refuses_a_folder_that_is_not_a_worktree(repo: Path) -> None:
     stray = repo.parent / "proj-worktrees" / "dev"
     stray.mkdir(parents=True)
 
-    with pytest.raises(GitError, match="exists but is not a worktree"):
+    with pytest.raises(GitError, match="exists but is not an agent's repository"):
         ensure_worktree(repo, "dev", "main")
 
 
-def test_ensure_worktree_makes_again_a_worktree_whose_folder_was_deleted(repo: Path) -> None:
+def test_ensure_worktree_refuses_an_old_layout_worktree_and_says_to_migrate(repo: Path) -> None:
+    old = repo.parent / "proj-worktrees" / "dev"
+    old.parent.mkdir()
+    sh(repo, "worktree", "add", "--quiet", "-b", "agent/dev", str(old))
+
+    with pytest.raises(Conflict, match="agentvisor migrate"):
+        ensure_worktree(repo, "dev", "main")
+
+
+def test_ensure_worktree_makes_again_a_clone_whose_folder_was_deleted(repo: Path) -> None:
     first = ensure_worktree(repo, "dev", "main")
     commit_file(first.path, "kept.txt", "k\n", "committed work")
+    sh(first.path, "push", "--quiet", f"file://{repo}", "agent/dev")  # as the channel would
     shutil.rmtree(first.path)
 
     again = ensure_worktree(repo, "dev", "main")
@@ -317,27 +363,24 @@ def test_ensure_worktree_refuses_a_missing_start_branch(repo: Path) -> None:
         ensure_worktree(repo, "dev", "nope")
 
 
-def test_a_commit_in_a_worktree_lands_on_its_branch_as_seen_from_the_main_repository(
+def test_a_commit_in_an_agents_clone_does_not_touch_the_project_until_published(
     repo: Path,
 ) -> None:
     worktree = ensure_worktree(repo, "dev", "main")
+    before = sh(repo, "rev-parse", "agent/dev")
 
-    commit = commit_file(worktree.path, "feature.py", "print(1)\n", "add feature")
+    commit_file(worktree.path, "feature.py", "print(1)\n", "add feature")
 
-    assert sh(repo, "rev-parse", "agent/dev") == commit
-    assert sh(repo, "show", "agent/dev:feature.py") == "print(1)"
+    assert sh(repo, "rev-parse", "agent/dev") == before
     assert sh(repo, "branch", "--show-current") == "main"
     assert not (repo / "feature.py").exists()
 
 
-def test_git_worktree_list_and_list_worktrees_show_the_agents(repo: Path) -> None:
+def test_list_worktrees_shows_the_agents_clones(repo: Path) -> None:
     ensure_worktree(repo, "qa", "main")
     ensure_worktree(repo, "dev", "main")
+    (worktrees_dir(repo) / "notes").mkdir()  # not a repository: not an agent
 
-    listed = sh(repo, "worktree", "list", "--porcelain")
-
-    assert f"worktree {repo.parent}/proj-worktrees/dev\n" in listed
-    assert "branch refs/heads/agent/qa" in listed
     assert [(w.role, w.branch) for w in list_worktrees(repo)] == [
         ("dev", "agent/dev"),
         ("qa", "agent/qa"),
@@ -358,11 +401,13 @@ def test_remove_worktree_refuses_uncommitted_work_unless_forced(repo: Path) -> N
     assert not worktrees_dir(repo).exists()
 
 
-def test_remove_worktree_deletes_the_branch_when_asked_and_is_idempotent(repo: Path) -> None:
+def test_remove_worktree_refuses_commits_that_did_not_reach_the_project(repo: Path) -> None:
     worktree = ensure_worktree(repo, "dev", "main")
-    commit_file(worktree.path, "f.txt", "f\n", "unmerged work")
+    commit_file(worktree.path, "f.txt", "f\n", "unpublished work")
 
-    assert remove_worktree(repo, "dev", delete_branch=True)
+    with pytest.raises(Conflict, match="did not reach the project"):
+        remove_worktree(repo, "dev")
+    assert remove_worktree(repo, "dev", delete_branch=True, force=True)
     assert not remove_worktree(repo, "dev", delete_branch=True)
 
     assert sh(repo, "branch", "--list", "agent/dev") == ""
@@ -377,175 +422,65 @@ def test_remove_worktree_leaves_a_folder_it_does_not_own_alone(repo: Path) -> No
     assert stray.exists()
 
 
-def test_host_side_status_ignores_a_git_file_the_agent_redirected(
+def _plant_everything(clone: Path, marker: Path) -> None:
+    """What an agent can do to its own clone: git settings that run a command (included
+    config too), hooks, attributes with a filter driver."""
+    script = clone.parent / "evil.sh"
+    script.write_text(f"#!/bin/sh\ntouch {marker}\ncat\n")
+    script.chmod(0o755)
+    git_dir = clone / ".git"
+    with (git_dir / "config").open("a") as config:
+        config.write(
+            f"[core]\n\tfsmonitor = {script}\n\thooksPath = {clone.parent}\n"
+            f"\tsshCommand = {script}\n[diff]\n\texternal = {script}\n"
+            f'[filter "x"]\n\tclean = {script}\n\tsmudge = {script}\n'
+            f"[include]\n\tpath = {clone.parent / 'more.config'}\n"
+        )
+    (clone.parent / "more.config").write_text(f"[core]\n\tfsmonitor = {script}\n")
+    (git_dir / "info").mkdir(exist_ok=True)
+    (git_dir / "info" / "attributes").write_text("* filter=x diff=x\n")
+    (clone / ".gitattributes").write_text("* filter=x\n")
+    (git_dir / "hooks").mkdir(exist_ok=True)
+    for hook in (
+        "post-checkout",
+        "post-merge",
+        "pre-commit",
+        "fsmonitor-watchman",
+        "post-index-change",
+    ):
+        (git_dir / "hooks" / hook).write_text(f"#!/bin/sh\ntouch {marker}\n")
+        (git_dir / "hooks" / hook).chmod(0o755)
+
+
+def test_host_side_status_and_sync_never_run_what_the_agent_planted_in_its_clone(
     repo: Path, tmp_path: Path
 ) -> None:
     worktree = ensure_worktree(repo, "dev", "main")
     marker = tmp_path / "host-ran-agent-command"
-    evil = _redirect_git_file_to_hostile_config(repo, worktree.path, tmp_path / "evil", marker)
-
-    plain = subprocess.run(["git", "status"], cwd=worktree.path, capture_output=True)
-    assert plain.returncode == 0 and marker.exists(), "the hostile config is not effective"
-    marker.unlink()
-
     (worktree.path / "new.txt").write_text("n\n")
-    assert uncommitted_paths(repo, worktree.path) == ["? new.txt"]
-    assert sync_report(repo, "main", [worktree])[0].untracked == 1
+    (worktree.path / "README.md").write_text("changed\n")
+    _plant_everything(worktree.path, marker)
+
+    lines = uncommitted_paths(repo, worktree.path)
+    row = sync_report(repo, "main", [worktree])[0]
+
     assert not marker.exists()
-    assert evil.is_dir()
-
-
-def _redirect_git_file_to_hostile_config(
-    repo: Path, worktree: Path, evil: Path, marker: Path
-) -> Path:
-    """What an agent could do from its sandbox: point `.git` at a repository it controls."""
-    shutil.copytree(admin_dir(repo, worktree), evil)
-    common = evil / "common"
-    shutil.copytree(git_common_dir(repo), common, symlinks=True)
-    (evil / "commondir").write_text(f"{common}\n")
-    script = evil / "fsmonitor.sh"
-    script.write_text(f"#!/bin/sh\ntouch {marker}\nexit 1\n")
-    script.chmod(0o755)
-    with (common / "config").open("a") as config:
-        config.write(f"[core]\n\tfsmonitor = {script}\n")
-    (worktree / ".git").write_text(f"gitdir: {evil}\n")
-    return evil
-
-
-# --- sandbox mounts ----------------------------------------------------------------------------
-
-
-def test_git_mounts_layer_the_git_dir_writable_with_read_only_records_config_and_hooks(
-    repo: Path,
-) -> None:
-    worktree = ensure_worktree(repo, "dev", "main")
-    dot_git = repo / ".git"
-    admin = dot_git / "worktrees" / "dev"
-
-    mounts = git_mounts(repo, worktree)
-
-    assert [(m.source, m.read_only) for m in mounts] == [
-        (dot_git, False),
-        (dot_git / "worktrees", True),
-        (admin, False),
-        (admin / "gitdir", True),
-        (admin / "commondir", True),
-        (admin / "config.worktree", True),
-        (dot_git / "config", True),
-        (dot_git / "hooks", True),
-    ]
-    assert all(m.source == m.target and m.source.exists() for m in mounts)
-    assert (worktree.path / ".git").read_text().strip() == f"gitdir: {admin}"
-
-
-def test_git_mounts_find_the_record_when_git_numbered_its_name(repo: Path, tmp_path: Path) -> None:
-    sh(repo, "worktree", "add", "--quiet", str(tmp_path / "mine" / "dev"), "-b", "mine")
-    worktree = ensure_worktree(repo, "dev", "main")
-
-    mounts = git_mounts(repo, worktree)
-
-    assert mounts[2].source == repo / ".git" / "worktrees" / "dev1"
-
-
-def _can_unshare_mounts() -> bool:
-    if shutil.which("unshare") is None:
-        return False
-    return subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode == 0
-
-
-@pytest.mark.skipif(not _can_unshare_mounts(), reason="needs unshare -m (root or user namespaces)")
-def test_git_mounts_are_enough_to_commit_and_keep_the_host_records_config_and_hooks_safe(
-    repo: Path, tmp_path: Path
-) -> None:
-    other = ensure_worktree(repo, "other", "main")
-    worktree = ensure_worktree(repo, "dev", "main")
-    mounts = git_mounts(repo, worktree)
-    probes = _run_in_mount_namespace(repo, worktree, mounts, tmp_path)
-
-    assert probes == {
-        "commit": "ok",
-        "branch": "ok",
-        "stash": "ok",
-        "write hook": "denied",
-        "write config": "denied",
-        "git config": "denied",
-        "remove other record": "denied",
-        "prune": "denied",
-        "redirect commondir": "denied",
-        "main work tree": "hidden",
-    }
-    assert sh(repo, "log", "-1", "--format=%s", "agent/dev") == "inside the sandbox"
-    assert (repo / ".git" / "worktrees" / admin_dir(repo, other).name).is_dir()
-    assert not (repo / ".git" / "hooks" / "post-checkout").exists()
-
-
-def _run_in_mount_namespace(
-    repo: Path, worktree: Worktree, mounts: list[Mount], tmp_path: Path
-) -> dict[str, str]:
-    """Apply the mounts as a sandbox would, with the main work tree hidden, and probe git."""
-    stage = tmp_path / "stage"
-    stage.mkdir()
-    layers = "\n".join(
-        f"{str(m.source).replace(str(repo), str(stage), 1)}\t{m.target}\t"
-        f"{'ro' if m.read_only else 'rw'}"
-        for m in mounts
-    )
-    (tmp_path / "mounts.tsv").write_text(layers + "\n")
-    admin = mounts[2].target
-    other = next(p for p in (repo / ".git" / "worktrees").iterdir() if p != admin)
-    script = tmp_path / "sandbox.sh"
-    script.write_text(
-        f"""set -u
-mount --bind {repo} {stage}
-mount -t tmpfs tmpfs {repo}
-mkdir {repo}/.git
-while IFS='\t' read -r src tgt mode; do
-  mount --bind "$src" "$tgt" || exit 90
-  if [ "$mode" = ro ]; then mount -o remount,bind,ro "$tgt" || exit 91; fi
-done < {tmp_path}/mounts.tsv
-cd {worktree.path}
-probe() {{ name=$1; shift; if "$@" >/dev/null 2>&1; then echo "$name=ok"; \
-else echo "$name=denied"; fi; }}
-echo change > sandbox.txt && git add sandbox.txt
-probe commit git commit --quiet -m "inside the sandbox"
-probe branch git branch agent-side-branch
-echo wip > wip.txt && git add wip.txt
-probe stash sh -c 'git stash --quiet && git stash pop --quiet && git reset --quiet'
-probe "write hook" sh -c 'echo evil > {repo}/.git/hooks/post-checkout'
-probe "write config" sh -c 'echo evil >> {repo}/.git/config'
-probe "git config" git config core.hooksPath /tmp
-probe "remove other record" rm -rf {other}
-probe prune sh -c 'rm -f {other}/gitdir && git worktree prune && test ! -e {other}'
-probe "redirect commondir" sh -c 'echo /tmp > {admin}/commondir'
-if [ -e {repo}/README.md ]; then echo "main work tree=visible"; \
-else echo "main work tree=hidden"; fi
-"""
-    )
-    run = subprocess.run(
-        ["unshare", "-m", "--propagation", "private", "sh", str(script)],
-        capture_output=True,
-        text=True,
-        env=os.environ,
-    )
-    assert run.returncode == 0, run.stderr
-    return dict(line.split("=", 1) for line in run.stdout.splitlines())
-
-
-# --- ownership for sandboxes -------------------------------------------------------------------
+    assert "? new.txt" in lines and any(line.endswith(" README.md") for line in lines)
+    assert (row.untracked, row.modified) == (2, 1)  # new.txt and .gitattributes; README.md
+    assert row.checked_out == "agent/dev"
+    # The planted settings do work for git run the ordinary way (here the agent's own).
+    subprocess.run(["git", "status"], cwd=worktree.path, capture_output=True)
+    assert marker.exists(), "the planted config is not effective: the test proves nothing"
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
-def test_host_git_still_works_after_handing_the_git_dir_to_the_sandbox_uid(repo: Path) -> None:
-    worktree = ensure_worktree(repo, "dev", "main")
-    commit_file(worktree.path, "a.txt", "a\n", "agent work")
-    (worktree.path / "dirty.txt").write_text("d\n")
+def test_only_the_agents_clone_is_handed_to_the_sandbox_uid(repo: Path) -> None:
+    owner = (repo / ".git").stat().st_uid
 
-    chown_for_sandbox([worktree.path, git_common_dir(repo)], 1000, 1000)
+    worktree = ensure_worktree(repo, "dev", "main", owner=(64100, 64100))
 
-    assert (repo / ".git" / "HEAD").stat().st_uid == 1000
-    assert (worktree.path / "a.txt").stat().st_uid == 1000
+    assert {p.lstat().st_uid for p in [worktree.path, *worktree.path.rglob("*")]} == {64100}
+    assert {p.lstat().st_uid for p in [repo, *repo.rglob("*")]} == {owner}
     assert [w.role for w in list_worktrees(repo)] == ["dev"]
-    row = sync_report(repo, "main", [worktree])[0]
-    assert (row.ahead, row.untracked) == (1, 1)
-    assert ensure_worktree(repo, "qa", "main").created
-    assert start_branch(repo) == "main"
+    assert uncommitted_paths(repo, worktree.path) == []
+    assert ensure_worktree(repo, "qa", "main", owner=(64100, 64100)).created
