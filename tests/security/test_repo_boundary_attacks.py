@@ -31,13 +31,14 @@ ATTACKER = "developer"
 OTHER = "tester"
 
 
-def _refused(push: dict, rule: str) -> str | None:
-    """Why `push` (one entry of an attack's report) is not a refusal naming `rule`."""
+def _refused(push: dict, *rules: str) -> str | None:
+    """Why `push` (one entry of an attack's report) is not a refusal naming one of `rules`."""
     if push["status"] is None:
         return f"{push['refspecs']}: the agent has no remote to publish through"
     output = push["output"]
-    if push["status"] == 0 or "remote rejected" not in output or rule not in output:
-        return f"{push['refspecs']}: not refused with the rule {rule}: {output.strip()}"
+    named = any(f"(rule {rule})" in output for rule in rules)
+    if push["status"] == 0 or "[remote rejected]" not in output or not named:
+        return f"{push['refspecs']}: not refused with the rule {'/'.join(rules)}: {output.strip()}"
     return None
 
 
@@ -169,7 +170,9 @@ def test_deletion_of_a_ref_is_refused(team: Team, before: Snapshot, target: str)
     ref = DELETED_REFS[target](team)
     report = team.attack(ATTACKER, "update_ref", ref=ref, delete=True)
     assert team.ref(ref) == before.refs[ref], f"{ref} was deleted in the project"
-    assert not (why := _refused(report["pushes"][0], "own-branch-only")), why
+    # Its own branch: a rule of its own for deleting it (the others are not its own at all).
+    rules = ("no-branch-deletion",) if target == "own-branch" else ("own-branch-only",)
+    assert not (why := _refused(report["pushes"][0], *rules)), why
     team.assert_untouched(before, ATTACKER)
 
 
@@ -197,7 +200,7 @@ def test_force_push_of_own_branch_is_allowed_and_recorded_by_default(team: Team,
     assert team.wait_published(ATTACKER, rewritten), report
     with ApiClient(team.settings) as client:
         events = client.get("/v1/events", project=team.project, limit=1000)
-    updates = [e["data"] for e in events if e["kind"] == "branch_updated"]
+    updates = [e["data"] for e in events if e["kind"] in ("git.branch_updated", "branch_updated")]
     forced = [u for u in updates if u.get("new") == rewritten and u.get("forced") is True]
     assert forced, f"no branch_updated event with forced true for {rewritten}: {updates[:5]}"
     assert forced[0]["old"] == first
