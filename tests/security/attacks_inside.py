@@ -506,11 +506,41 @@ def attack_undo_dot_git_redirect(p: dict[str, Any]) -> None:
         os.rename(evil, dot_git)
 
 
+def attack_fifos(p: dict[str, Any]) -> None:
+    """FIFOs where git reads a file of the agent's repository: whoever opens one waits for
+    ever (a DoS on host commands that read the clone)."""
+    git_dir = git("rev-parse", "--absolute-git-dir")
+    for name in ("objects/info/alternates", "info/attributes", "info/exclude", "shallow"):
+        path = os.path.join(git_dir, name)
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(path, path + ".evil-saved")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.mkfifo(path)
+        report["written"].append(f"fifo {path}")
+    os.mkfifo(os.path.join(WORKSPACE, "untracked-fifo"))
+
+
+def attack_undo_fifos(p: dict[str, Any]) -> None:
+    git_dir = git("rev-parse", "--absolute-git-dir")
+    fifos = ["objects/info/alternates", "info/attributes", "info/exclude", "shallow"]
+    for path in [os.path.join(git_dir, name) for name in fifos]:
+        with contextlib.suppress(OSError):  # release whoever waits on it (the shim's git)
+            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(path + ".evil-saved", path)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(WORKSPACE, "untracked-fifo"))
+
+
 def attack_force_push(p: dict[str, Any]) -> None:
     """Rewrite the agent's own published branch: drop its last commit, commit another one and
     force-push it."""
     branch = git("branch", "--show-current")
-    run("git", "reset", "--quiet", "--hard", "HEAD~1")
+    done = run("git", "reset", "--quiet", "--hard", "HEAD~1")
+    if done.returncode != 0:
+        report["notes"].append(f"reset failed: {done.stderr}")
     commit("work/rewritten.txt", "rewritten\n", "rewritten history")
     push(f"HEAD:refs/heads/{branch}", force=True)
 

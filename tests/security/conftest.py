@@ -78,13 +78,18 @@ class Team:
         return docker.from_env().containers.get(f"agentvisor-{self.project}-{role}")
 
     def exec(
-        self, role: str, *argv: str, env: dict[str, str] | None = None
+        self, role: str, *argv: str, env: dict[str, str] | None = None, timeout_s: int = 60
     ) -> tuple[int, str, str]:
-        """Run `argv` in the sandbox of `role` as its own user, in /workspace."""
+        """Run `argv` in the sandbox of `role` as its own user, in /workspace (killed after
+        `timeout_s`: status 124)."""
         container = self.container(role)
         user = container.attrs["Config"].get("User") or None
         result = container.exec_run(
-            list(argv), user=user or "", workdir="/workspace", environment=env, demux=True
+            ["timeout", "-s", "KILL", str(timeout_s), *argv],
+            user=user or "",
+            workdir="/workspace",
+            environment=env,
+            demux=True,
         )
         out, err = result.output
         return (
@@ -143,7 +148,13 @@ class Team:
         """`agentvisor --state STATE ARGS`, run by the operator from the project folder."""
         return self.clis(args)[0]
 
-    def clis(self, *commands: tuple[str, ...]) -> list[subprocess.CompletedProcess[str]]:
+    def cli_within(self, timeout_s: float, *args: str) -> subprocess.CompletedProcess[str]:
+        """`cli`, killed (subprocess.TimeoutExpired) after `timeout_s`."""
+        return self.clis(args, timeout_s=timeout_s)[0]
+
+    def clis(
+        self, *commands: tuple[str, ...], timeout_s: float = 180
+    ) -> list[subprocess.CompletedProcess[str]]:
         """Several `agentvisor` commands at once, each its own process."""
         base = [sys.executable, "-m", "supervisor", "--state", str(self.settings.state_dir)]
         running = [
@@ -162,7 +173,13 @@ class Team:
         ]
         done = []
         for args, process in running:
-            out, err = process.communicate(timeout=180)
+            try:
+                out, err = process.communicate(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                for _, other in running:
+                    other.kill()
+                    other.communicate()
+                raise
             done.append(subprocess.CompletedProcess([*base, *args], process.returncode, out, err))
         return done
 
@@ -199,6 +216,7 @@ class Team:
             ("agentvisor merge", lambda: self.cli("merge", "--json")),
             ("git status", lambda: self.git("status")),
             ("git log -p", lambda: self.git("log", "--all", "-p", "--max-count=30")),
+            ("git log --graph", lambda: self.git("log", "--graph", "--oneline", "--all", "-n40")),
             ("git diff", lambda: self.git("diff", self.start, f"refs/heads/agent/{attacker}")),
             ("git fetch", lambda: self.git("fetch", "--all")),
             # The operator trusts the agent's folder, as git's "dubious ownership" advises.

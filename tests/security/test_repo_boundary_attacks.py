@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import subprocess
 import time
 from pathlib import Path
 
@@ -36,7 +37,7 @@ def _refused(push: dict, *rules: str) -> str | None:
     if push["status"] is None:
         return f"{push['refspecs']}: the agent has no remote to publish through"
     output = push["output"]
-    named = any(f"(rule {rule})" in output for rule in rules)
+    named = any(f"(rule {rule}" in output for rule in rules)
     if push["status"] == 0 or "[remote rejected]" not in output or not named:
         return f"{push['refspecs']}: not refused with the rule {'/'.join(rules)}: {output.strip()}"
     return None
@@ -159,8 +160,7 @@ DELETED_REFS = {
 def test_update_ref_and_push_of_a_ref_not_its_own(team: Team, before: Snapshot, target: str):
     ref = FOREIGN_REFS[target](team)
     report = team.attack(ATTACKER, "update_ref", ref=ref)
-    moved = team.changed_refs(before, ATTACKER)
-    assert ref not in moved, f"{ref} moved in the project: {moved[ref]}"
+    assert team.ref(ref) == before.refs.get(ref), f"{ref} moved in the project"
     assert not (why := _refused(report["pushes"][0], "own-branch-only")), why
     team.assert_untouched(before, ATTACKER)
 
@@ -168,7 +168,11 @@ def test_update_ref_and_push_of_a_ref_not_its_own(team: Team, before: Snapshot, 
 @pytest.mark.parametrize("target", DELETED_REFS)
 def test_deletion_of_a_ref_is_refused(team: Team, before: Snapshot, target: str):
     ref = DELETED_REFS[target](team)
-    report = team.attack(ATTACKER, "update_ref", ref=ref, delete=True)
+    start_point = team.inside_head(ATTACKER)
+    try:
+        report = team.attack(ATTACKER, "update_ref", ref=ref, delete=True)
+    finally:  # the agent's own repository gets its branch back
+        team.inside_git(ATTACKER, "update-ref", f"refs/heads/agent/{ATTACKER}", start_point)
     assert team.ref(ref) == before.refs[ref], f"{ref} was deleted in the project"
     # Its own branch: a rule of its own for deleting it (the others are not its own at all).
     rules = ("no-branch-deletion",) if target == "own-branch" else ("own-branch-only",)
@@ -197,13 +201,15 @@ def test_force_push_of_own_branch_is_allowed_and_recorded_by_default(team: Team,
     assert team.wait_published(ATTACKER, first)
     report = team.attack(ATTACKER, "force_push")
     rewritten = report["head"]
+    assert team.inside_git(ATTACKER, "merge-base", "--is-ancestor", first, rewritten)[0] == 1
     assert team.wait_published(ATTACKER, rewritten), report
     with ApiClient(team.settings) as client:
         events = client.get("/v1/events", project=team.project, limit=1000)
     updates = [e["data"] for e in events if e["kind"] in ("git.branch_updated", "branch_updated")]
-    forced = [u for u in updates if u.get("new") == rewritten and u.get("forced") is True]
-    assert forced, f"no branch_updated event with forced true for {rewritten}: {updates[:5]}"
-    assert forced[0]["old"] == first
+    # The shim publishes too (its push or the agent's may lose the race for the ref's lock),
+    # maybe the reset before the new commit: one forced update drops `first`.
+    forced = [u for u in updates if u.get("old") == first and u.get("forced") is True]
+    assert forced, f"no branch_updated event with forced true from {first}: {updates[:5]}"
     assert forced[0]["role"] == ATTACKER
     assert forced[0]["ref"] == f"refs/heads/agent/{ATTACKER}"
     team.assert_untouched(before, ATTACKER)
@@ -308,6 +314,22 @@ def test_dot_git_of_the_agents_folder_redirected_to_a_git_dir_with_fsmonitor(
         team.attack(ATTACKER, "undo_dot_git_redirect")
 
 
+def test_fifo_in_the_agents_repository_does_not_hang_sync(team: Team, before: Snapshot):
+    """`sync` reads the agent's clone (its uncommitted files): a FIFO where git expects a file
+    must not block the operator's command forever."""
+    try:
+        team.attack(ATTACKER, "fifos")
+        started = time.monotonic()
+        try:
+            synced = team.cli_within(30, "sync", "--json")
+        except subprocess.TimeoutExpired:
+            pytest.fail("agentvisor sync still blocks on the agent's FIFO after 30 s")
+        team.log.append(f"sync: {synced.returncode} in {time.monotonic() - started:.1f} s")
+        team.assert_untouched(before, ATTACKER)
+    finally:
+        team.attack(ATTACKER, "undo_fifos")
+
+
 # --- stopping, resuming and removing the team (last: they change the team) ------------------
 
 PLANTED = ("config_commands", "hooks", "info_attributes", "alternates", "commondir")
@@ -366,6 +388,8 @@ def test_force_push_of_own_branch_is_refused_when_forbidden():
         first = strict.commit(ATTACKER, "before-rewrite")
         assert strict.wait_published(ATTACKER, first)
         report = strict.attack(ATTACKER, "force_push")
+        rewritten = report["head"]
+        assert strict.inside_git(ATTACKER, "merge-base", "--is-ancestor", first, rewritten)[0] == 1
         assert not (why := _refused(report["pushes"][0], "fast-forward-only")), why
         # Neither that push nor the shim's own publishing may rewrite the branch.
         deadline = time.monotonic() + 3
