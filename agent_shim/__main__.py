@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from agent_shim import claude_setup
+from agent_shim.channel import Relay
 from agent_shim.client import ApiClient
 from agent_shim.config import ConfigError, ShimConfig
+from agent_shim.git_publish import GitBranch, Publisher
 from agent_shim.journal import DeliveryJournal
 from agent_shim.profiles import ProfileError
 from agent_shim.receipts import Receipts
@@ -86,7 +89,47 @@ def main() -> int:
         config.tmux_socket or "default socket",
         config.socket_path,
     )
-    return shim.run()
+    stop = threading.Event()
+    relay = start_channel(config, log, stop)
+    try:
+        return shim.run()
+    finally:
+        stop.set()
+        if relay is not None:
+            relay.stop()
+
+
+def start_channel(config: ShimConfig, log: logging.Logger, stop: threading.Event) -> Relay | None:
+    """The channel to the host (127.0.0.1:PORT relayed to the API socket) and the publisher
+    that pushes the agent's branch over it; neither without a port or a git repository."""
+    if config.channel_port == 0:
+        log.info("channel off (AGENTVISOR_CHANNEL_PORT=0): the branch is not published")
+        return None
+    if not os.path.exists(os.path.join(config.workdir, ".git")):
+        log.info("%s is not a git repository: no channel, nothing to publish", config.workdir)
+        return None
+    relay = Relay(config.socket_path, config.channel_port)
+    relay.start()
+    if not config.role:
+        log.warning("AGENTVISOR_ROLE is not set: the agent's branch is not published")
+        return relay
+    try:
+        branch = GitBranch(
+            config.workdir,
+            config.role,
+            remote=config.publish_remote,
+            channel_url=f"http://127.0.0.1:{config.channel_port}/",
+            token_file=config.token_file,
+        )
+    except ValueError as error:
+        log.warning("the agent's branch is not published: %s", error)
+        return relay
+    if branch.git_dir is None:
+        log.warning("git does not take %s as a repository: nothing published", config.workdir)
+        return relay
+    relay.wait_bound(2.0)  # the first push finds the channel open
+    Publisher(branch).start(stop)
+    return relay
 
 
 def prepare_claude(config: ShimConfig, log: logging.Logger, resume: bool) -> bool:

@@ -39,6 +39,10 @@ class ShimConfig:
     pane_env: dict[str, str] = field(default_factory=dict)
     # Where `agent hook` leaves its receipts; not AGENTVISOR_SHIM_*: the pane needs it too.
     hook_receipts_path: Path = Path(DEFAULT_RECEIPTS)
+    # The channel to the host (git today): a loopback port relayed to the API socket; 0: off.
+    channel_port: int = 7399
+    role: str | None = None  # AGENTVISOR_ROLE: whose branch `agent/<role>` is published
+    publish_remote: str = "origin"  # TEST ONLY: a remote name or URL to publish to
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ShimConfig:
@@ -68,6 +72,9 @@ class ShimConfig:
             crash_after_type=env.get("AGENTVISOR_SHIM_CRASH_AFTER_TYPE") or None,
             pane_env=pane_env,
             hook_receipts_path=Path(env.get("AGENTVISOR_HOOK_RECEIPTS") or DEFAULT_RECEIPTS),
+            channel_port=_port(env, "AGENTVISOR_CHANNEL_PORT", 7399),
+            role=env.get("AGENTVISOR_ROLE") or None,
+            publish_remote=env.get("AGENTVISOR_SHIM_PUBLISH_REMOTE") or "origin",
         )
 
 
@@ -82,3 +89,12 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     if value < 0:
         raise ConfigError(f"{name} must not be negative")
     return value
+
+
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if not raw:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > 65535:
+        raise ConfigError(f"{name} must be a TCP port (0 to turn it off), not {raw!r}")
+    return int(raw)

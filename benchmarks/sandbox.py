@@ -136,6 +136,40 @@ class Fleet:
             values.append(sample.memory_mb - agent_kb / 1024)
         return statistics.mean(values) if values else float("nan")
 
+    def publish_latency_ms(self, commits: int = 20) -> list[float]:
+        """An agent's commit (its time taken inside, right after `git commit`) to the commit
+        on `agent/<role>` in the project, published by the shim through the git channel."""
+        import docker
+
+        from supervisor.sandbox_spec import container_name
+
+        role = self.roles[0]
+        container = docker.from_env().containers.get(container_name(self.project, role))
+        ref = self.repo / ".git" / "refs" / "heads" / "agent" / role
+        latencies = []
+        for index in range(commits):
+            code, output = container.exec_run(
+                [
+                    "sh",
+                    "-c",
+                    f"cd /workspace && git commit -q --allow-empty -m 'bench {index}' "
+                    "&& git rev-parse HEAD && date +%s.%N",
+                ]
+            )
+            assert code == 0, output
+            commit, made_at = output.decode().split()
+            seen = wait_until(
+                lambda commit=commit: (
+                    ref.is_file() and ref.read_text().strip() == commit and time.time()
+                ),
+                timeout_s=30,
+                interval_s=0.002,
+                message="the commit on the agent's branch in the project",
+            )
+            latencies.append((float(seen) - float(made_at)) * 1000)
+            time.sleep(random.uniform(0.05, 0.4))  # commits come at any point of the poll
+        return latencies
+
     def close(self) -> None:
         self.backend.remove(self.project, volumes=True)
         self.server.kill()
@@ -187,6 +221,17 @@ def run() -> list[Result]:
                             "same, all 30 due at the same instant (burst)",
                             f"median {statistics.median(burst):.0f} ms, p99 {_p99(burst):.0f} ms",
                             "",
+                        )
+                    )
+                if count == 1:
+                    published = sorted(fleet.publish_latency_ms())
+                    p95 = published[max(0, int(len(published) * 0.95) - 1)]
+                    results.append(
+                        Result(
+                            "agent's commit to visible on its branch in the project",
+                            f"median {statistics.median(published):.0f} ms, p95 {p95:.0f} ms",
+                            "p95 < 1000 ms",
+                            p95 < 1000,
                         )
                     )
                 if count == 10:

@@ -1,6 +1,7 @@
 """Role briefings: the Markdown each agent is given first, filled in from a role template.
 
-A project's `.agentvisor/roles/<role>.md` wins over the packaged `briefings/<role>.md`.
+A project's `.agentvisor/roles/<role>.md`, as committed on its start branch (read by
+`project_files`), wins over the packaged `briefings/<role>.md`.
 """
 
 from __future__ import annotations
@@ -10,9 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
-from pathlib import Path
 
-from supervisor.errors import InvalidInput
 from supervisor.team import GENERIC_BRIEFING, template_role, validate_role_name
 
 PLACEHOLDERS = (
@@ -42,14 +41,17 @@ class BriefingContext:
     spec: str  # the spec's full text
 
 
-def render_briefing(role: str, context: BriefingContext, overrides_dir: Path | None = None) -> str:
+def render_briefing(
+    role: str, context: BriefingContext, overrides: Mapping[str, str] | None = None
+) -> str:
     """The briefing for `role`: header line, then the role's template filled in from `context`.
 
-    Templates are looked up as `overrides_dir/<role>.md`, the packaged `<role>.md`, the same
-    two for a numbered role's base (developer-2 -> developer), then `generic.md`.
+    Templates are looked up as the project's `overrides[role]` ({name: text} of its committed
+    `.agentvisor/roles/<name>.md`), the packaged `<role>.md`, the same two for a numbered role's
+    base (developer-2 -> developer), then `generic.md`.
     """
     validate_role_name(role)
-    template = _template(role, overrides_dir)
+    template = _template(role, overrides or {})
     values = {
         "project": context.project,
         "role": role,
@@ -73,33 +75,22 @@ def substitute(template: str, values: Mapping[str, str]) -> str:
     return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group()), template)
 
 
-def template_source(role: str, overrides_dir: Path | None = None) -> str:
-    """Where `role`'s template comes from: a file path, or `packaged:<name>.md`."""
+def template_source(role: str, overrides: Mapping[str, str] | None = None) -> str:
+    """Where `role`'s template comes from: `project:<name>.md` or `packaged:<name>.md`."""
     validate_role_name(role)
     for name in dict.fromkeys((role, template_role(role), GENERIC_BRIEFING)):
-        if overrides_dir is not None and (overrides_dir / f"{name}.md").is_file():
-            return str(overrides_dir / f"{name}.md")
+        if overrides and name in overrides:
+            return f"project:{name}.md"
         if _packaged(name).is_file():
             return f"packaged:{name}.md"
     raise AssertionError("the packaged generic.md is missing")  # a broken install
 
 
-def _template(role: str, overrides_dir: Path | None) -> str:
-    source = template_source(role, overrides_dir)
-    if source.startswith("packaged:"):
-        return _packaged(source.removeprefix("packaged:").removesuffix(".md")).read_text("utf-8")
-    path = Path(source)
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidInput(
-            f"role template {path} is not valid UTF-8 (byte offset {exc.start}); "
-            "save it as UTF-8 text."
-        ) from None
-    except OSError as exc:
-        raise InvalidInput(
-            f"role template {path} cannot be read ({exc.strerror}); check its permissions."
-        ) from None
+def _template(role: str, overrides: Mapping[str, str]) -> str:
+    source = template_source(role, overrides)
+    kind, _, file = source.partition(":")
+    name = file.removesuffix(".md")
+    return overrides[name] if kind == "project" else _packaged(name).read_text("utf-8")
 
 
 def _packaged(name: str) -> Traversable:

@@ -17,7 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from supervisor.auth import Authenticator, Caller
-from supervisor.errors import AgentvisorError, Forbidden, TooLarge, Unauthorized
+from supervisor.errors import AgentvisorError, Forbidden, InvalidInput, TooLarge, Unauthorized
 from supervisor.git_http import (
     RECEIVE,
     Push,
@@ -28,6 +28,7 @@ from supervisor.git_http import (
     read_push,
     refusal_report,
     run_backend,
+    spool_body,
 )
 from supervisor.git_run import branch_tip, git_common_dir, is_ancestor
 from supervisor.service import Service
@@ -106,22 +107,24 @@ def git_router(service: Service, auth: Authenticator) -> APIRouter:
                 "(setting max_push_mb)"
             )
         encoding = (request.headers.get("content-encoding") or "").lower()
-        if route.service != RECEIVE:
-            if encoding:
-                env["HTTP_CONTENT_ENCODING"] = encoding
-            reply = await run_backend(env, request.stream())
-            return StreamingResponse(reply.body, reply.status, reply.headers)
-        push = await read_push(request.stream(), role, limit, gzipped=encoding == "gzip")
-        if push.problems:
-            await run_in_threadpool(_record_refusal, project, agent, push)
-            return Response(
-                refusal_report(push.updates, push.problems, push.sideband),
-                media_type="application/x-git-receive-pack-result",
-                headers={"Cache-Control": "no-cache"},
-            )
-        root = Path(project["path"])
-        before = await run_in_threadpool(branch_tip, root, f"agent/{role}")
-        reply = await run_backend(env, push.body)
+        if encoding not in ("", "identity", "gzip", "x-gzip"):
+            raise InvalidInput(f"unsupported Content-Encoding {encoding!r}: use gzip or none")
+        spool, size = await spool_body(request.stream(), limit, gzipped="gzip" in encoding)
+        with spool:
+            if route.service != RECEIVE:
+                reply = await run_backend(env, spool, size)
+                return StreamingResponse(reply.body, reply.status, reply.headers)
+            push = read_push(spool, role)
+            if push.problems:
+                await run_in_threadpool(_record_refusal, project, agent, push)
+                return Response(
+                    refusal_report(push.updates, push.problems, push.sideband),
+                    media_type="application/x-git-receive-pack-result",
+                    headers={"Cache-Control": "no-cache"},
+                )
+            root = Path(project["path"])
+            before = await run_in_threadpool(branch_tip, root, f"agent/{role}")
+            reply = await run_backend(env, spool, size)
 
         async def then_record() -> AsyncIterator[bytes]:
             try:

@@ -12,20 +12,26 @@ process handling (`run_backend`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
+import tempfile
 import zlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
-from supervisor.errors import Forbidden, InvalidInput, NotFound
+from supervisor.errors import GitError, InvalidInput, NotFound, TooLarge
 
 UPLOAD, RECEIVE = "git-upload-pack", "git-receive-pack"
 ZERO_OIDS = ("0" * 40, "0" * 64)
 MAX_COMMAND_BYTES = 256 * 1024  # the ref updates at the start of a push
 _REPO_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\.git")
 _OID = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")
+# A ref name as it may reach an event, a metric-free log line or the operator's terminal:
+# printable ASCII only (git's own rules are stricter still; it checks them after us).
+_REF_NAME = re.compile(r"refs/[!-~]{1,250}")
 _PROTOCOL = re.compile(r"version=[0-2](:[a-z0-9=._-]+)*")
 RULE_OWN_BRANCH = "own-branch-only"
 RULE_FAST_FORWARD = "fast-forward-only"
@@ -145,6 +151,8 @@ def ref_updates(lines: list[bytes]) -> list[RefUpdate]:
         parts = line.split(" ")
         if len(parts) != 3 or not (_OID.fullmatch(parts[0]) and _OID.fullmatch(parts[1])):
             raise InvalidInput(f"not a ref update of git's push protocol: {line[:100]!r}")
+        if not _REF_NAME.fullmatch(parts[2]):
+            raise InvalidInput(f"{parts[2][:100]!r} is not a ref name agentvisor accepts")
         updates.append(RefUpdate(*parts))
     return updates
 
@@ -264,48 +272,94 @@ class BackendReply:
     status: int
     headers: dict[str, str]
     body: AsyncIterator[bytes]
-    process: asyncio.subprocess.Process
 
 
-async def run_backend(env: Mapping[str, str], body: AsyncIterator[bytes] | None) -> BackendReply:
-    """Start `git http-backend`, feed it `body`, and return its CGI status and headers with
-    the rest of its output as a stream."""
+async def spool_body(
+    chunks: AsyncIterator[bytes], limit_bytes: int, gzipped: bool
+) -> tuple[BinaryIO, int]:
+    """The whole request body, decompressed, in a temporary file (at its start), with its
+    size; InvalidInput once over `limit_bytes`.
+
+    Read in full before git starts: the server may read the client's messages while it
+    streams the answer, so a body still being read then could lose its end.
+    """
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzipped else None
+    spool = tempfile.TemporaryFile()  # noqa: SIM115 - handed to the caller, who closes it
+    size = 0
+    try:
+        async for chunk in chunks:
+            try:
+                data = inflater.decompress(chunk) if inflater else chunk
+            except zlib.error:
+                raise InvalidInput("the request body is not valid gzip") from None
+            size += len(data)
+            if size > limit_bytes:
+                raise TooLarge(
+                    f"the request is over the {limit_bytes // (1024 * 1024)} MiB limit "
+                    "(setting max_push_mb); push smaller commits"
+                )
+            spool.write(data)
+        if inflater:
+            tail = inflater.flush()
+            size += len(tail)
+            spool.write(tail)
+    except BaseException:
+        spool.close()
+        raise
+    spool.seek(0)
+    return spool, size
+
+
+def read_push(spool: BinaryIO, role: str) -> Push:
+    """A push's ref updates, read from the spooled body before git sees them, judged for
+    `role`; the file is left at its start."""
+    start = spool.read(MAX_COMMAND_BYTES)
+    spool.seek(0)
+    lines, flushed = read_pkt_lines(start)
+    if not flushed:
+        raise InvalidInput("the push names no ref updates (no flush-pkt after the commands)")
+    updates = ref_updates(lines)
+    capabilities = lines[0].split(b"\0", 1)[1].split() if lines and b"\0" in lines[0] else []
+    return Push(updates, check_updates(updates, role), b"side-band-64k" in capabilities)
+
+
+@dataclass
+class Push:
+    """A push's ref updates, read before git sees them, and what is wrong with them."""
+
+    updates: list[RefUpdate]
+    problems: dict[str, str]
+    sideband: bool
+
+
+async def run_backend(
+    env: Mapping[str, str], stdin: BinaryIO | None, length: int = 0
+) -> BackendReply:
+    """Run `git http-backend` on the spooled request body `stdin` and return its CGI status
+    and headers, with the rest of its output as a stream."""
     process = await asyncio.create_subprocess_exec(
         "git",
         "http-backend",
-        env=dict(env),
-        stdin=asyncio.subprocess.PIPE,
+        env={**env, "CONTENT_LENGTH": str(length)} if stdin is not None else dict(env),
+        stdin=stdin if stdin is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         cwd="/",
     )
-    assert process.stdin and process.stdout and process.stderr
-
-    async def feed() -> None:
-        assert process.stdin
-        try:
-            if body is not None:
-                async for chunk in body:
-                    process.stdin.write(chunk)
-                    await process.stdin.drain()
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        except Exception:  # the client went away or the push went over its limit
-            process.kill()
-        finally:
-            process.stdin.close()
-
-    feeder = asyncio.create_task(feed())
+    assert process.stdout and process.stderr
+    errors = asyncio.create_task(process.stderr.read(64 * 1024))
     head = b""
-    while b"\r\n\r\n" not in head and b"\n\n" not in head:
+    while b"\r\n\r\n" not in head and b"\n\n" not in head and len(head) <= 65536:
         chunk = await process.stdout.read(65536)
         if not chunk:
             break
         head += chunk
-        if len(head) > 65536:
-            break
     separator = b"\r\n\r\n" if b"\r\n\r\n" in head else b"\n\n"
     header_text, _, rest = head.partition(separator)
+    if not header_text:
+        await process.wait()
+        error = (await errors).decode("utf-8", "replace").strip()
+        raise GitError(f"git http-backend answered nothing: {error or 'no reason given'}")
     status, headers = 200, {}
     for line in header_text.decode("latin-1").splitlines():
         name, _, value = line.partition(":")
@@ -316,73 +370,16 @@ async def run_backend(env: Mapping[str, str], body: AsyncIterator[bytes] | None)
 
     async def stream() -> AsyncIterator[bytes]:
         assert process.stdout
-        if rest:
-            yield rest
-        while chunk := await process.stdout.read(65536):
-            yield chunk
-        await feeder
-        await process.wait()
+        try:
+            if rest:
+                yield rest
+            while chunk := await process.stdout.read(65536):
+                yield chunk
+        finally:
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+            await process.wait()
+            errors.cancel()
 
-    if not header_text:
-        await feeder
-        error = (await process.stderr.read(4096)).decode("utf-8", "replace").strip()
-        await process.wait()
-        raise Forbidden(f"git http-backend answered nothing: {error or 'no reason given'}")
-    return BackendReply(status, headers, stream(), process)
-
-
-@dataclass
-class Push:
-    """A push's ref updates, read before git sees them, and its whole body as a stream."""
-
-    updates: list[RefUpdate]
-    problems: dict[str, str]
-    sideband: bool
-    body: AsyncIterator[bytes]
-
-
-async def read_push(
-    chunks: AsyncIterator[bytes], role: str, limit_bytes: int, gzipped: bool
-) -> Push:
-    """Read a push's ref updates before git does and judge them for `role`; the body stays a
-    stream (decompressed) that fails once over `limit_bytes`."""
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzipped else None
-    iterator = chunks.__aiter__()
-    seen = 0
-
-    async def plain() -> AsyncIterator[bytes]:
-        nonlocal seen
-        async for chunk in iterator:
-            data = inflater.decompress(chunk) if inflater else chunk
-            seen += len(data)
-            if seen > limit_bytes:
-                raise InvalidInput(
-                    f"the push is over the {limit_bytes // (1024 * 1024)} MiB limit "
-                    "(setting max_push_mb); push smaller commits"
-                )
-            if data:
-                yield data
-        if inflater:
-            tail = inflater.flush()
-            if tail:
-                yield tail
-
-    source = plain()
-    start = b""
-    flushed = False
-    async for data in source:
-        start += data
-        lines, flushed = read_pkt_lines(start)
-        if flushed or len(start) > MAX_COMMAND_BYTES:
-            break
-    if not flushed:
-        raise InvalidInput("the push names no ref updates (no flush-pkt after the commands)")
-    updates = ref_updates(lines)
-    capabilities = lines[0].split(b"\0", 1)[1].split() if lines and b"\0" in lines[0] else []
-
-    async def whole() -> AsyncIterator[bytes]:
-        yield start
-        async for data in source:
-            yield data
-
-    return Push(updates, check_updates(updates, role), b"side-band-64k" in capabilities, whole())
+    return BackendReply(status, headers, stream())

@@ -22,6 +22,7 @@ from supervisor.client import ApiClient
 from supervisor.config import Settings
 from supervisor.errors import AgentvisorError, Conflict, InvalidInput, SandboxError
 from supervisor.layout_migration import MigrationReport
+from supervisor.project_files import committed_role_briefings
 from supervisor.project_repo import (
     NEW_PROJECT_SPEC_NAME,
     create_new_project,
@@ -162,7 +163,7 @@ def up(settings: Settings, options: UpOptions, progress: Progress = lambda _: No
         )
         worktrees = _worktrees(root, team.roles, branch, settings, progress)
         launches = _start_sandboxes(
-            settings, client, backend, name, root, worktrees, profile, image, progress
+            settings, client, backend, name, root, worktrees, profile, image, progress, branch
         )
         message_ids = _brief(settings, client, name, spec, team, worktrees, branch, root, options)
         _schedule_routines(settings, client, name, team, options)
@@ -218,6 +219,7 @@ def _start_sandboxes(
     profile: str,
     image: str,
     progress: Progress,
+    branch: str,
     resume: bool = False,
 ) -> dict[str, str]:
     from supervisor.claude import sandbox_extras
@@ -249,6 +251,7 @@ def _start_sandboxes(
                 extra_env={**extras.env, **_test_clock_env(settings)},
                 credential_mounts=extras.mounts,
                 resume=resume,
+                start_branch=branch,
             )
         )
     progress(f"starting {len(specs)} sandboxes")
@@ -276,7 +279,7 @@ def _brief(
     root: Path,
     options: UpOptions,
 ) -> dict[str, int]:
-    overrides = root / ".agentvisor" / "roles"
+    overrides = committed_role_briefings(root, branch)  # never a checkout's copy
     digest = hashlib.sha1(spec.text.encode("utf-8")).hexdigest()[:12]
     ids = {}
     for role in team.roles:
@@ -289,7 +292,7 @@ def _brief(
             checkin_minutes=options.checkin_minutes or settings.orchestrator_checkin_minutes,
             spec=spec.text,
         )
-        body = render_briefing(role, context, overrides if overrides.is_dir() else None)
+        body = render_briefing(role, context, overrides)
         message = client.post(
             "/v1/messages",
             {
@@ -411,7 +414,17 @@ def resume(
         worktrees = _worktrees(root, roles, branch, settings, progress)
         backend = _backend(settings)
         _start_sandboxes(
-            settings, client, backend, name, root, worktrees, profile, image, progress, resume=True
+            settings,
+            client,
+            backend,
+            name,
+            root,
+            worktrees,
+            profile,
+            image,
+            progress,
+            branch,
+            resume=True,
         )
         report = UpReport(name, root, branch, profile, None)
         report.agents = _rows(client, backend, name, root)

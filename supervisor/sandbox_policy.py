@@ -1,21 +1,24 @@
 """The rules that keep a sandbox locked down, whoever asks for more: which mounts, variables and
-limits a caller or a project's own `.agentvisor/sandbox.toml` may add. Pure but for reading paths.
+limits a caller or a project's own `.agentvisor/sandbox.toml` may add. Pure but for reading paths
+(and the project's committed files, through git).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 import stat
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from supervisor.config import Settings
-from supervisor.errors import SandboxError
+from supervisor.errors import InvalidInput, SandboxError
 from supervisor.mounts import Mount
+from supervisor.project_files import committed_sandbox_toml
 
 WORKDIR = "/workspace"
 HOME = "/home/agent"
@@ -68,16 +71,47 @@ PROJECT_RULES = {
     "uts_mode": "no-host-namespaces",
     "cgroupns": "no-host-namespaces",
     "cgroup_parent": "no-host-namespaces",
-    "volumes": "allowed-mounts-only",
-    "binds": "allowed-mounts-only",
-    "volumes_from": "allowed-mounts-only",
+    "mounts": "no-project-mounts",
+    "volumes": "no-project-mounts",
+    "binds": "no-project-mounts",
+    "volumes_from": "no-project-mounts",
     "sysctls": "fixed-kernel-settings",
     "runtime": "fixed-kernel-settings",
     "image": "fixed-image",
     "entrypoint": "fixed-image",
     "command": "fixed-image",
 }
-PROJECT_KEYS = ("env", "mounts", "memory_mb", "cpus", "pids", "tmpfs_mb")
+PROJECT_KEYS = ("env", "memory_mb", "cpus", "pids", "tmpfs_mb")
+# Variables a project may not set, whatever their case, by the rule they would break: they load
+# code into every process, steer the agent's model access, traffic or git, or say who it is.
+PROJECT_ENV_RULES = {
+    "AGENTVISOR_*": "fixed-identity",
+    "DOCKER_*": "fixed-identity",
+    "TMUX*": "fixed-identity",
+    "LD_*": "no-loader-env",
+    "GLIBC_TUNABLES": "no-loader-env",
+    "GCONV_PATH": "no-loader-env",
+    "PATH": "no-startup-code-env",
+    "HOME": "no-startup-code-env",
+    "PYTHON*": "no-startup-code-env",
+    "NODE_OPTIONS": "no-startup-code-env",
+    "BASH_ENV": "no-startup-code-env",
+    "ENV": "no-startup-code-env",
+    "PERL5OPT": "no-startup-code-env",
+    "PERL5LIB": "no-startup-code-env",
+    "RUBYOPT": "no-startup-code-env",
+    "ANTHROPIC_*": "operator-model-access",
+    "CLAUDE_*": "operator-model-access",
+    "*_PROXY": "no-traffic-steering",
+    "NODE_TLS_REJECT_UNAUTHORIZED": "no-traffic-steering",
+    "NODE_EXTRA_CA_CERTS": "no-traffic-steering",
+    "SSL_CERT_FILE": "no-traffic-steering",
+    "SSL_CERT_DIR": "no-traffic-steering",
+    "REQUESTS_CA_BUNDLE": "no-traffic-steering",
+    "CURL_CA_BUNDLE": "no-traffic-steering",
+    "GIT_*": "no-git-env",  # GIT_CONFIG_*, GIT_SSH_COMMAND... would steer the push channel
+    "XDG_CONFIG_HOME": "no-git-env",  # git reads $XDG_CONFIG_HOME/git/config
+}
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -85,8 +119,8 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 class ProjectSandboxConfig:
     """What a project's own `.agentvisor/sandbox.toml` may set, once validated."""
 
-    env: Mapping[str, str] = field(default_factory=dict)
-    mounts: tuple[Mount, ...] = ()  # read-only, inside the project, clear of .git
+    source: str = "the project config"  # where it came from, for messages
+    env: Mapping[str, str] = field(default_factory=dict)  # only variables nobody else sets
     memory_mb: int | None = None  # only lower than the operator's settings
     cpus: float | None = None
     pids: int | None = None
@@ -193,24 +227,40 @@ def check_unique_targets(targets: Sequence[str]) -> None:
 # --- a project's own configuration -------------------------------------------------------------
 
 
-def load_project_config(repo_root: Path) -> dict[str, Any]:
-    """`<repo>/.agentvisor/sandbox.toml`'s `[sandbox]` table (or whole file), {} if absent."""
-    path = Path(repo_root) / PROJECT_CONFIG_FILE
-    if not path.is_file():
+def committed_project_config(
+    settings: Settings, repo_root: Path, start_branch: str
+) -> ProjectSandboxConfig:
+    """The project's own sandbox settings as committed on its start branch, validated."""
+    where = _project_config_where(repo_root, start_branch)
+    return parse_project_config(load_project_config(repo_root, start_branch), settings, where)
+
+
+def _project_config_where(repo_root: Path, start_branch: str) -> str:
+    return f"{PROJECT_CONFIG_FILE} on the branch {start_branch} of {Path(repo_root)}"
+
+
+def load_project_config(repo_root: Path, start_branch: str) -> dict[str, Any]:
+    """The `[sandbox]` table (or whole file) of `.agentvisor/sandbox.toml` as committed on the
+    start branch, {} if it has none. A checkout's copy, committed or not, is never read."""
+    where = _project_config_where(repo_root, start_branch)
+    try:
+        text = committed_sandbox_toml(repo_root, start_branch)
+    except InvalidInput as exc:
+        raise SandboxError(exc.message) from None
+    if text is None:
         return {}
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise SandboxError(f"{path} is not valid TOML ({exc}); fix or remove it") from None
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SandboxError(f"{where} is not valid TOML ({exc}); fix or remove it") from None
     table = data.get("sandbox", data)
     return table if isinstance(table, dict) else {}
 
 
 def parse_project_config(
-    raw: Mapping[str, Any], settings: Settings, repo_root: Path
+    raw: Mapping[str, Any], settings: Settings, where: str = "the project config"
 ) -> ProjectSandboxConfig:
     """Validate a project's own sandbox settings; SandboxError names the rule an entry breaks."""
-    where = f"{Path(repo_root) / PROJECT_CONFIG_FILE}"
     for key in raw:
         if key in PROJECT_RULES:
             raise SandboxError(
@@ -224,6 +274,8 @@ def parse_project_config(
     env = raw.get("env", {})
     if not isinstance(env, Mapping):
         raise SandboxError(f'{where}: env must be a table of NAME = "value"')
+    for key, value in env.items():
+        check_project_env(key, value, where, taken=())
     limits: dict[str, Any] = {}
     for key, kind, ceiling in (
         ("memory_mb", int, settings.memory_mb),
@@ -242,29 +294,21 @@ def parse_project_config(
                 "limits-only-lower); lower it or raise the setting in config.toml"
             )
         limits[key] = kind(value)
-    mounts = tuple(_project_mount(entry, repo_root, where) for entry in raw.get("mounts", ()))
-    return ProjectSandboxConfig(env=dict(env), mounts=mounts, **limits)
+    return ProjectSandboxConfig(source=where, env=dict(env), **limits)
 
 
-def _project_mount(entry: Any, repo_root: Path, where: str) -> Mount:
-    if not isinstance(entry, Mapping) or not {"source", "target"} <= set(entry):
-        raise SandboxError(f"{where}: each mount needs source and target")
-    if entry.get("read_only", True) is not True:
+def check_project_env(key: str, value: str, where: str, taken: Collection[str]) -> None:
+    """A project's variable: a valid one, in no reserved family, and not one that agentvisor or
+    the operator sets (`taken`): their value always wins, so the project's is refused."""
+    check_env(key, value, where)
+    for pattern, rule in PROJECT_ENV_RULES.items():
+        if fnmatch.fnmatchcase(key.upper(), pattern):
+            raise SandboxError(
+                f"{where} may not set {key} (rule {rule}: {pattern} is agentvisor's and the "
+                "operator's to set, never a project's); remove it from the file"
+            )
+    if key.upper() in {name.upper() for name in taken}:
         raise SandboxError(
-            f"{where}: the mount of {entry['source']} must be read-only (rule "
-            "read-only-extra-mounts)"
+            f"{where} may not set {key} (rule operator-values-win: agentvisor or the operator "
+            "already sets it); remove it from the project's file"
         )
-    root = Path(repo_root).resolve()
-    source = Path(os.path.realpath(root / str(entry["source"])))
-    git_dir = Path(os.path.realpath(root / ".git"))
-    if not (source == root or _under(source, root)):
-        raise SandboxError(
-            f"{where}: the mount source {entry['source']} is outside the project {root} (rule "
-            "allowed-mounts-only: a project may only mount its own files)"
-        )
-    if source in (git_dir, root) or _under(source, git_dir) or _under(git_dir, source):
-        raise SandboxError(
-            f"{where}: the mount source {entry['source']} would expose the project's .git "
-            "(rule allowed-mounts-only); mount a folder that holds no .git"
-        )
-    return Mount(source, Path(str(entry["target"])), True)

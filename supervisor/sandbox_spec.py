@@ -17,15 +17,17 @@ from typing import Any
 from supervisor.config import Settings
 from supervisor.errors import SandboxError
 from supervisor.mounts import Mount
+from supervisor.project_repo import start_branch as checked_out_branch
 from supervisor.sandbox_policy import (
     ENGINE_SOCKETS,
     HOME,
     WORKDIR,
     check_env,
     check_mount_source,
+    check_project_env,
     check_unique_targets,
     checked_extra_mount,
-    load_project_config,
+    committed_project_config,
     parse_project_config,
 )
 from supervisor.worktrees import is_agent_clone
@@ -207,6 +209,7 @@ def build_spec(
     extra_env: Mapping[str, str] | None = None,
     credential_mounts: Sequence[Mount] = (),
     project_config: Mapping[str, Any] | None = None,
+    start_branch: str | None = None,
     extra_labels: Mapping[str, str] | None = None,
     resume: bool = False,
     engine_sockets: Sequence[str] = ENGINE_SOCKETS,
@@ -215,9 +218,10 @@ def build_spec(
 
     Trusted (the operator's): settings, `extra_env`, `credential_mounts` (read-only host files
     such as Claude's credentials), `extra_labels`. Untrusted: `project_config`, the project's own
-    settings (None reads `<repo_root>/.agentvisor/sandbox.toml` if present), which may only add
-    environment variables and read-only mounts from inside the project, or lower the limits.
-    Anything else raises SandboxError naming the rule it would break.
+    settings (None reads `.agentvisor/sandbox.toml` as committed on `start_branch`, by default
+    the branch checked out in `repo_root`; never a checkout's copy), which may only add
+    environment variables nobody else sets, or lower the limits. Anything else raises
+    SandboxError naming the rule it would break.
     """
     check_project(project)
     check_role(role)
@@ -229,8 +233,10 @@ def build_spec(
     repo_root = Path(repo_root).resolve()
     worktree = Path(worktree).resolve()
     if project_config is None:
-        project_config = load_project_config(repo_root)
-    options = parse_project_config(project_config, settings, repo_root)
+        branch = start_branch or checked_out_branch(repo_root)
+        options = committed_project_config(settings, repo_root, branch)
+    else:
+        options = parse_project_config(project_config, settings)
 
     uid, gid = settings.sandbox_ids()
     socket_dir = Path(settings.socket_dir).resolve()
@@ -257,18 +263,18 @@ def build_spec(
     extra: list[Mount] = []
     for mount in credential_mounts:
         extra.append(checked_extra_mount(mount, fixed_targets, "credential mount"))
-    for mount in options.mounts:
-        extra.append(checked_extra_mount(mount, fixed_targets, "project mount"))
     allowed_state = {socket_dir, token}
     for mount in [*binds, *extra]:
         check_mount_source(mount.source, settings, allowed_state, engine_sockets)
     check_unique_targets([*fixed_targets, *(str(m.target) for m in extra)])
 
     env = _environment(settings, project, role, profile, resume)
-    for source, values in (("extra_env", extra_env or {}), ("the project config", options.env)):
-        for key, value in values.items():
-            check_env(key, value, source)
-            env[key] = value
+    for key, value in (extra_env or {}).items():
+        check_env(key, value, "extra_env")
+        env[key] = value
+    for key, value in options.env.items():  # the operator's and agentvisor's values win
+        check_project_env(key, value, options.source, taken=env)
+    env.update(options.env)
 
     labels = dict(extra_labels or {})
     for key in labels:

@@ -123,7 +123,7 @@ class ServerProcess:
         return self.client.post("/v1/projects", {"name": project, "path": path})
 
     def register_agent(self, project: str, role: str, profile: str = "demo") -> str:
-        self.ensure_project(project)
+        self.ensure_project(project, "")  # made if missing; an existing path is kept
         return self.client.post(
             "/v1/agents", {"project": project, "role": role, "profile": profile}
         )["token"]

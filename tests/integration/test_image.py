@@ -62,8 +62,11 @@ def sandbox(client: docker.DockerClient, image: docker.models.images.Image) -> I
         tmpfs={
             "/tmp": "rw,nosuid,nodev",
             "/run": "rw,nosuid,nodev",
-            # A worktree owned by someone else, as a host checkout is for the sandbox's uid.
-            "/workspace": "rw,uid=1000,gid=1000,mode=0777",
+            "/run/agentvisor": f"rw,uid={RUN_UID},gid={RUN_GID},mode=0700",  # for a token
+            # The agent's own clone, owned by the sandbox's uid as agentvisor makes it.
+            "/workspace": f"rw,uid={RUN_UID},gid={RUN_GID},mode=0755",
+            # A folder someone else owns, where git must not trust a repository.
+            "/srv/foreign": "rw,uid=1000,gid=1000,mode=0777",
         },
         volumes={home.name: {"bind": "/home/agent", "mode": "rw"}},
         cap_drop=["ALL"],
@@ -157,17 +160,29 @@ def test_the_agent_shim_wrapper_scripts_are_on_path(sandbox: Container):
         ok(sandbox, "test", "-x", path)
 
 
-def test_git_works_in_a_worktree_owned_by_another_uid(sandbox: Container):
+def test_git_works_in_the_agents_own_clone(sandbox: Container):
     ok(sandbox, "git", "init", "-q", "/workspace")
     ok(sandbox, "git", "-C", "/workspace", "commit", "-q", "--allow-empty", "-m", "probe")
     assert ok(sandbox, "git", "-C", "/workspace", "log", "--format=%an <%ae>") == (
         "agentvisor agent <agent@agentvisor.invalid>"
     )
-    # Without the image's /etc/gitconfig (safe.directory=*) git refuses the worktree.
-    code, output = run(
-        sandbox, "git", "-C", "/workspace", "status", env={"GIT_CONFIG_NOSYSTEM": "1"}
-    )
+
+
+def test_git_does_not_trust_a_repository_someone_else_owns(sandbox: Container):
+    # The image's /etc/gitconfig has no `safe.directory=*` any more.
+    ok(sandbox, "git", "init", "-q", "/srv/foreign")
+    code, output = run(sandbox, "git", "-C", "/srv/foreign", "status")
     assert code != 0 and "dubious ownership" in output
+
+
+def test_the_credential_helper_gives_the_token_to_the_channel_only(sandbox: Container):
+    ok(sandbox, "sh", "-c", "echo tok-probe >/run/agentvisor/token")
+    ask = "printf 'protocol=http\\nhost=%s\\n\\n' {} | GIT_TERMINAL_PROMPT=0 git credential fill"
+    answer = ok(sandbox, "sh", "-c", ask.format("127.0.0.1:7399"))
+    assert "username=agent" in answer.splitlines()
+    assert "password=tok-probe" in answer.splitlines()
+    code, output = run(sandbox, "sh", "-c", ask.format("example.com"))
+    assert code != 0 and "tok-probe" not in output
 
 
 def test_the_test_image_stays_lean(image: docker.models.images.Image):

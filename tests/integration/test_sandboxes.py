@@ -134,6 +134,7 @@ def team(engine: docker.DockerClient) -> Iterator[Team]:
         for project, roles in ((team.a, ROLES_A), (team.b, ROLES_B)):
             repo = make_repo(tmp / project)
             team.repos[project] = repo
+            server.ensure_project(project, str(repo))  # the git channel serves this one
             owner = sandbox_owner(settings)  # root host: the sandbox user owns its clone
             worktrees = [ensure_worktree(repo, role, "main", owner=owner).path for role in roles]
             for role, worktree in zip(roles, worktrees, strict=True):

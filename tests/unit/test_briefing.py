@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from importlib import resources
-from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -41,12 +40,9 @@ def packaged(name: str) -> str:
     return resources.files("supervisor").joinpath("briefings", f"{name}.md").read_text("utf-8")
 
 
-def overrides(tmp_path: Path, **templates: str) -> Path:
-    folder = tmp_path / ".agentvisor" / "roles"
-    folder.mkdir(parents=True)
-    for name, text in templates.items():
-        (folder / f"{name.replace('_', '-')}.md").write_text(text, encoding="utf-8")
-    return folder
+def overrides(**templates: str) -> dict[str, str]:
+    """A project's committed `.agentvisor/roles/` as `project_files` reads it: {name: text}."""
+    return {name.replace("_", "-"): text for name, text in templates.items()}
 
 
 # --- packaged templates --------------------------------------------------------------------
@@ -145,9 +141,9 @@ def test_numbered_role_gets_its_base_role_briefing() -> None:
     assert "developer (you)" not in text  # the team lists developer, not developer-2
 
 
-def test_invalid_role_name_is_rejected_before_any_file_is_read(tmp_path: Path) -> None:
+def test_invalid_role_name_is_rejected_before_any_override_is_used() -> None:
     with pytest.raises(InvalidInput, match="is not valid"):
-        render_briefing("../../etc/passwd", context(), tmp_path)
+        render_briefing("../../etc/passwd", context(), {"../../etc/passwd": "x"})
 
 
 # --- braces --------------------------------------------------------------------------------
@@ -163,8 +159,8 @@ def test_braces_in_the_spec_are_left_untouched() -> None:
     assert text.endswith("## The spec\n\n" + BRACY_SPEC)
 
 
-def test_braces_in_a_user_template_never_raise(tmp_path: Path) -> None:
-    folder = overrides(tmp_path, developer="{0} {unknown} {{role}} { {role} }} {project")
+def test_braces_in_a_user_template_never_raise() -> None:
+    folder = overrides(developer="{0} {unknown} {{role}} { {role} }} {project")
     text = render_briefing("developer", context(), folder)
     assert text.splitlines()[2] == "{0} {unknown} {developer} { developer }} {project"
 
@@ -172,50 +168,43 @@ def test_braces_in_a_user_template_never_raise(tmp_path: Path) -> None:
 # --- overrides -----------------------------------------------------------------------------
 
 
-def test_project_override_wins_over_the_packaged_template(tmp_path: Path) -> None:
-    folder = overrides(tmp_path, developer="Custom for {role} on {project}.\n\n{spec}\n")
-    assert template_source("developer", folder) == str(folder / "developer.md")
+def test_project_override_wins_over_the_packaged_template() -> None:
+    folder = overrides(developer="Custom for {role} on {project}.\n\n{spec}\n")
+    assert template_source("developer", folder) == "project:developer.md"
     text = render_briefing("developer", context(), folder)
     header = "# agentvisor briefing: developer on recipes"
     assert text == f"{header}\n\nCustom for developer on recipes.\n\n{SPEC}"
 
 
-def test_roles_without_an_override_keep_the_packaged_template(tmp_path: Path) -> None:
-    folder = overrides(tmp_path, developer="Custom.")
+def test_roles_without_an_override_keep_the_packaged_template() -> None:
+    folder = overrides(developer="Custom.")
     assert template_source("tester", folder) == "packaged:tester.md"
 
 
-def test_override_for_a_base_role_applies_to_its_numbered_roles(tmp_path: Path) -> None:
-    folder = overrides(tmp_path, developer="Custom developer briefing.")
+def test_override_for_a_base_role_applies_to_its_numbered_roles() -> None:
+    folder = overrides(developer="Custom developer briefing.")
     assert "Custom developer briefing." in render_briefing("developer-3", context(), folder)
 
 
-def test_override_for_a_numbered_role_wins_over_its_base_role(tmp_path: Path) -> None:
-    folder = overrides(tmp_path, developer="Base.", developer_3="Numbered.")
+def test_override_for_a_numbered_role_wins_over_its_base_role() -> None:
+    folder = overrides(developer="Base.", developer_3="Numbered.")
     assert "Numbered." in render_briefing("developer-3", context(), folder)
 
 
-def test_generic_override_is_used_for_unknown_roles(tmp_path: Path) -> None:
-    folder = overrides(tmp_path, generic="Our generic briefing for {role}.")
+def test_generic_override_is_used_for_unknown_roles() -> None:
+    folder = overrides(generic="Our generic briefing for {role}.")
     text = render_briefing("designer", context(), folder)
     assert "Our generic briefing for designer." in text
 
 
-def test_override_that_starts_with_its_own_header_does_not_get_two(tmp_path: Path) -> None:
-    folder = overrides(tmp_path, developer="# agentvisor briefing: {role} on {project}\n\nBody.")
+def test_override_that_starts_with_its_own_header_does_not_get_two() -> None:
+    folder = overrides(developer="# agentvisor briefing: {role} on {project}\n\nBody.")
     text = render_briefing("developer", context(), folder)
     assert text == "# agentvisor briefing: developer on recipes\n\nBody.\n"
 
 
-def test_missing_overrides_folder_falls_back_to_packaged(tmp_path: Path) -> None:
-    assert template_source("developer", tmp_path / "absent") == "packaged:developer.md"
-
-
-def test_override_that_is_not_utf8_is_invalid_input(tmp_path: Path) -> None:
-    folder = overrides(tmp_path)
-    (folder / "developer.md").write_bytes(b"caf\xe9")
-    with pytest.raises(InvalidInput, match=r"developer\.md is not valid UTF-8 \(byte offset 3\)"):
-        render_briefing("developer", context(), folder)
+def test_no_overrides_fall_back_to_packaged() -> None:
+    assert template_source("developer", {}) == "packaged:developer.md"
 
 
 # --- properties ----------------------------------------------------------------------------

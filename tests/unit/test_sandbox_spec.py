@@ -29,17 +29,22 @@ from supervisor.worktrees import ensure_worktree
 PROJECT, ROLE = "shop", "developer"
 
 
+def commit(repo: Path, files: dict[str, str], message: str = "change") -> None:
+    """Write `files` ({path: text}) in `repo`'s checkout and commit them on its branch."""
+    for name, text in files.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(text, encoding="utf-8")
+    git = ["git", "-c", "user.name=T", "-c", "user.email=t@example.com", "-C", str(repo)]
+    subprocess.run([*git, "add", "--", *files], check=True)
+    subprocess.run([*git, "commit", "-qm", message], check=True)
+
+
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     path = tmp_path / "shop"
     path.mkdir()
-    git = ["git", "-c", "user.name=T", "-c", "user.email=t@example.com", "-C", str(path)]
-    subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
-    (path / "README.md").write_text("hello\n")
-    (path / "data").mkdir()
-    (path / "data" / "fixtures.json").write_text("{}\n")
-    subprocess.run([*git, "add", "."], check=True)
-    subprocess.run([*git, "commit", "-qm", "first"], check=True)
+    subprocess.run(["git", "init", "-q", "-b", "main", str(path)], check=True)
+    commit(path, {"README.md": "hello\n", "data/fixtures.json": "{}\n"}, "first")
     return path.resolve()
 
 
@@ -302,19 +307,38 @@ def test_extra_env_cannot_change_identity_and_extra_labels_not_ours(
         ({"privileged": True}, "no-privileged"),
         ({"cap_add": ["SYS_ADMIN"]}, "no-capabilities"),
         ({"security_opt": ["seccomp=unconfined"]}, "fixed-security-options"),
-        ({"volumes": ["/var/run/docker.sock:/var/run/docker.sock"]}, "allowed-mounts-only"),
+        ({"volumes": ["/var/run/docker.sock:/var/run/docker.sock"]}, "no-project-mounts"),
         ({"read_only": False}, "read-only-root"),
         ({"user": "0:0"}, "fixed-user"),
         ({"pid_mode": "host"}, "no-host-namespaces"),
         ({"devices": ["/dev/kmsg"]}, "no-devices"),
-        ({"mounts": [{"source": "/", "target": "/host"}]}, "allowed-mounts-only"),
-        ({"mounts": [{"source": "/var/run/docker.sock", "target": "/d"}]}, "allowed-mounts-only"),
-        ({"mounts": [{"source": ".git", "target": "/git"}]}, "allowed-mounts-only"),
-        ({"mounts": [{"source": ".", "target": "/src"}]}, "allowed-mounts-only"),
-        ({"mounts": [{"source": "data", "target": "/data", "read_only": False}]}, "read-only"),
+        ({"mounts": [{"source": "/", "target": "/host"}]}, "no-project-mounts"),
+        ({"mounts": [{"source": "data", "target": "/data"}]}, "no-project-mounts"),
+        ({"binds": ["data:/data:ro"]}, "no-project-mounts"),
+        ({"networks": ["host"]}, "own-network-only"),
         ({"memory_mb": 999999}, "limits-only-lower"),
         ({"pids": 100000}, "limits-only-lower"),
+        ({"cpus": 8}, "limits-only-lower"),
+        ({"tmpfs_mb": 4096}, "limits-only-lower"),
         ({"env": {"AGENTVISOR_PROJECT": "other"}}, "fixed-identity"),
+        ({"env": {"AGENTVISOR_AGENT_COMMAND": "sh"}}, "fixed-identity"),
+        ({"env": {"LD_PRELOAD": "/tmp/x.so"}}, "no-loader-env"),
+        ({"env": {"ld_library_path": "/tmp"}}, "no-loader-env"),
+        ({"env": {"ANTHROPIC_BASE_URL": "http://evil"}}, "operator-model-access"),
+        ({"env": {"CLAUDE_CONFIG_DIR": "/tmp"}}, "operator-model-access"),
+        ({"env": {"http_proxy": "http://evil"}}, "no-traffic-steering"),
+        ({"env": {"HTTPS_PROXY": "http://evil"}}, "no-traffic-steering"),
+        ({"env": {"GIT_CONFIG_COUNT": "1"}}, "no-git-env"),
+        ({"env": {"GIT_SSH_COMMAND": "sh"}}, "no-git-env"),
+        ({"env": {"PATH": "/tmp"}}, "fixed-identity"),
+        ({"env": {"Path": "/tmp"}}, "no-startup-code-env"),
+        ({"env": {"PYTHONSTARTUP": "/tmp/x.py"}}, "no-startup-code-env"),
+        ({"env": {"NODE_OPTIONS": "--require /tmp/x.js"}}, "no-startup-code-env"),
+        ({"env": {"BASH_ENV": "/tmp/x.sh"}}, "no-startup-code-env"),
+        ({"env": {"ENV": "/tmp/x.sh"}}, "no-startup-code-env"),
+        ({"env": {"GIT_AUTHOR_NAME": "someone else"}}, "no-git-env"),
+        ({"env": {"BAD NAME": "x"}}, "not a valid environment variable name"),
+        ({"env": {"COUNT": 3}}, "must be a string"),
         ({"bogus": 1}, "unknown setting"),
     ],
 )
@@ -323,42 +347,70 @@ def test_project_config_cannot_weaken_the_sandbox(settings, repo, worktree, toke
         spec_for(settings, repo, worktree, token, project_config=config)
 
 
-def test_project_mount_through_a_symlink_out_of_the_project_is_refused(
-    settings, repo, worktree, token
-):
-    (repo / "escape").symlink_to("/etc")
-    with pytest.raises(SandboxError, match="outside the project"):
-        spec_for(
-            settings,
-            repo,
-            worktree,
-            token,
-            project_config={"mounts": [{"source": "escape", "target": "/etc-copy"}]},
-        )
+def test_a_refused_key_names_the_key_the_file_and_the_branch(settings, repo, worktree, token):
+    commit(repo, {".agentvisor/sandbox.toml": '[sandbox.env]\nLD_PRELOAD = "/tmp/x.so"\n'})
+    with pytest.raises(SandboxError) as refused:
+        spec_for(settings, repo, worktree, token)
+    assert refused.value.message.startswith(
+        f".agentvisor/sandbox.toml on the branch main of {repo} may not set LD_PRELOAD "
+        "(rule no-loader-env"
+    )
+    assert "remove it" in refused.value.message
 
 
-def test_project_config_file_may_add_env_read_only_data_and_lower_limits(
-    settings, repo, worktree, token
-):
-    (repo / ".agentvisor").mkdir()
-    (repo / ".agentvisor" / "sandbox.toml").write_text(
-        "[sandbox]\nmemory_mb = 1024\npids = 200\n"
-        '[sandbox.env]\nNODE_ENV = "test"\n'
-        '[[sandbox.mounts]]\nsource = "data"\ntarget = "/data"\n'
+def test_committed_project_config_may_add_env_and_lower_limits(settings, repo, worktree, token):
+    commit(
+        repo,
+        {
+            ".agentvisor/sandbox.toml": "[sandbox]\nmemory_mb = 1024\npids = 200\ncpus = 0.5\n"
+            '[sandbox.env]\nNODE_ENV = "test"\n'
+        },
     )
     spec = spec_for(settings, repo, worktree, token)
 
     assert spec.mem_limit_mb == 1024
     assert spec.pids_limit == 200
+    assert spec.nano_cpus == 500_000_000
     assert spec.env["NODE_ENV"] == "test"
-    assert (spec.mounts[-1].source, spec.mounts[-1].target) == (str(repo / "data"), "/data")
-    assert spec.mounts[-1].read_only is True
+    assert spec.mounts[-1].target == "/home/agent"  # no mount of the project's own
+
+
+def test_project_config_is_read_from_the_start_branch_not_the_checkout(
+    settings, repo, worktree, token
+):
+    commit(repo, {".agentvisor/sandbox.toml": "pids = 200\n"})
+    # Uncommitted edits in the project's checkout and in the agent's worktree are never read.
+    (repo / ".agentvisor" / "sandbox.toml").write_text("pids = 100\n")
+    (worktree / ".agentvisor").mkdir(exist_ok=True)
+    (worktree / ".agentvisor" / "sandbox.toml").write_text("pids = 50\n")
+    assert spec_for(settings, repo, worktree, token).pids_limit == 200
+    # Nor is a commit on another branch, e.g. the agent's own.
+    subprocess.run(["git", "-C", str(repo), "switch", "-qc", "other"], check=True)
+    commit(repo, {".agentvisor/sandbox.toml": "pids = 10\n"})
+    assert spec_for(settings, repo, worktree, token, start_branch="main").pids_limit == 200
+    assert spec_for(settings, repo, worktree, token, start_branch="other").pids_limit == 10
+
+
+def test_uncommitted_project_config_file_is_ignored(settings, repo, worktree, token):
+    (repo / ".agentvisor").mkdir()
+    (repo / ".agentvisor" / "sandbox.toml").write_text("privileged = true\n")
+    assert spec_for(settings, repo, worktree, token).pids_limit == settings.pids
+
+
+def test_project_env_never_overrides_the_operators(settings, repo, worktree, token):
+    commit(repo, {".agentvisor/sandbox.toml": '[sandbox.env]\nDISABLE_TELEMETRY = "0"\n'})
+    with pytest.raises(SandboxError, match=r"DISABLE_TELEMETRY \(rule operator-values-win"):
+        spec_for(settings, repo, worktree, token, extra_env={"DISABLE_TELEMETRY": "1"})
+    assert spec_for(settings, repo, worktree, token).env["DISABLE_TELEMETRY"] == "0"
 
 
 def test_a_broken_project_config_file_is_named(settings, repo, worktree, token):
-    (repo / ".agentvisor").mkdir()
-    (repo / ".agentvisor" / "sandbox.toml").write_text("privileged = true\n")
-    with pytest.raises(SandboxError, match=r"sandbox\.toml may not set 'privileged'"):
+    commit(repo, {".agentvisor/sandbox.toml": "privileged = true\n"})
+    with pytest.raises(SandboxError, match=r"sandbox\.toml on the branch main .* may not set "
+                       r"'privileged' \(rule no-privileged"):  # fmt: skip
+        spec_for(settings, repo, worktree, token)
+    commit(repo, {".agentvisor/sandbox.toml": "pids = \n"})
+    with pytest.raises(SandboxError, match=r"sandbox\.toml on the branch main .* not valid TOML"):
         spec_for(settings, repo, worktree, token)
 
 

@@ -45,3 +45,17 @@ def test_timings_are_numbers_of_seconds():
     assert config.heartbeat_interval_s == 0.5
     with pytest.raises(ConfigError, match="AGENTVISOR_SHIM_LEASE_WAIT_S must be a number"):
         ShimConfig.from_env({"AGENTVISOR_SHIM_LEASE_WAIT_S": "soon"})
+
+
+def test_the_channel_port_defaults_to_7399_and_0_turns_it_off():
+    assert ShimConfig.from_env({"HOME": "/h"}).channel_port == 7399
+    assert ShimConfig.from_env({"HOME": "/h", "AGENTVISOR_CHANNEL_PORT": "0"}).channel_port == 0
+    config = ShimConfig.from_env({"HOME": "/h", "AGENTVISOR_ROLE": "dev"})
+    assert config.role == "dev"
+    assert config.publish_remote == "origin"
+
+
+@pytest.mark.parametrize("raw", ["-1", "65536", "x", "7399 "])
+def test_a_channel_port_that_is_not_a_port_is_refused(raw):
+    with pytest.raises(ConfigError, match="AGENTVISOR_CHANNEL_PORT"):
+        ShimConfig.from_env({"HOME": "/h", "AGENTVISOR_CHANNEL_PORT": raw})
