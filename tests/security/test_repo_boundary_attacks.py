@@ -160,6 +160,9 @@ DELETED_REFS = {
 def test_update_ref_and_push_of_a_ref_not_its_own(team: Team, before: Snapshot, target: str):
     ref = FOREIGN_REFS[target](team)
     report = team.attack(ATTACKER, "update_ref", ref=ref)
+    assert report["written"], (
+        f"the attack landed nowhere, not even in the agent's own repository: {report}"
+    )
     assert team.ref(ref) == before.refs.get(ref), f"{ref} moved in the project"
     assert not (why := _refused(report["pushes"][0], "own-branch-only")), why
     team.assert_untouched(before, ATTACKER)
@@ -182,6 +185,7 @@ def test_deletion_of_a_ref_is_refused(team: Team, before: Snapshot, target: str)
 
 def test_packed_refs_forging_the_start_branch(team: Team, before: Snapshot):
     report = team.attack(ATTACKER, "packed_refs", start=team.start, other=OTHER, tag=TAG)
+    assert report["written"], report
     refusals = [why for push in report["pushes"] if (why := _refused(push, "own-branch-only"))]
     appeared = team.run_host_commands(ATTACKER)
     team.assert_untouched(before, ATTACKER, appeared)
@@ -190,7 +194,7 @@ def test_packed_refs_forging_the_start_branch(team: Team, before: Snapshot):
 
 def test_reflog_deletion_leaves_the_projects_reflogs_intact(team: Team, before: Snapshot):
     assert f"refs/heads/{team.start}" in before.reflogs
-    team.attack(ATTACKER, "reflog_deletion")
+    assert team.attack(ATTACKER, "reflog_deletion")["written"]
     appeared = team.run_host_commands(ATTACKER)
     assert not (damaged := team.damaged_reflogs(before)), f"reflogs lost or cut: {damaged}"
     team.assert_untouched(before, ATTACKER, appeared)
@@ -268,12 +272,16 @@ def test_gitmodules_with_a_command_url_committed_and_merged(
 # --- configuration, attributes, hooks an agent can reach -------------------------------------
 
 
-def _planted_attack(team: Team, before: Snapshot, attack: str, merge: bool = True) -> None:
-    """Run `attack` (it plants a command writing its marker), then every host command; the
-    planted command must never have run on the host."""
+def _planted_attack(
+    team: Team, before: Snapshot, attack: str, planted: str, merge: bool = True
+) -> None:
+    """Run `attack` (it plants a command writing its marker; `planted` is part of a path it
+    must have written), then every host command; the planted command must never have run on
+    the host."""
     start_point = team.inside_head(ATTACKER)
     try:
         report = team.attack(ATTACKER, attack, mark=team.marker(attack))
+        assert any(planted in path for path in report["written"]), f"nothing planted: {report}"
         if report.get("head"):
             team.wait_published(ATTACKER, report["head"], timeout_s=5)
         appeared = team.run_host_commands(ATTACKER)
@@ -286,30 +294,30 @@ def _planted_attack(team: Team, before: Snapshot, attack: str, merge: bool = Tru
 
 
 def test_info_attributes_with_a_filter_driver(team: Team, before: Snapshot):
-    _planted_attack(team, before, "info_attributes")
+    _planted_attack(team, before, "info_attributes", "/info/attributes")
 
 
 def test_objects_info_alternates(team: Team, before: Snapshot):
-    _planted_attack(team, before, "alternates")
+    _planted_attack(team, before, "alternates", "/objects/info/alternates")
 
 
 def test_hooks_in_the_agents_own_repository_never_run_on_the_host(team: Team, before: Snapshot):
-    _planted_attack(team, before, "hooks")
+    _planted_attack(team, before, "hooks", "/hooks/post-checkout")
 
 
 def test_command_settings_in_every_git_config_the_agent_can_reach(team: Team, before: Snapshot):
-    _planted_attack(team, before, "config_commands")
+    _planted_attack(team, before, "config_commands", "/.git/config")
 
 
 def test_commondir_redirect_to_an_agent_folder_with_fsmonitor(team: Team, before: Snapshot):
-    _planted_attack(team, before, "commondir")
+    _planted_attack(team, before, "commondir", "/commondir")
 
 
 def test_dot_git_of_the_agents_folder_redirected_to_a_git_dir_with_fsmonitor(
     team: Team, before: Snapshot
 ):
     try:
-        _planted_attack(team, before, "dot_git_redirect", merge=False)
+        _planted_attack(team, before, "dot_git_redirect", "/.evil-gitdir/config", merge=False)
     finally:
         team.attack(ATTACKER, "undo_dot_git_redirect")
 
@@ -337,7 +345,7 @@ PLANTED = ("config_commands", "hooks", "info_attributes", "alternates", "commond
 
 def test_planted_commands_never_run_across_down_resume_destroy(team: Team, before: Snapshot):
     for attack in PLANTED:
-        team.attack(ATTACKER, attack, mark=team.marker(f"lifecycle-{attack}"))
+        assert team.attack(ATTACKER, attack, mark=team.marker(f"lifecycle-{attack}"))["written"]
     steps = [
         ("agentvisor down", lambda: launch.down(team.settings, team.project)),
         ("agentvisor resume", lambda: launch.resume(team.settings, team.project)),
