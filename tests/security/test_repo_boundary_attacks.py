@@ -113,6 +113,21 @@ def test_agent_commit_reaches_its_branch_in_the_project(team: Team):
     )
 
 
+def test_a_large_commit_reaches_its_branch_in_the_project(team: Team):
+    """A push whose pack spans many reads (4 MiB that do not compress) gets through whole."""
+    status, out, err = team.exec(
+        ATTACKER,
+        "sh",
+        "-c",
+        "head -c 4194304 /dev/urandom > large.bin && git add large.bin && git commit -qm large",
+    )
+    assert status == 0, out + err
+    commit = team.inside_head(ATTACKER)
+    assert team.wait_published(ATTACKER, commit, timeout_s=30), (
+        f"the large commit {commit} never reached agent/{ATTACKER} in the project"
+    )
+
+
 def test_second_agent_can_fetch_the_first_agents_branch(team: Team):
     for branch in (f"agent/{ATTACKER}", team.start):
         status, out = team.inside_git(OTHER, "fetch", "origin", branch)
