@@ -383,5 +383,8 @@ def test_the_usage_limit_reply_pauses_the_agent_until_its_reset(claude: Claude):
     assert data["paused_until"] == claude.resets_at
     agent = claude.agent()
     assert agent["paused_until"] == pytest.approx(claude.resets_at + MARGIN_S, abs=1)
-    failures = claude.events("agent.hook_stop_failure")
-    assert failures and _data(failures[-1])["error"] == "rate_limit"
+    # The StopFailure hook's event may come a moment after the pane's notice.
+    failures = wait_until(
+        lambda: claude.events("agent.hook_stop_failure"), timeout_s=15, message="StopFailure"
+    )
+    assert _data(failures[-1])["error"] == "rate_limit"
