@@ -7,7 +7,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from agent_shim import claude_setup
@@ -63,14 +63,15 @@ def main() -> int:
         log.error("%s", error)
         return 2
     resume = os.environ.get("AGENTVISOR_RESUME") == "1"
+    pane_env = {**config.pane_env, **model_stand_in(config, os.environ, log)}
     if config.profile.name == "claude":
-        resume = prepare_claude(config, log, resume)
+        resume = prepare_claude(config, log, resume, {**os.environ, **pane_env})
     server = tmux_server(config.tmux_socket, config.session_name)
     session = AgentSession(
         server,
         config.profile,
         config.workdir,
-        config.pane_env,
+        pane_env,
         name=config.session_name,
         resume_at_start=resume,
     )
@@ -157,11 +158,30 @@ def start_channel(config: ShimConfig, log: logging.Logger, stop: threading.Event
     return relay
 
 
-def prepare_claude(config: ShimConfig, log: logging.Logger, resume: bool) -> bool:
-    """Seed Claude Code's files in HOME; whether to start by resuming its conversation."""
-    home = Path(os.environ.get("HOME") or Path.home())
+def model_stand_in(
+    config: ShimConfig, env: Mapping[str, str], log: logging.Logger
+) -> dict[str, str]:
+    """The agent CLI's stand-in API key: its own token, which the host's model broker (behind
+    ANTHROPIC_BASE_URL) exchanges for the real credential. Useless anywhere else."""
+    if env.get("AGENTVISOR_MODEL_BROKER") != "1":
+        return {}
     try:
-        setup = claude_setup.prepare(config.profile, os.environ, home)
+        token = Path(config.token_file).read_text(encoding="utf-8").strip()
+    except OSError as error:
+        log.error(
+            "no stand-in key for the model broker: %s unreadable (%s)", config.token_file, error
+        )
+        return {}
+    return {"ANTHROPIC_API_KEY": token} if token else {}
+
+
+def prepare_claude(
+    config: ShimConfig, log: logging.Logger, resume: bool, env: Mapping[str, str]
+) -> bool:
+    """Seed Claude Code's files in HOME; whether to start by resuming its conversation."""
+    home = Path(env.get("HOME") or Path.home())
+    try:
+        setup = claude_setup.prepare(config.profile, env, home)
     except OSError as error:
         # Claude Code then shows its first-run dialogs; the shim keeps serving the pane.
         log.error("cannot prepare Claude Code's files in %s: %s", home, error)

@@ -1,7 +1,8 @@
 """Claude Code's state in the agent's home, prepared by the shim before it starts `claude`, so
 that a new sandbox opens straight at the input box: onboarding done, the workspace trusted, the
-API key approved, the permission mode's warning accepted, hooks that report each turn through
-`agent hook`, and the host's login copied in. The keys are those Claude Code 2.1.330 writes.
+stand-in API key approved (the agent's token: the host's model broker exchanges it for the real
+credential), the permission mode's warning accepted, hooks that report each turn through
+`agent hook`. The keys are those Claude Code 2.1.330 writes.
 
 The seeding functions are pure (dict in, dict out); `prepare` reads and writes the files.
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import json
 import logging
 import os
@@ -32,7 +32,7 @@ API_KEY_SUFFIX_CHARS = 20  # Claude Code remembers an approved key by its last 2
 # Set in Claude Code's own settings unless the user's settings say otherwise: the image is
 # read-only and its version pinned, so the auto-updater has nothing to do.
 SETTINGS_ENV = {"DISABLE_AUTOUPDATER": "1"}
-CREDENTIALS_STAMP = ".agentvisor-credentials.sha256"
+CREDENTIALS_STAMP = ".agentvisor-credentials.sha256"  # agentvisor 0.1 copied the login in
 
 
 @dataclass(frozen=True)
@@ -136,8 +136,7 @@ def prepare(profile: Profile, env: Mapping[str, str], home: Path) -> ClaudeSetup
     bypass = uses_bypass_permissions(profile)
     if _update_json(settings, lambda data: seed_settings(data, bypass)):
         written.append(str(settings))
-    source = env.get("AGENTVISOR_CLAUDE_CREDENTIALS")
-    if source and copy_credentials(Path(source), home / ".claude" / ".credentials.json"):
+    if forget_copied_login(home / ".claude"):
         written.append(str(home / ".claude" / ".credentials.json"))
     session_id = claude_session_id(env)
     if session_id:
@@ -154,25 +153,17 @@ def transcript_exists(home: Path, session_id: str) -> bool:
     return any(projects.glob(f"*/{session_id}.jsonl"))
 
 
-def copy_credentials(source: Path, target: Path) -> bool:
-    """Copy the host's Claude Code login (mounted read-only) to where Claude Code keeps it,
-    writable, so that it can refresh its token. Copied again only when the host's file
-    changed since the last copy; a token refreshed in the sandbox is otherwise kept."""
-    try:
-        data = source.read_bytes()
-    except OSError as error:
-        log.warning("Claude Code login %s not readable (%s); not copied", source, error.strerror)
+def forget_copied_login(claude_dir: Path) -> bool:
+    """Delete the copy of the host's Claude Code login that agentvisor 0.1 made in the home
+    volume (its stamp file says it was ours): the login stays on the host now, with the broker,
+    and Claude Code uses the stand-in key."""
+    stamp = claude_dir / CREDENTIALS_STAMP
+    if not stamp.exists():
         return False
-    digest = hashlib.sha256(data).hexdigest()
-    stamp = target.parent / CREDENTIALS_STAMP
-    try:
-        copied = stamp.read_text(encoding="utf-8").strip()
-    except OSError:
-        copied = ""
-    if target.exists() and copied == digest:
-        return False
-    _write_atomic(target, data)
-    _write_atomic(stamp, (digest + "\n").encode())
+    with contextlib.suppress(FileNotFoundError):
+        (claude_dir / ".credentials.json").unlink()
+    stamp.unlink()
+    log.info("deleted the copy of the host's Claude Code login in %s", claude_dir)
     return True
 
 

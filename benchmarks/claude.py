@@ -92,13 +92,14 @@ def _cold_start(
         "/v1/agents", {"project": project, "role": "developer", "profile": "claude"}
     )
     token = write_token_file(settings, project, "developer", agent["token"])
-    host_env = {
-        "ANTHROPIC_API_KEY": "sk-ant-api03-agentvisor-bench-0123456789abcdef",
+    # The model server runs in the sandbox: Claude Code is pointed at it directly, not at
+    # the broker (the `broker` suite measures that).
+    direct = {
         "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{PORT}",
         "DISABLE_TELEMETRY": "1",
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
     }
-    extras = sandbox_extras(settings, "claude", agent["session_id"], host_env, tmp)
+    extras = sandbox_extras(settings, "claude", agent["session_id"], {})
     spec = build_spec(
         settings,
         project=project,
@@ -107,7 +108,7 @@ def _cold_start(
         repo_root=repo,
         token_file=token,
         profile="claude",
-        extra_env={**extras.env, "AGENTVISOR_SHIM_HEARTBEAT_S": "0.2"},
+        extra_env={**extras.env, **direct, "AGENTVISOR_SHIM_HEARTBEAT_S": "0.2"},
         credential_mounts=[*extras.mounts, Mount(tmp / "model", Path(MODEL_DIR), True)],
         extra_labels={LABEL: run},
     )

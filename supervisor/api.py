@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import sqlite3
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
@@ -12,6 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from supervisor import __version__
 from supervisor.auth import Authenticator, Caller
@@ -20,6 +22,7 @@ from supervisor.doctor import docker_problem
 from supervisor.egress.routes import egress_router
 from supervisor.errors import AgentvisorError
 from supervisor.git_api import git_router
+from supervisor.model_api import model_router
 from supervisor.service import Service
 from supervisor.store import Row
 
@@ -104,7 +107,29 @@ def _validation_detail(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-def create_app(service: Service, auth: Authenticator) -> FastAPI:
+class RequestSizeLimit:
+    """Refuse a body declared over MAX_REQUEST_BYTES (413). Plain ASGI rather than
+    `@app.middleware("http")`, which would pass every streamed answer (the model broker's, the
+    git channel's, the pane stream's) through an extra queue and task."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope["path"].startswith(("/git/", "/model/")):
+            length = dict(scope["headers"]).get(b"content-length", b"")
+            if length.isdigit() and int(length) > MAX_REQUEST_BYTES:
+                detail = (
+                    f"request of {int(length)} bytes is over the {MAX_REQUEST_BYTES}-byte limit"
+                )
+                await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(
+    service: Service, auth: Authenticator, model_env: Mapping[str, str] | None = None
+) -> FastAPI:
     app = FastAPI(
         title="agentvisor host API",
         version=__version__,
@@ -127,17 +152,7 @@ def create_app(service: Service, auth: Authenticator) -> FastAPI:
             status_code=503,
         )
 
-    @app.middleware("http")
-    async def _limit_size(request: Request, call_next: Any) -> Response:
-        length = request.headers.get("content-length")
-        if request.url.path.startswith("/git/"):  # pushes have a limit of their own
-            return await call_next(request)
-        if length and length.isdigit() and int(length) > MAX_REQUEST_BYTES:
-            return JSONResponse(
-                {"detail": f"request of {length} bytes is over the {MAX_REQUEST_BYTES}-byte limit"},
-                status_code=413,
-            )
-        return await call_next(request)
+    app.add_middleware(RequestSizeLimit)
 
     def caller(authorization: str | None = Header(default=None)) -> Caller:
         return auth.caller(authorization)
@@ -145,6 +160,7 @@ def create_app(service: Service, auth: Authenticator) -> FastAPI:
     svc = service
     app.include_router(git_router(service, auth))
     app.include_router(egress_router(service, auth))
+    app.include_router(model_router(service, auth, model_env))
 
     @app.get("/v1/health")
     def health() -> dict[str, Any]:

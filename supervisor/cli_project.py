@@ -109,9 +109,23 @@ def register(app: typer.Typer) -> None:
                 "repeatable; a preset name (pypi, npm, debian, github, ...) too.",
             ),
         ] = None,
+        budget: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--budget",
+                help="KEY=VALUE, repeatable: agent-tokens-per-day, project-tokens, "
+                "project-hours (0: no limit). Later: agentvisor budget PROJECT.",
+            ),
+        ] = None,
         json_out: JsonOpt = False,
     ) -> None:
         """Bring a team of agents up for SPEC, each in its own sandbox."""
+        from supervisor.model_broker import parse_budget
+
+        try:
+            budget_values = parse_budget(budget or [])
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
         from supervisor.cli_queue import add_to_queue, expand_specs, show
         from supervisor.egress.allowlist import checked_entry
 
@@ -156,6 +170,7 @@ def register(app: typer.Typer) -> None:
             agent=agent,
             checkin_minutes=checkin_minutes,
             allow=entries,
+            budget=budget_values,
         )
         with console.status("starting") as spinner:
 
@@ -302,4 +317,9 @@ def _status_table(
             str(r.pending),
             when(r.paused_until) if r.paused_until else "",
         )
+    for r in rows:
+        if r.paused_reason:
+            t.caption = (
+                t.caption + "\n" if t.caption else ""
+            ) + f"{r.role} paused: {r.paused_reason}"
     return t

@@ -74,6 +74,21 @@ class Settings:
     egress_max_connections: int = 256  # in all; a tunnel takes two threads
     egress_connect_timeout_s: float = 10.0
     egress_idle_timeout_s: float = 300.0  # a connection silent both ways this long is closed
+    # The model broker (docs/sandboxes.md#credentials): where it forwards the agents' model
+    # requests with the host's credential, and the CA bundle it trusts there (default: the
+    # system's). The credential is the server's ANTHROPIC_API_KEY, ANTHROPIC_AUTH_TOKEN or
+    # Claude Code login (`claude_credentials_file`, default ~/.claude/.credentials.json).
+    model_upstream: str = "https://api.anthropic.com"
+    model_upstream_ca: str | None = None
+    claude_credentials_file: str | None = None
+    model_max_request_mb: int = 32  # the largest request body an agent may send the model
+    # A 429 whose reset is at least this far away pauses the agent (shorter ones Claude Code
+    # retries by itself).
+    usage_limit_min_pause_s: float = 60.0
+    # Budgets, 0 for none; `agentvisor budget PROJECT ...` sets a project's own.
+    budget_agent_tokens_per_day: int = 0
+    budget_project_tokens: int = 0
+    budget_project_hours: float = 0.0
 
     @property
     def db_path(self) -> Path:

@@ -25,7 +25,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from supervisor import __version__
-from supervisor.auth import Authenticator
+from supervisor.auth import Authenticator, Caller
 from supervisor.clock import Clock
 from supervisor.config import Settings
 from supervisor.dashboard_state import (
@@ -38,6 +38,7 @@ from supervisor.dashboard_state import (
 )
 from supervisor.egress.allowlist import requests
 from supervisor.errors import AgentvisorError, NotFound, SandboxError, Unauthorized
+from supervisor.model_usage import ModelAccounting
 from supervisor.sandbox_status import SandboxInfo, SandboxStats
 from supervisor.service import Service
 from supervisor.store import Store
@@ -50,6 +51,7 @@ STATIC_FILES = {
     "dashboard.css": "text/css; charset=utf-8",
 }
 # Everything the page needs comes from this server; pane text is only ever set as text.
+USAGE_CHART_S = 24 * 3600.0  # the usage chart shows the last day in 48 half-hour buckets
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
     "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
@@ -395,6 +397,7 @@ def dashboard_router(
     monitor = SandboxMonitor(backend, store.clock)
     streams = PaneStreams(backend, store.clock, interval_s=pane_interval_s)
     router = APIRouter()
+    accounting = ModelAccounting(service)
 
     def reader(request: Request, authorization: str | None = Header(default=None)) -> None:
         if authorization:
@@ -439,8 +442,13 @@ def dashboard_router(
             "checkins": [],
             "events": event_rows(queries.events(None), {}),
             "sandboxes": {"error": None, "sampled_at": None},
+            "usage": None,
         }
         if chosen is not None:
+            body["usage"] = {
+                **accounting.report(Caller("operator"), chosen["name"]),
+                "chart": accounting.chart(chosen, now - USAGE_CHART_S, USAGE_CHART_S / 48),
+            }
             view = monitor.view(chosen["name"])
             rows = queries.project_rows(chosen)
             body.update(snapshot(rows, view, now, settings.heartbeat_timeout_s))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from supervisor.errors import AgentvisorError, Forbidden, InvalidInput, TooLarge
 from supervisor.git_http import (
     RECEIVE,
     Push,
-    agent_ref,
+    applied_updates,
     backend_env,
     install_hooks,
     parse_route,
@@ -30,7 +32,7 @@ from supervisor.git_http import (
     run_backend,
     spool_body,
 )
-from supervisor.git_run import branch_tip, git_common_dir, is_ancestor
+from supervisor.git_run import git_common_dir, is_ancestor
 from supervisor.service import Service
 from supervisor.store import Row
 
@@ -123,7 +125,10 @@ def git_router(service: Service, auth: Authenticator) -> APIRouter:
                     headers={"Cache-Control": "no-cache"},
                 )
             root = Path(project["path"])
-            before = await run_in_threadpool(branch_tip, root, f"agent/{role}")
+            notes_fd, notes_name = tempfile.mkstemp(prefix="push-", dir=hooks_dir.parent)
+            os.close(notes_fd)
+            notes = Path(notes_name)
+            env["AGENTVISOR_UPDATES_FILE"] = str(notes)
             reply = await run_backend(env, spool, size)
 
         async def then_record() -> AsyncIterator[bytes]:
@@ -131,7 +136,7 @@ def git_router(service: Service, auth: Authenticator) -> APIRouter:
                 async for chunk in reply.body:
                     yield chunk
             finally:
-                await run_in_threadpool(_record_update, project, agent, root, before)
+                await run_in_threadpool(_record_updates, project, agent, root, notes)
 
         return StreamingResponse(then_record(), reply.status, reply.headers)
 
@@ -146,20 +151,25 @@ def git_router(service: Service, auth: Authenticator) -> APIRouter:
             )
             service.metrics.inc(f'git_push_refusals|rule="{rule}"')
 
-    def _record_update(project: Row, agent: Row, root: Path, before: str | None) -> None:
+    def _record_updates(project: Row, agent: Row, root: Path, notes: Path) -> None:
+        """One event per update git made, as its post-receive hook noted them: a push that
+        lost a race for the ref lock records nothing."""
         role = str(agent["role"])
-        after = branch_tip(root, f"agent/{role}")
-        if after == before or after is None:
-            return
-        forced = before is not None and not is_ancestor(root, before, after)
-        data: dict[str, Any] = {
-            "role": role,
-            "ref": agent_ref(role),
-            "old": before,
-            "new": after,
-            "forced": forced,
-        }
-        service.store.log_event("git.branch_updated", project["id"], agent["id"], data)
-        service.metrics.inc(f'git_branch_updates|forced="{str(forced).lower()}"')
+        try:
+            text = notes.read_text(encoding="utf-8", errors="replace")[:65536]
+        finally:
+            notes.unlink(missing_ok=True)
+        for update in applied_updates(text, role):
+            old = None if update.creates else update.old
+            forced = old is not None and not is_ancestor(root, old, update.new)
+            data: dict[str, Any] = {
+                "role": role,
+                "ref": update.ref,
+                "old": old,
+                "new": update.new,
+                "forced": forced,
+            }
+            service.store.log_event("git.branch_updated", project["id"], agent["id"], data)
+            service.metrics.inc(f'git_branch_updates|forced="{str(forced).lower()}"')
 
     return router

@@ -37,6 +37,16 @@ RULE_OWN_BRANCH = "own-branch-only"
 RULE_FAST_FORWARD = "fast-forward-only"
 RULE_NO_DELETE = "no-branch-deletion"
 HOOK_NAME = "pre-receive"
+POST_HOOK_NAME = "post-receive"
+# After the refs moved: the updates that did happen, for the API to record (one line each).
+POST_RECEIVE_HOOK = """#!/bin/sh
+# agentvisor: note the updates git made, for the event log. Written by agentvisor.
+if [ -n "$AGENTVISOR_UPDATES_FILE" ]; then
+    cat >>"$AGENTVISOR_UPDATES_FILE"
+else
+    cat >/dev/null
+fi
+"""
 
 # agentvisor's pre-receive hook: runs in receive-pack on the host, with the environment set by
 # `backend_env`. The agent wrote none of it; the ref names it reads come from git.
@@ -198,13 +208,29 @@ def refusal_report(updates: list[RefUpdate], problems: Mapping[str, str], sideba
 def install_hooks(folder: Path) -> Path:
     """Write agentvisor's hooks into `folder` (state dir, never mounted); return it."""
     folder.mkdir(parents=True, exist_ok=True)
-    hook = folder / HOOK_NAME
-    if not hook.is_file() or hook.read_text() != PRE_RECEIVE_HOOK:
-        temporary = folder / f".{HOOK_NAME}.new"
-        temporary.write_text(PRE_RECEIVE_HOOK)
-        temporary.chmod(0o755)
-        os.replace(temporary, hook)
+    for name, text in ((HOOK_NAME, PRE_RECEIVE_HOOK), (POST_HOOK_NAME, POST_RECEIVE_HOOK)):
+        hook = folder / name
+        if not hook.is_file() or hook.read_text() != text:
+            temporary = folder / f".{name}.new"
+            temporary.write_text(text)
+            temporary.chmod(0o755)
+            os.replace(temporary, hook)
     return folder
+
+
+def applied_updates(text: str, role: str) -> list[RefUpdate]:
+    """The updates the post-receive hook noted, those of `role`'s own branch only."""
+    updates = []
+    for line in text.splitlines():
+        parts = line.split(" ")
+        if (
+            len(parts) == 3
+            and _OID.fullmatch(parts[0])
+            and _OID.fullmatch(parts[1])
+            and parts[2] == agent_ref(role)
+        ):
+            updates.append(RefUpdate(*parts))
+    return updates
 
 
 def backend_env(

@@ -90,8 +90,10 @@ def run_git(
     config: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
     check: bool = True,
+    timeout_s: float | None = None,
 ) -> GitRun:
-    """Run `git ARGS` in `cwd`, a top folder agentvisor manages; GitError on failure if `check`.
+    """Run `git ARGS` in `cwd`, a top folder agentvisor manages; GitError on failure if `check`
+    (and when it runs longer than `timeout_s`).
 
     Hardened (docs/sandboxes.md): an environment nothing inherited can steer, no discovery
     above `cwd`, command-running settings off, and `safe.directory` for `cwd` alone (a root
@@ -102,21 +104,27 @@ def run_git(
     command = ["git", "-c", f"safe.directory={cwd.resolve()}"]
     for setting in (*_cached_command_settings(), *config):
         command += ["-c", setting]
-    run = _execute([*command, *args], cwd, env or {})
+    run = _execute([*command, *args], cwd, env or {}, timeout_s)
     if check and run.status != 0:
         raise GitError(f"git {args[0]} failed in {cwd}: {run.reason}")
     return run
 
 
-def _execute(argv: list[str], cwd: Path, extra: Mapping[str, str]) -> GitRun:
-    done = subprocess.run(
-        argv,
-        cwd=cwd,
-        env=hardened_env(cwd, extra),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        check=False,
-    )
+def _execute(
+    argv: list[str], cwd: Path, extra: Mapping[str, str], timeout_s: float | None = None
+) -> GitRun:
+    try:
+        done = subprocess.run(
+            argv,
+            cwd=cwd,
+            env=hardened_env(cwd, extra),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            check=False,
+            timeout=timeout_s,
+        )
+    except subprocess.TimeoutExpired:
+        return GitRun(124, "", f"fatal: git {argv[-1]} took longer than {timeout_s:.0f} s")
     return GitRun(
         done.returncode,
         done.stdout.decode("utf-8", "replace").rstrip("\n"),

@@ -53,6 +53,7 @@ class UpOptions:
     # Egress allowlist entries for this project (`--allow`), kept in the store.
     allow: tuple[str, ...] = ()
     wait_s: float = 60.0  # how long to wait for every briefing to be verified
+    budget: dict[str, float] = field(default_factory=dict)  # `up --budget`: Budget fields
 
 
 @dataclass
@@ -155,6 +156,11 @@ def up(settings: Settings, options: UpOptions, progress: Progress = lambda _: No
         backend = _backend(settings)
         running = {s.role for s in backend.list(name) if s.status == "running"}
         if running and set(team.roles) <= running:
+            # What `up` changes on a running project: its budget, its egress allowlist.
+            if options.budget:
+                client.post("/v1/budget", {"project": name, **options.budget})
+            for entry in options.allow:
+                client.post("/v1/egress/rules", {"project": name, "entry": entry, "origin": "up"})
             report = UpReport(name, root, branch, profile, team, already_running=True)
             report.agents = _rows(client, backend, name, root)
             return report
@@ -165,6 +171,8 @@ def up(settings: Settings, options: UpOptions, progress: Progress = lambda _: No
         )
         for entry in options.allow:  # before any sandbox starts: its first request may need it
             client.post("/v1/egress/rules", {"project": name, "entry": entry, "origin": "up"})
+        if options.budget:
+            client.post("/v1/budget", {"project": name, **options.budget})
         worktrees = _worktrees(root, team.roles, branch, settings, progress)
         launches = _start_sandboxes(
             settings, client, backend, name, root, worktrees, profile, image, progress, branch
@@ -475,6 +483,7 @@ class StatusRow:
     next_checkin_at: float | None
     pending: int
     paused_until: float | None
+    paused_reason: str | None = None  # a usage limit, or a budget and how to raise it
 
 
 def status(settings: Settings, project: str | None) -> tuple[dict[str, Any], list[StatusRow]]:
@@ -493,8 +502,10 @@ def status(settings: Settings, project: str | None) -> tuple[dict[str, Any], lis
     except SandboxError:
         sandboxes = {}
     rows = []
+    now = time.time()
     for agent in agents:
         due = [c["due_at"] for c in checkins if c["recipient_id"] == agent["id"]]
+        paused = (agent["paused_until"] or 0) > now
         rows.append(
             StatusRow(
                 agent["role"],
@@ -504,6 +515,7 @@ def status(settings: Settings, project: str | None) -> tuple[dict[str, Any], lis
                 min(due) if due else None,
                 sum(1 for m in pending if m["recipient_id"] == agent["id"]),
                 agent["paused_until"],
+                agent.get("paused_reason") if paused else None,
             )
         )
     return row, rows

@@ -165,6 +165,37 @@ def _v4(db: sqlite_utils.Database) -> None:
 
 
 def _v5(db: sqlite_utils.Database) -> None:
+    """What the model broker counted, one row per request to the model API, and why an agent
+    is paused (a usage limit, a budget)."""
+    if "model_usage" in db.table_names():
+        return
+    db.table("model_usage").create(
+        {
+            "id": int,
+            "at": float,
+            "project_id": int,
+            "agent_id": int,
+            "path": str,
+            "status": int,
+            "input_tokens": int,
+            "output_tokens": int,
+            "cache_creation_tokens": int,
+            "cache_read_tokens": int,
+            "model": str,
+            "error": str,
+            "reset_at": float,
+            "first_byte_ms": float,
+            "duration_ms": float,
+        },
+        pk="id",
+        not_null={"at", "project_id", "agent_id", "status"},
+    )
+    db.table("model_usage").create_index(["agent_id", "at"])
+    db.table("model_usage").create_index(["project_id", "at"])
+    db.execute("ALTER TABLE agents ADD COLUMN paused_reason TEXT")
+
+
+def _v6(db: sqlite_utils.Database) -> None:
     """The operator's egress allowlist per project (`agentvisor egress allow`, `up --allow`)."""
     db.table("egress_rules").create(
         {"id": int, "project_id": int, "entry": str, "created_at": float, "origin": str},
@@ -183,6 +214,7 @@ MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [
     (3, _v3),
     (4, _v4),
     (5, _v5),
+    (6, _v6),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

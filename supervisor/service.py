@@ -322,7 +322,17 @@ class Service:
         except (TypeError, ValueError):
             reset = now + 5 * 3600  # the notice named no time we could read: the longest window
         resume_at = max(reset, now) + self.settings.usage_limit_margin_s
-        self.store.update_agent(agent["id"], paused_until=resume_at, state="paused")
+        # The broker and the pane may both report the same limit: one pause, one resume.
+        current = self.store.get_agent_by_id(agent["id"])
+        if (
+            current.get("paused_reason") == "usage_limit"
+            and (current["paused_until"] or 0) > now
+            and abs(current["paused_until"] - resume_at) < 120
+        ):
+            return float(current["paused_until"])
+        self.store.update_agent(
+            agent["id"], paused_until=resume_at, state="paused", paused_reason="usage_limit"
+        )
         self.store.add_checkin(
             agent["project_id"],
             OPERATOR,

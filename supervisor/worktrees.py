@@ -12,6 +12,7 @@ import contextlib
 import os
 import re
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ CHANNEL_REMOTE_URL = "http://127.0.0.1:7399/git/project.git"
 _ROLE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _OID = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")
 _MAX_HEAD_BYTES = 4096
+_MAX_PACKED_REFS_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -224,7 +226,8 @@ def _refuse_if_dirty(root: Path, path: Path, role: str) -> None:
     if changes:
         raise Conflict(
             f"the working copy of {role} at {path} has {len(changes)} uncommitted "
-            "change(s); commit them first, or remove it with force"
+            "change(s) (or commits that did not reach the project yet); commit them and let "
+            "the agent publish them first, or remove it with force"
         )
     head = clone_head_commit(path)
     published = branch_tip(root, agent_branch(role))
@@ -282,51 +285,61 @@ def clone_head_commit(path: Path) -> str | None:
     loose = _read_small(git_dir / ref)
     if loose is not None:
         return loose if _OID.fullmatch(loose) else None
-    packed = git_dir / "packed-refs"
-    if packed.is_file() and not packed.is_symlink():
-        for line in packed.read_text(encoding="utf-8", errors="replace").splitlines():
-            oid, _, name = line.partition(" ")
-            if name == ref and _OID.fullmatch(oid):
-                return oid
+    packed = _read_small(git_dir / "packed-refs", _MAX_PACKED_REFS_BYTES)
+    for line in (packed or "").splitlines():
+        oid, _, name = line.partition(" ")
+        if name == ref and _OID.fullmatch(oid):
+            return oid
     return None
 
 
-def _read_small(path: Path) -> str | None:
+def _read_small(path: Path, limit: int = _MAX_HEAD_BYTES) -> str | None:
+    """The first `limit` bytes of a regular file the agent may have written, as text; None
+    for a link, a FIFO, a device or a folder (opened without following or blocking)."""
     try:
-        if path.is_symlink() or not path.is_file():
-            return None
-        with path.open("rb") as file:
-            return file.read(_MAX_HEAD_BYTES).decode("utf-8", "replace").strip()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return None
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+            return None
+        return file.read(limit).decode("utf-8", "replace").strip()
+
+
+STATUS_TIMEOUT_S = 20.0
+MAX_INDEX_BYTES = 256 * 1024 * 1024
 
 
 def uncommitted_paths(repo_root: Path, worktree_path: Path) -> list[str]:
-    """`git status --porcelain=v2` lines of an agent's clone: changed and untracked files.
+    """`git status --porcelain=v2` lines of an agent's clone: what is not yet on its branch in
+    the project (changed, staged or untracked files; commits not published count as staged).
 
-    The agent controls everything in its clone (config, hooks, `commondir`, attributes), so git
-    runs with a git dir that agentvisor makes in a temporary folder: the clone's objects as an
-    alternate, a copy of its index, its HEAD commit, and no config but ours (no system or
-    global config either), submodules ignored.
+    The agent controls everything in its clone (config, hooks, `commondir`, attributes, its
+    object store), so git runs with a git dir that agentvisor makes in a temporary folder: the
+    project's objects only, a copy of the clone's index (a regular file, opened without
+    following links or blocking), HEAD at the project's tip of the agent's branch, no config
+    but ours (no system or global either), submodules ignored, and a time limit (a FIFO
+    where git reads an ignore file would otherwise block it).
     """
     clone = worktree_path.resolve()
     if not is_agent_clone(clone):
         raise GitError(f"{clone} is not an agent's repository")
-    head = clone_head_commit(clone) or branch_tip(repo_root, agent_branch(clone.name))
+    root = resolved(repo_root)
+    head = branch_tip(root, agent_branch(clone.name))
     with tempfile.TemporaryDirectory(prefix="agentvisor-status-") as scratch:
         git_dir = Path(scratch)
         (git_dir / "objects" / "info").mkdir(parents=True)
         (git_dir / "refs").mkdir()
         (git_dir / "objects" / "info" / "alternates").write_text(
-            f"{clone / '.git' / 'objects'}\n{git_common_dir(resolved(repo_root)) / 'objects'}\n"
+            f"{git_common_dir(root) / 'objects'}\n"
         )
         (git_dir / "HEAD").write_text(f"{head}\n" if head else "ref: refs/heads/none\n")
         (git_dir / "config").write_text("[core]\n\trepositoryformatversion = 0\n\tbare = false\n")
-        index = clone / ".git" / "index"
-        if index.is_file() and not index.is_symlink():
-            shutil.copyfile(index, git_dir / "index")
+        _copy_regular_file(clone / ".git" / "index", git_dir / "index", MAX_INDEX_BYTES)
         run = run_git(
             clone,
+            "-c",
+            f"core.excludesFile={os.devnull}",
             "status",
             "--porcelain=v2",
             "--untracked-files=all",
@@ -339,8 +352,26 @@ def uncommitted_paths(repo_root: Path, worktree_path: Path) -> list[str]:
                 "GIT_CONFIG_GLOBAL": os.devnull,
                 "GIT_OPTIONAL_LOCKS": "0",
             },
+            timeout_s=STATUS_TIMEOUT_S,
         )
     return _porcelain_lines(run)
+
+
+def _copy_regular_file(source: Path, target: Path, limit: int) -> None:
+    """Copy `source` if it is a regular file of at most `limit` bytes; never follow a link,
+    never block on a FIFO or device the agent put there."""
+    try:
+        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return  # missing, a link, ...: git then sees no index, every file untracked
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(file.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            return
+        if info.st_size > limit:
+            raise GitError(f"{source} is over {limit // (1024 * 1024)} MiB; not read")
+        with target.open("wb") as out:
+            shutil.copyfileobj(file, out)
 
 
 def _porcelain_lines(run: GitRun) -> list[str]:

@@ -209,6 +209,68 @@ function renderAgents(data) {
   note.className = data.sandboxes.error ? "sub bad" : "sub";
 }
 
+// --- model usage ----------------------------------------------------------------------------------
+
+const SVG = "http://www.w3.org/2000/svg";
+const COLOURS = ["#0969da", "#cf222e", "#1a7f37", "#8250df", "#bf8700", "#57606a", "#e85aad"];
+
+function svg(tag, attrs, text) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, String(value));
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function budgetText(usage) {
+  const b = usage.budget;
+  if (!b) return "";
+  const parts = [];
+  if (b.agent_tokens_per_day) parts.push(`${b.agent_tokens_per_day} tokens per agent per day`);
+  if (b.project_tokens) parts.push(`${usage.project_tokens} of ${b.project_tokens} project tokens`);
+  if (b.project_hours) parts.push(`${(usage.project_age_s / 3600).toFixed(1)} of ${b.project_hours} h`);
+  return parts.length ? `budget: ${parts.join(", ")} (agentvisor budget ${usage.project} ...)`
+    : `no budget (agentvisor budget ${usage.project} --agent-tokens-per-day N)`;
+}
+
+function renderUsage(data) {
+  const usage = data.usage;
+  const agents = usage ? usage.agents : [];
+  const rows = agents.map((a) => el("tr", {},
+    el("td", { class: "role" }, a.role),
+    el("td", { class: "num" }, String(a.requests)),
+    el("td", { class: "num" }, String(a.input_tokens)),
+    el("td", { class: "num" }, String(a.output_tokens)),
+    el("td", { class: "num" }, String(a.cache_read_tokens)),
+    el("td", { class: "num" }, String(a.tokens)),
+    el("td", { class: "num" }, String(a.rate_limited)),
+    el("td", { class: "muted small" }, a.paused_until
+      ? `${a.paused_reason || "usage limit"} (until ${shortTime(a.paused_until)})` : ""),
+  ));
+  fill($("usage").tBodies[0], rows);
+  $("usage-empty").hidden = agents.some((a) => a.requests > 0);
+  $("usage-budget").textContent = usage ? budgetText(usage) : "";
+  const chart = $("usage-chart");
+  chart.replaceChildren();
+  if (!usage) return;
+  const buckets = 48;
+  const byRole = new Map();
+  for (const p of usage.chart.points) {
+    if (!byRole.has(p.role)) byRole.set(p.role, new Array(buckets).fill(0));
+    if (p.bucket >= 0 && p.bucket < buckets) byRole.get(p.role)[p.bucket] = p.tokens;
+  }
+  const top = Math.max(1, ...[...byRole.values()].flat());
+  const width = 480, height = 160, pad = 20;
+  chart.append(svg("text", { x: 2, y: 12 }, `${top} tokens`));
+  [...byRole.entries()].forEach(([role, values], index) => {
+    const colour = COLOURS[index % COLOURS.length];
+    const points = values.map((v, i) =>
+      `${(pad + (i * (width - pad)) / (buckets - 1)).toFixed(1)},` +
+      `${(height - 4 - (v / top) * (height - pad)).toFixed(1)}`).join(" ");
+    chart.append(svg("polyline", { points, stroke: colour, "data-role": role }));
+    chart.append(svg("text", { x: width - 90, y: 12 * (index + 1), fill: colour }, role));
+  });
+}
+
 function renderRoleSelects(data) {
   const roles = data.agents.map((a) => a.role);
   for (const form of [$("send-form"), $("checkin-form")]) {
@@ -307,6 +369,7 @@ function render(data) {
     watch(first.role);
   }
   renderAgents(data);
+  renderUsage(data);
   renderRoleSelects(data);
   renderMessages(data);
   renderCheckins(data);

@@ -32,7 +32,9 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import hashlib
 import json
+import ssl
 import sys
 import threading
 import time
@@ -278,6 +280,16 @@ def error_body(kind: str, text: str) -> dict[str, Any]:
 # --- the server --------------------------------------------------------------------------------
 
 
+def credential_hash(headers: Any) -> str | None:
+    """sha256 of the request's key or bearer token, so a record shows who called without
+    holding the secret."""
+    value = headers.get("x-api-key") or ""
+    if not value:
+        scheme, _, token = (headers.get("authorization") or "").partition(" ")
+        value = token.strip() if scheme.lower() == "bearer" else ""
+    return hashlib.sha256(value.encode()).hexdigest() if value else None
+
+
 class ModelServer:
     """The HTTP server and what it recorded. `start()` serves on a thread (tests); `serve()`
     blocks (the command line)."""
@@ -289,6 +301,7 @@ class ModelServer:
         port: int = 0,
         record_path: str | Path | None = None,
         clock: Callable[[], float] = time.time,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.script = Script(steps)
         self.record_path = Path(record_path) if record_path else None
@@ -298,12 +311,16 @@ class ModelServer:
         self._thread: threading.Thread | None = None
         self.httpd = ThreadingHTTPServer((host, port), _handler_for(self))
         self.httpd.daemon_threads = True
+        self.scheme = "http"
+        if tls is not None:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
+            self.scheme = "https"
 
     @property
     def url(self) -> str:
         host, port = self.httpd.server_address[:2]
         name = host.decode() if isinstance(host, bytes) else host
-        return f"http://{name}:{port}"
+        return f"{self.scheme}://{name}:{port}"
 
     def start(self) -> ModelServer:
         self._thread = threading.Thread(
@@ -354,6 +371,7 @@ def _handler_for(server: ModelServer) -> type[BaseHTTPRequestHandler]:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "agentvisor-model-server"
+    disable_nagle_algorithm = True  # small SSE writes go out at once, as from a real server
     model_server: ModelServer
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -402,6 +420,9 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             step = {"text": SIDE_TEXT}
         entry["reply"] = {k: v for k, v in step.items() if k != "when"}
+        answer = message(step, model, _estimate_tokens(body.get("messages")))
+        if not step.get("usage_limit") and not isinstance(step.get("error"), dict):
+            entry["usage"] = answer["usage"]  # what the answer reports, for metering tests
         self.model_server.record(entry)
         if step.get("delay_s"):
             time.sleep(float(step["delay_s"]))
@@ -416,7 +437,6 @@ class _Handler(BaseHTTPRequestHandler):
             kind, text = str(error.get("type", "api_error")), str(error.get("message", "error"))
             self._json(status, error_body(kind, text))
             return
-        answer = message(step, model, _estimate_tokens(body.get("messages")))
         if body.get("stream"):
             self._stream(answer)
         else:
@@ -459,6 +479,8 @@ class _Handler(BaseHTTPRequestHandler):
                 k.lower(): v for k, v in self.headers.items() if k.lower() not in SECRET_HEADERS
             },
             "body": body,
+            # Which credential came, as a hash (a test compares it with the real one's).
+            "credential_sha256": credential_hash(self.headers),
         }
         if not (method == "POST" and self.path.split("?", 1)[0] == "/v1/messages"):
             self.model_server.record(entry)
@@ -490,6 +512,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8080, help="0 picks a free port")
     parser.add_argument("--script", help="JSON file: a list of steps (default: answer OK.)")
     parser.add_argument("--record", help="append every request to this JSON-lines file")
+    parser.add_argument("--cert", help="serve HTTPS with this PEM certificate (and --key)")
+    parser.add_argument("--key", help="the certificate's PEM private key")
     parser.add_argument(
         "--gateway-token",
         action="store_true",
@@ -502,7 +526,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         steps = load_script(args.script) if args.script else []
-        server = ModelServer(steps, args.host, args.port, args.record)
+        tls = None
+        if args.cert:
+            tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            tls.load_cert_chain(args.cert, args.key)
+        server = ModelServer(steps, args.host, args.port, args.record, tls=tls)
     except (ScriptError, OSError) as error:
         print(f"model_server: {error}", file=sys.stderr)
         return 2

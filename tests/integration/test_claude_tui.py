@@ -197,17 +197,18 @@ def claude() -> Iterator[Claude]:
         shutil.copy(model_server.__file__, model / "model_server.py")
         (model / "script.json").write_text(json.dumps(script(resets_at)))
         model.chmod(0o755)
-        host_env = {
-            # Both credentials: the API key must be approved without a dialog, and the gateway
-            # token makes Claude Code show a 429 as a subscriber's usage-limit notice.
-            "ANTHROPIC_API_KEY": "sk-ant-api03-agentvisor-test-0123456789abcdefghij",
+        # The model server runs in the sandbox here, so the test points Claude Code at it
+        # directly instead of at the broker (tests/integration/test_claude_broker.py covers
+        # the broker). Beside the stand-in key the shim sets, the gateway token makes Claude
+        # Code show a 429 as a subscriber's usage-limit notice.
+        direct = {
             "ANTHROPIC_AUTH_TOKEN": gateway_token(),
             "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{MODEL_PORT}",
             "DISABLE_TELEMETRY": "1",
             "DISABLE_ERROR_REPORTING": "1",
             "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
         }
-        extras = sandbox_extras(settings, "claude", agent["session_id"], host_env, tmp)
+        extras = sandbox_extras(settings, "claude", agent["session_id"], {})
 
         def spec(resume: bool = False) -> SandboxSpec:
             return build_spec(
@@ -219,7 +220,7 @@ def claude() -> Iterator[Claude]:
                 token_file=token,
                 profile="claude",
                 image=IMAGE,
-                extra_env={**extras.env, "AGENTVISOR_SHIM_HEARTBEAT_S": "0.5"},
+                extra_env={**extras.env, **direct, "AGENTVISOR_SHIM_HEARTBEAT_S": "0.5"},
                 credential_mounts=[*extras.mounts, Mount(model, Path(MODEL_DIR), True)],
                 extra_labels={TEST_LABEL: run},
                 resume=resume,

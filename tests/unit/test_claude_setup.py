@@ -14,7 +14,7 @@ from agent_shim import agent_cli, claude_setup
 from agent_shim.client import ApiClient
 from agent_shim.profiles import load_profile
 from agent_shim.receipts import Receipts, TurnState, fold_all, receipt
-from supervisor.claude import CREDENTIALS_TARGET, sandbox_extras
+from supervisor.claude import MODEL_BASE_URL, sandbox_extras
 from supervisor.config import Settings
 from supervisor.errors import InvalidInput
 
@@ -134,24 +134,31 @@ def test_without_a_session_id_resume_follows_agentvisor_resume(tmp_path: Path):
     assert claude_setup.prepare(load_profile("claude", {}), {}, tmp_path).resume is False
 
 
-def test_host_login_is_copied_writable_and_again_only_when_the_host_changed_it(tmp_path: Path):
-    host = tmp_path / "host-credentials.json"
-    host.write_text('{"claudeAiOauth": {"accessToken": "a1"}}')
-    host.chmod(0o400)
+def test_a_login_copied_in_by_agentvisor_0_1_is_deleted_and_the_stand_in_approved(
+    tmp_path: Path,
+):
     home = tmp_path / "home"
-    copied = home / ".claude" / ".credentials.json"
+    claude_dir = home / ".claude"
+    claude_dir.mkdir(parents=True)
+    (claude_dir / ".credentials.json").write_text('{"claudeAiOauth": {"accessToken": "a1"}}')
+    (claude_dir / claude_setup.CREDENTIALS_STAMP).write_text("digest\n")
+    stand_in = "avt_agent-token-0123456789abcdefghijklmnop"
 
-    prepare(home, AGENTVISOR_CLAUDE_CREDENTIALS=str(host))
-    assert copied.read_text() == host.read_text() and copied.stat().st_mode & 0o777 == 0o600
+    setup = prepare(home, ANTHROPIC_API_KEY=stand_in)
 
-    copied.write_text('{"claudeAiOauth": {"accessToken": "refreshed in the sandbox"}}')
-    prepare(home, AGENTVISOR_CLAUDE_CREDENTIALS=str(host))
-    assert "refreshed in the sandbox" in copied.read_text()
+    assert not (claude_dir / ".credentials.json").exists()
+    assert not (claude_dir / claude_setup.CREDENTIALS_STAMP).exists()
+    assert str(claude_dir / ".credentials.json") in setup.written
+    approved = read(home / ".claude.json")["customApiKeyResponses"]["approved"]
+    assert approved == [stand_in[-20:]]
 
-    host.chmod(0o600)
-    host.write_text('{"claudeAiOauth": {"accessToken": "a2, logged in again"}}')
-    prepare(home, AGENTVISOR_CLAUDE_CREDENTIALS=str(host))
-    assert "a2" in copied.read_text()
+
+def test_a_login_claude_code_wrote_itself_is_left_alone(tmp_path: Path):
+    home = tmp_path / "home"
+    (home / ".claude").mkdir(parents=True)
+    (home / ".claude" / ".credentials.json").write_text("{}")
+    prepare(home)
+    assert (home / ".claude" / ".credentials.json").exists()
 
 
 # --- receipts -----------------------------------------------------------------------------------
@@ -243,26 +250,46 @@ def test_agent_hook_posts_the_receipt_as_an_event(tmp_path: Path):
 # --- the host side ------------------------------------------------------------------------------
 
 
-def test_claude_sandbox_gets_session_permission_mode_and_host_credentials(tmp_path: Path):
-    home = tmp_path / "home"
-    (home / ".claude").mkdir(parents=True)
-    (home / ".claude" / ".credentials.json").write_text("{}")
-    host_env = {"ANTHROPIC_API_KEY": API_KEY, "ANTHROPIC_BASE_URL": "", "UNRELATED": "x"}
+def test_claude_sandbox_gets_session_permission_mode_and_the_broker_never_a_credential():
+    host_env = {
+        "ANTHROPIC_API_KEY": API_KEY,
+        "ANTHROPIC_AUTH_TOKEN": "a-token",
+        "ANTHROPIC_BASE_URL": "https://gateway.example",
+        "ANTHROPIC_MODEL": "opus",
+        "UNRELATED": "x",
+    }
     session = str(uuid.uuid4())
 
-    extras = sandbox_extras(Settings(), "claude", session, host_env, home)
+    extras = sandbox_extras(Settings(), "claude", session, host_env)
 
     assert extras.env == {
         "AGENTVISOR_CLAUDE_PERMISSION_MODE": "bypassPermissions",
         "AGENTVISOR_CLAUDE_SESSION_ID": session,
-        "ANTHROPIC_API_KEY": API_KEY,
-        "AGENTVISOR_CLAUDE_CREDENTIALS": CREDENTIALS_TARGET,
+        "AGENTVISOR_MODEL_BROKER": "1",
+        "ANTHROPIC_BASE_URL": MODEL_BASE_URL,
+        "ANTHROPIC_MODEL": "opus",
     }
-    (mount,) = extras.mounts
-    assert mount.read_only and str(mount.target) == CREDENTIALS_TARGET
+    assert extras.mounts == ()
 
 
 def test_other_profiles_get_nothing_and_a_wrong_permission_mode_is_refused(tmp_path: Path):
-    assert sandbox_extras(Settings(), "demo", "x", {"ANTHROPIC_API_KEY": "k"}, tmp_path).env == {}
+    assert sandbox_extras(Settings(), "demo", "x", {"ANTHROPIC_API_KEY": "k"}).env == {}
     with pytest.raises(InvalidInput, match="bypassPermissions"):
-        sandbox_extras(Settings(claude_permission_mode="yes"), "claude", None, {}, tmp_path)
+        sandbox_extras(Settings(claude_permission_mode="yes"), "claude", None, {})
+
+
+def test_the_shim_gives_the_cli_its_own_token_as_the_brokers_stand_in_key(tmp_path: Path):
+    import logging
+
+    from agent_shim.__main__ import model_stand_in
+    from agent_shim.config import ShimConfig
+
+    token = tmp_path / "token"
+    token.write_text("avt_agent-token\n")
+    config = ShimConfig(profile=load_profile("claude", {}), token_file=str(token))
+    log = logging.getLogger("test")
+    broker = {"AGENTVISOR_MODEL_BROKER": "1"}
+    assert model_stand_in(config, broker, log) == {"ANTHROPIC_API_KEY": "avt_agent-token"}
+    assert model_stand_in(config, {}, log) == {}  # other profiles: nothing
+    missing = ShimConfig(profile=config.profile, token_file=str(tmp_path / "none"))
+    assert model_stand_in(missing, broker, log) == {}

@@ -110,3 +110,19 @@ def test_the_refusal_is_a_report_git_shows_with_the_rule() -> None:
     lines, _ = read_pkt_lines(banded)
     assert lines[0].startswith(b"\x02agentvisor: refusing to update refs/heads/main")
     assert lines[-1][:1] == b"\x01" and lines[-1][1:] == plain
+
+
+def test_only_the_updates_git_made_to_the_agents_own_branch_are_recorded() -> None:
+    from supervisor.git_http import applied_updates
+
+    noted = (
+        f"{OLD} {NEW} refs/heads/agent/dev\n"
+        f"{OLD} {NEW} refs/heads/main\n"
+        "garbage line\n"
+        f"{ZERO} {NEW} refs/heads/agent/dev\n"
+    )
+    assert applied_updates(noted, "dev") == [
+        RefUpdate(OLD, NEW, "refs/heads/agent/dev"),
+        RefUpdate(ZERO, NEW, "refs/heads/agent/dev"),
+    ]
+    assert applied_updates("", "dev") == []

@@ -484,3 +484,42 @@ def test_only_the_agents_clone_is_handed_to_the_sandbox_uid(repo: Path) -> None:
     assert [w.role for w in list_worktrees(repo)] == ["dev"]
     assert uncommitted_paths(repo, worktree.path) == []
     assert ensure_worktree(repo, "qa", "main", owner=(64100, 64100)).created
+
+
+def test_fifos_and_links_the_agent_plants_never_block_or_mislead_host_side_status(
+    repo: Path,
+) -> None:
+    import time
+
+    worktree = ensure_worktree(repo, "dev", "main")
+    git_dir = worktree.path / ".git"
+    (git_dir / "index").unlink()
+    os.mkfifo(git_dir / "index")
+    (git_dir / "objects" / "info").mkdir(exist_ok=True)
+    os.mkfifo(git_dir / "objects" / "info" / "alternates")
+    (git_dir / "HEAD").unlink()
+    os.mkfifo(git_dir / "HEAD")
+    (git_dir / "packed-refs").unlink(missing_ok=True)
+    os.mkfifo(git_dir / "packed-refs")
+
+    started = time.monotonic()
+    lines = uncommitted_paths(repo, worktree.path)
+    row = sync_report(repo, "main", [worktree])[0]
+
+    assert time.monotonic() - started < 10
+    assert "? README.md" in lines  # no index copied: every file is untracked
+    assert row.checked_out is None
+
+
+def test_a_fifo_as_an_ignore_file_costs_at_most_the_time_limit(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import supervisor.worktrees as worktrees
+
+    monkeypatch.setattr(worktrees, "STATUS_TIMEOUT_S", 2.0)
+    worktree = ensure_worktree(repo, "dev", "main")
+    os.mkfifo(worktree.path / ".gitignore")
+
+    with pytest.raises(GitError, match="longer than 2 s"):
+        uncommitted_paths(repo, worktree.path)
+    assert sync_report(repo, "main", [worktree])[0].problem
