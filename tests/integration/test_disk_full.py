@@ -20,7 +20,7 @@ def tiny_disk(short_tmp: Path):
     can_mount = (
         os.getuid() == 0
         and subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mount)], capture_output=True
+            ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True
         ).returncode
         == 0
     )
