@@ -91,15 +91,23 @@ def main() -> int:
         config.socket_path,
     )
     stop = threading.Event()
-    relay = start_channel(config, log, stop)
-    egress = start_egress(config, log)
+    relays: list[Relay] = []
+
+    def start_relays() -> None:
+        # Beside the shim's own start, which brings the first heartbeat: nothing waits on git.
+        for running in (start_channel(config, log, stop), start_egress(config, log)):
+            if running is not None:
+                relays.append(running)
+
+    starter = threading.Thread(target=start_relays, name="relays", daemon=True)
+    starter.start()
     try:
         return shim.run()
     finally:
         stop.set()
-        for running in (relay, egress):
-            if running is not None:
-                running.stop()
+        starter.join(timeout=5)
+        for running in relays:
+            running.stop()
 
 
 # Downloads go through here: bigger buffers than the git channel's (at most 32 x 2 x 256 KiB).

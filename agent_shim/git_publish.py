@@ -22,6 +22,7 @@ from agent_shim.shim import StateLog
 
 log = logging.getLogger("agent_shim")
 
+START_DELAY_S = 1.5  # after the shim's start, before the first look at the branch
 POLL_S = 0.3
 RECHECK_S = 15.0  # rev-parse this often even if no ref file seems to have changed
 PUSH_TIMEOUT_S = 60.0
@@ -241,10 +242,12 @@ class Publisher:
         clock: Callable[[], float] = time.monotonic,
         states: StateLog | None = None,
         on_published: Callable[[str], None] | None = None,
+        start_delay_s: float = START_DELAY_S,
     ) -> None:
         self.branch = branch
         self.schedule = schedule or PublishSchedule()
         self.poll_s = poll_s
+        self.start_delay_s = start_delay_s
         self._clock = clock
         self._states = states or StateLog()
         self._on_published = on_published
@@ -260,6 +263,9 @@ class Publisher:
         log.info(
             "publisher: pushing %s to %s on every new commit", self.branch.ref, self.branch.remote
         )
+        # The first look (and the push of what was committed while the sandbox was down) waits
+        # until the agent CLI and the shim have started: they need the CPU more.
+        stop.wait(self.start_delay_s)
         while not stop.is_set():
             try:
                 self.step()

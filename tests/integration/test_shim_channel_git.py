@@ -83,7 +83,7 @@ def test_each_new_commit_reaches_the_remote_within_a_second(repos, stop):
     bare, workdir = repos
     branch = GitBranch(str(workdir), ROLE, remote=bare.as_uri())
     published: list[str] = []
-    Publisher(branch, poll_s=0.1, on_published=published.append).start(stop)
+    Publisher(branch, start_delay_s=0, poll_s=0.1, on_published=published.append).start(stop)
     latencies = []
     for n in range(5):
         tip = commit(workdir, f"work {n}")
@@ -97,7 +97,9 @@ def test_each_new_commit_reaches_the_remote_within_a_second(repos, stop):
 
 def test_a_rewritten_branch_is_force_pushed(repos, stop):
     bare, workdir = repos
-    Publisher(GitBranch(str(workdir), ROLE, remote=bare.as_uri()), poll_s=0.1).start(stop)
+    Publisher(
+        GitBranch(str(workdir), ROLE, remote=bare.as_uri()), poll_s=0.1, start_delay_s=0
+    ).start(stop)
     first = commit(workdir, "first")
     wait_until(lambda: remote_tip(bare) == first)
     amended = commit(workdir, "first, amended", "--amend")
@@ -134,7 +136,7 @@ def test_a_hook_and_a_hostile_environment_do_not_change_what_is_pushed(repos, st
     env = {**os.environ, "GIT_DIR": str(tmp_path / "nowhere"), "GIT_WORK_TREE": "/"}
     branch = GitBranch(str(workdir), ROLE, remote=bare.as_uri(), env=env)
     tip = commit(workdir, "work")
-    Publisher(branch, poll_s=0.05).start(stop)
+    Publisher(branch, poll_s=0.05, start_delay_s=0).start(stop)
     wait_until(lambda: remote_tip(bare) == tip)
     assert not marker.exists()
 
@@ -315,7 +317,7 @@ def test_the_publisher_pushes_over_the_channel_with_a_bearer_header(repos, chann
         env=env,
     )
     published: list[str] = []
-    Publisher(branch, on_published=published.append).start(stop)  # the default poll
+    Publisher(branch, on_published=published.append, start_delay_s=0).start(stop)  # default poll
     latencies = []
     for n in range(10):
         tip = commit(workdir, f"work {n}")
