@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -74,14 +75,16 @@ def hardened_env(cwd: Path, extra: Mapping[str, str] | None = None) -> dict[str,
     return env
 
 
-def command_settings() -> list[str]:
+@functools.cache
+def command_settings() -> tuple[str, ...]:
     """`-c` values that switch off git's command-running settings, except those the operator's
-    own global config sets (read from that file alone, never from a repository)."""
+    own global config sets (read from that file alone, never from a repository); read once
+    per process."""
     run = _execute(["git", "config", "--global", "--name-only", "--list"], Path("/"), {})
     operator = {line.strip().lower() for line in run.stdout.splitlines()}
-    return [
+    return tuple(
         f"{key}={value}" for key, value in _COMMAND_SETTINGS.items() if key.lower() not in operator
-    ]
+    )
 
 
 def run_git(
@@ -102,7 +105,7 @@ def run_git(
     if not cwd.is_dir():  # GitPython would silently fall back to the process's own folder
         raise GitError(f"{cwd} does not exist or is not a folder")
     command = ["git", "-c", f"safe.directory={cwd.resolve()}"]
-    for setting in (*_cached_command_settings(), *config):
+    for setting in (*command_settings(), *config):
         command += ["-c", setting]
     run = _execute([*command, *args], cwd, env or {}, timeout_s)
     if check and run.status != 0:
@@ -130,16 +133,6 @@ def _execute(
         done.stdout.decode("utf-8", "replace").rstrip("\n"),
         done.stderr.decode("utf-8", "replace"),
     )
-
-
-_SETTINGS_CACHE: list[str] | None = None
-
-
-def _cached_command_settings() -> list[str]:
-    global _SETTINGS_CACHE
-    if _SETTINGS_CACHE is None:
-        _SETTINGS_CACHE = command_settings()
-    return _SETTINGS_CACHE
 
 
 def git_common_dir(repo_root: Path) -> Path:

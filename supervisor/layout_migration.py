@@ -18,7 +18,7 @@ from pathlib import Path
 
 from supervisor.errors import GitError
 from supervisor.git_run import git_common_dir, resolved
-from supervisor.worktrees import ensure_worktree, is_old_layout, worktrees_dir
+from supervisor.worktrees import ensure_worktree, give_to, is_old_layout, worktrees_dir
 
 KEPT_SUFFIX = ".before-migration"
 QUARANTINE_SUFFIX = ".agentvisor-quarantine"
@@ -71,8 +71,6 @@ def migrate(
             copy_function=_copy,
         )
         if owner is not None:
-            from supervisor.worktrees import give_to
-
             give_to(clone.path, *owner)
         report.migrated.append(role)
         report.kept.append(kept)

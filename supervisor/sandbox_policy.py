@@ -173,15 +173,6 @@ def checked_extra_mount(mount: Mount, fixed_targets: Sequence[str], what: str) -
     return Mount(Path(os.path.realpath(mount.source)), Path(str(target)), True)
 
 
-def check_host_path_target(target: Path) -> None:
-    for folder in (WORKDIR, "/proc", "/sys", "/dev", "/run/agentvisor"):
-        if target == Path(folder) or _under(target, folder):
-            raise SandboxError(
-                f"{target} is mounted at its own path in the sandbox, where {folder} is "
-                "reserved; move the project out of that folder"
-            )
-
-
 def _under(path: PurePosixPath | Path, folder: str | PurePosixPath | Path) -> bool:
     """True when `path` is strictly inside `folder`."""
     path, folder = PurePosixPath(str(path)), PurePosixPath(str(folder))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,13 +13,14 @@ from tests.helpers import git, make_repo
 
 
 @pytest.fixture(autouse=True)
-def fresh_settings_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+def fresh_settings_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
     """An empty global config of our own, read afresh by each test."""
     config = tmp_path / "global.gitconfig"
     config.touch()
     monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(config))
-    monkeypatch.setattr(git_run, "_SETTINGS_CACHE", None)
-    return config
+    git_run.command_settings.cache_clear()
+    yield config
+    git_run.command_settings.cache_clear()
 
 
 def _script(tmp_path: Path, marker: Path) -> Path:
