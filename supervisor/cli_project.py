@@ -46,9 +46,12 @@ def register(app: typer.Typer) -> None:
         """Print the team a spec would get, and why, without starting anything."""
         loaded = load_spec(spec)
         team = plan_team(loaded.text, roles=_roles(roles), team_type=team_type, plan=plan)
+        name, why = launch.planned_name(loaded)
         if json_out:
             print_json(
                 {
+                    "project": name,
+                    "title": loaded.title,
                     "project_type": team.project_type,
                     "roles": team.roles,
                     "reasons": team.reasons,
@@ -56,7 +59,9 @@ def register(app: typer.Typer) -> None:
                 }
             )
             return
-        console.print(f"spec: {loaded.title} ({loaded.path})")
+        console.print(f"spec: {loaded.title} ({loaded.path})", markup=False, highlight=False)
+        named = f"project: {name}, named after {why}" if name else f"project: {why}"
+        console.print(named, markup=False, highlight=False)
         for line in describe_plan(team):
             console.print(line, markup=False, highlight=False)
 

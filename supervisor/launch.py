@@ -98,6 +98,16 @@ def project_name(root: Path) -> str:
     return name if name[0].isalpha() else f"p-{name}"
 
 
+def planned_name(spec: Spec, project_dir: Path | None = None) -> tuple[str | None, str]:
+    """The name `up` would give the spec's project, and where it comes from (for `plan`):
+    the name of the repository's folder, which also names `<folder>-worktrees`."""
+    try:
+        root = find_project(spec.path, project_dir)
+    except AgentvisorError as exc:
+        return None, f"none yet ({exc.message})"
+    return project_name(root), f"the folder of its repository, {root}"
+
+
 def _unique_name(client: ApiClient, root: Path) -> str:
     """The project's name; a second repository with the same folder name gets a hash suffix."""
     name = project_name(root)
@@ -180,6 +190,7 @@ def up(settings: Settings, options: UpOptions, progress: Progress = lambda _: No
         message_ids = _brief(settings, client, name, spec, team, worktrees, branch, root, options)
         _schedule_routines(settings, client, name, team, options)
         progress("waiting for every briefing to arrive in its pane")
+        client.post(f"/v1/projects/{name}/state", {"state": "running"})
         states = _wait_delivered(client, name, message_ids, options.wait_s)
         report = UpReport(name, root, branch, profile, team)
         for role in team.roles:
@@ -405,7 +416,9 @@ def down(settings: Settings, project: str | None) -> list[str]:
     """Stop the project's sandboxes; state, worktrees and schedule are kept."""
     with ApiClient(settings) as client:
         name = resolve_project(client, project)["name"]
-    return [s for s in _backend(settings).stop(name)]
+        stopped = list(_backend(settings).stop(name))
+        client.post(f"/v1/projects/{name}/state", {"state": "stopped"})
+    return stopped
 
 
 def resume(
@@ -438,6 +451,7 @@ def resume(
             branch,
             resume=True,
         )
+        client.post(f"/v1/projects/{name}/state", {"state": "running"})
         report = UpReport(name, root, branch, profile, None)
         report.agents = _rows(client, backend, name, root)
         return report

@@ -289,6 +289,15 @@ class Service:
         return {"ok": True, "nudge": nudge}
 
     # -- agents, projects, events ----------------------------------------------------------
+    def set_project_state(self, caller: Caller, name: str, state: str) -> Row:
+        """The operator's word on where a project stands: `up` and `resume` say running,
+        `down` stopped; the orchestrator's report says complete, the queue failed."""
+        caller.require_operator()
+        project = self.project_for(caller, name)
+        if project["state"] != state:
+            self.store.set_project_state(project["id"], state)
+        return self.store.get_project_by_id(project["id"])
+
     def register_agent(
         self, caller: Caller, project: str, role: str, profile: str
     ) -> tuple[Row, str]:
