@@ -85,6 +85,14 @@ class ProjectStateBody(Strict):
     state: Literal["running", "stopped", "complete", "failed"]
 
 
+class ProjectModelBody(Strict):
+    # The scripted model server of a dry run; the broker sends it no credential.
+    upstream: str | None = Field(
+        default=None, pattern=r"^http://(127\.0\.0\.1|localhost|\[::1\]):[0-9]{1,5}$"
+    )
+    script: str | None = Field(default=None, max_length=4096)
+
+
 class AgentBody(Strict):
     project: str
     role: str
@@ -233,6 +241,10 @@ def create_app(
     @app.post("/v1/projects/{name}/state")
     def project_state(name: str, body: ProjectStateBody, who: Caller = Depends(caller)) -> Row:
         return svc.set_project_state(who, name, body.state)
+
+    @app.post("/v1/projects/{name}/model")
+    def project_model(name: str, body: ProjectModelBody, who: Caller = Depends(caller)) -> Row:
+        return svc.set_project_model(who, name, body.upstream, body.script)
 
     @app.post("/v1/agents", status_code=201)
     def register_agent(body: AgentBody, who: Caller = Depends(caller)) -> dict[str, Any]:

@@ -9,9 +9,9 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from supervisor import launch
+from supervisor import dry_run, launch
 from supervisor.config import Settings, load_settings
-from supervisor.render import console, print_json, table, when
+from supervisor.render import console, err_console, print_json, table, when
 from supervisor.spec import load_spec
 from supervisor.team import describe_plan, plan_team
 
@@ -122,6 +122,15 @@ def register(app: typer.Typer) -> None:
                 "project-hours (0: no limit). Later: agentvisor budget PROJECT.",
             ),
         ] = None,
+        model: Annotated[
+            str | None,
+            typer.Option(
+                "--model",
+                metavar="scripted[:SCRIPT]",
+                help="A dry run: the real Claude Code against the scripted model server on this "
+                "host (the built-in team script, or SCRIPT.json); no key or login needed.",
+            ),
+        ] = None,
         json_out: JsonOpt = False,
     ) -> None:
         """Bring a team of agents up for SPEC, each in its own sandbox."""
@@ -136,6 +145,7 @@ def register(app: typer.Typer) -> None:
 
         settings = load_settings(ctx.obj.state)
         entries = tuple(checked_entry(e) for e in allow or ())  # refused before anything starts
+        scripted = dry_run.parse_model(model)
         found = expand_specs([*(specs or []), *(spec_opt or [])]) if (specs or spec_opt) else []
         if not found:
             raise typer.BadParameter("give a spec file: agentvisor up spec.md")
@@ -144,6 +154,8 @@ def register(app: typer.Typer) -> None:
                 "--allow is for one spec; for queued specs use 'agentvisor egress allow PROJECT "
                 "HOST' or egress_allow in config.toml"
             )
+        if len(found) > 1 and scripted:
+            raise typer.BadParameter("--model scripted is for one spec at a time")
         if len(found) > 1:
             launch.ensure_server(settings, lambda line: console.log(line))
             queued = add_to_queue(
@@ -176,13 +188,16 @@ def register(app: typer.Typer) -> None:
             checkin_minutes=checkin_minutes,
             allow=entries,
             budget=budget_values,
+            model=scripted,
         )
-        with console.status("starting") as spinner:
+        # With --json, stdout is the JSON alone: progress goes to stderr.
+        shown = err_console if json_out else console
+        with shown.status("starting") as spinner:
 
             def progress(line: str) -> None:
                 spinner.update(line)
                 if not line.startswith("Step") and not line.startswith(" "):
-                    console.log(line, markup=False, highlight=False)
+                    shown.log(line, markup=False, highlight=False)
 
             report = launch.up(settings, options, progress)
         if json_out:

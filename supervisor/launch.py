@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from supervisor import layout_migration
+from supervisor import dry_run, layout_migration
 from supervisor import server as server_process
 from supervisor.briefing import BriefingContext, render_briefing
 from supervisor.client import ApiClient
@@ -32,6 +32,7 @@ from supervisor.project_repo import (
 )
 from supervisor.sandbox_user import sandbox_owner
 from supervisor.spec import Spec, load_spec
+from supervisor.store import project_settings
 from supervisor.team import TeamPlan, plan_team, reports_to
 from supervisor.worktrees import Worktree, ensure_worktree, list_worktrees, remove_worktree
 
@@ -54,6 +55,9 @@ class UpOptions:
     allow: tuple[str, ...] = ()
     wait_s: float = 60.0  # how long to wait for every briefing to be verified
     budget: dict[str, float] = field(default_factory=dict)  # `up --budget`: Budget fields
+    # `up --model scripted[:SCRIPT]`: a dry run against the scripted model server with this
+    # script (a file's path, or "dry-run"); None: the real model.
+    model: str | None = None
 
 
 @dataclass
@@ -159,7 +163,7 @@ def up(settings: Settings, options: UpOptions, progress: Progress = lambda _: No
     else:
         root = find_project(spec.path, options.project_dir)
     branch = start_branch(root)
-    profile = choose_profile(options.agent or settings.agent)
+    profile = _profile_for(settings, options)
     ensure_server(settings, progress)
     with ApiClient(settings) as client:
         name = _unique_name(client, root)
@@ -175,10 +179,15 @@ def up(settings: Settings, options: UpOptions, progress: Progress = lambda _: No
             report.agents = _rows(client, backend, name, root)
             return report
         image = ensure_image(settings, profile, progress)
-        client.post(
+        project = client.post(
             "/v1/projects",
             {"name": name, "path": str(root), "spec_path": str(spec.path), "start_branch": branch},
         )
+        if options.model is not None:
+            _start_scripted_model(settings, client, name, options.model, progress)
+        elif project_settings(project).get("model"):  # an earlier dry run's: the real one now
+            dry_run.stop(settings, name)
+            client.post(f"/v1/projects/{name}/model", {"upstream": None})
         for entry in options.allow:  # before any sandbox starts: its first request may need it
             client.post("/v1/egress/rules", {"project": name, "entry": entry, "origin": "up"})
         if options.budget:
@@ -206,6 +215,28 @@ def up(settings: Settings, options: UpOptions, progress: Progress = lambda _: No
             )
     report.elapsed_s = time.monotonic() - started
     return report
+
+
+def _profile_for(settings: Settings, options: UpOptions) -> str:
+    if options.model is None:
+        return choose_profile(options.agent or settings.agent)
+    if options.agent not in (None, "claude"):
+        raise InvalidInput(
+            f"--model scripted is a dry run of the real Claude Code; drop --agent {options.agent}"
+            " (or use --agent claude)"
+        )
+    return "claude"
+
+
+def _start_scripted_model(
+    settings: Settings, client: ApiClient, name: str, script: str, progress: Progress
+) -> None:
+    model = dry_run.start(settings, name, script)
+    client.post(f"/v1/projects/{name}/model", {"upstream": model.url, "script": script})
+    progress(
+        f"dry run: the scripted model server at {model.url} ({script}) answers the agents; "
+        f"its requests: {dry_run.requests_file(settings, name)}"
+    )
 
 
 def _reusable_new_project(spec: Spec) -> Path | None:
@@ -417,6 +448,7 @@ def down(settings: Settings, project: str | None) -> list[str]:
     with ApiClient(settings) as client:
         name = resolve_project(client, project)["name"]
         stopped = list(_backend(settings).stop(name))
+        dry_run.stop(settings, name)
         client.post(f"/v1/projects/{name}/state", {"state": "stopped"})
     return stopped
 
@@ -435,6 +467,9 @@ def resume(
         profile = agents[0]["profile"] or "demo"
         branch = row["start_branch"] or start_branch(root)
         image = ensure_image(settings, profile, progress)
+        scripted = project_settings(row).get("model")
+        if isinstance(scripted, dict) and scripted.get("script"):
+            _start_scripted_model(settings, client, name, str(scripted["script"]), progress)
         roles = tuple(a["role"] for a in agents)
         worktrees = _worktrees(root, roles, branch, settings, progress)
         backend = _backend(settings)
@@ -462,6 +497,8 @@ def destroy(settings: Settings, project: str, remove_worktrees: bool) -> list[st
     with ApiClient(settings) as client:
         row = resolve_project(client, project)
     removed = list(_backend(settings).remove(row["name"], volumes=True))
+    if dry_run.stop(settings, row["name"]):
+        removed.append(f"the scripted model server of {row['name']}")
     if remove_worktrees and row["path"]:
         root = Path(row["path"])
         for worktree in list_worktrees(root):
