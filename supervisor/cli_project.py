@@ -17,19 +17,25 @@ from supervisor.team import describe_plan, plan_team
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 RolesOpt = Annotated[
-    str | None,
+    list[str] | None,
     typer.Option(
-        "--roles", help="Comma-separated roles, overriding the team chosen from the spec."
+        "--roles",
+        help="Comma-separated roles, overriding the team chosen from the spec; repeatable "
+        "(--roles developer --roles tester adds up).",
     ),
 ]
 TypeOpt = Annotated[str | None, typer.Option("--team-type", help="Force a project type.")]
 PlanOpt = Annotated[
-    str | None, typer.Option("--plan", help="Cap the team size: pro, max5 or max20.")
+    str | None,
+    typer.Option("--plan", help="Cap the team size: pro, max5, max20 or console (no cap)."),
 ]
 
 
-def _roles(roles: str | None) -> tuple[str, ...] | None:
-    return tuple(r.strip() for r in roles.split(",") if r.strip()) if roles else None
+def _roles(roles: list[str] | None) -> tuple[str, ...] | None:
+    """Every --roles given, in order: each a comma-separated list."""
+    if not roles:
+        return None
+    return tuple(r.strip() for given in roles for r in given.split(",") if r.strip())
 
 
 def register(app: typer.Typer) -> None:
