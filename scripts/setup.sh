@@ -72,7 +72,8 @@ pkg_installed() {
 
 install_packages() {
     # chromium: the dashboard's browser test drives Debian's chromium through Playwright.
-    local wanted=(tmux git python3-venv debootstrap ca-certificates chromium) missing=() pkg
+    # systemd: `systemd-analyze verify` checks the unit `agentvisor service install` writes.
+    local wanted=(tmux git python3-venv debootstrap ca-certificates chromium systemd) missing=() pkg
     # docker.io only when no engine is reachable and none is installed: a machine with Docker's
     # own docker-ce packages (or Docker Desktop, or a remote DOCKER_HOST) keeps what it has.
     if ! docker_answers && ! command -v dockerd >/dev/null 2>&1; then
