@@ -128,6 +128,13 @@ def register(app: typer.Typer) -> None:
                 "project-hours (0: no limit). Later: agentvisor budget PROJECT.",
             ),
         ] = None,
+        routine_checkin: Annotated[
+            bool,
+            typer.Option(
+                "--routine-checkin/--no-routine-checkin",
+                help="The orchestrator's recurring check-in from agentvisor (on by default).",
+            ),
+        ] = True,
         model: Annotated[
             str | None,
             typer.Option(
@@ -195,6 +202,7 @@ def register(app: typer.Typer) -> None:
             allow=entries,
             budget=budget_values,
             model=scripted,
+            routine_checkin=routine_checkin,
         )
         # With --json, stdout is the JSON alone: progress goes to stderr.
         shown = err_console if json_out else console
@@ -269,10 +277,22 @@ def register(app: typer.Typer) -> None:
         console.print(f"stopped {len(stopped)} sandbox(es); 'agentvisor resume' brings them back")
 
     @app.command()
-    def resume(ctx: typer.Context, project: Annotated[str | None, typer.Argument()] = None) -> None:
+    def resume(
+        ctx: typer.Context,
+        project: Annotated[str | None, typer.Argument()] = None,
+        rebrief: Annotated[
+            bool,
+            typer.Option(
+                "--rebrief", help="Send every agent its briefing again (old --rebrief-all)."
+            ),
+        ] = False,
+    ) -> None:
         """Bring a stopped project back; pending check-ins and messages are delivered."""
         report = launch.resume(
-            load_settings(ctx.obj.state), project, lambda line: console.log(line, markup=False)
+            load_settings(ctx.obj.state),
+            project,
+            lambda line: console.log(line, markup=False),
+            rebrief=rebrief,
         )
         table(
             f"team of {report.project}",

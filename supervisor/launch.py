@@ -58,6 +58,7 @@ class UpOptions:
     # `up --model scripted[:SCRIPT]`: a dry run against the scripted model server with this
     # script (a file's path, or "dry-run"); None: the real model.
     model: str | None = None
+    routine_checkin: bool = True  # the orchestrator's recurring check-in (`--no-routine-checkin`)
 
 
 @dataclass
@@ -196,7 +197,10 @@ def up(settings: Settings, options: UpOptions, progress: Progress = lambda _: No
         launches = _start_sandboxes(
             settings, client, backend, name, root, worktrees, profile, image, progress, branch
         )
-        message_ids = _brief(settings, client, name, spec, team, worktrees, branch, root, options)
+        message_ids = _brief(
+            settings, client, name, spec, team.roles, worktrees, branch, root,
+            options.checkin_minutes,
+        )  # fmt: skip
         _schedule_routines(settings, client, name, team, options)
         progress("waiting for every briefing to arrive in its pane")
         client.post(f"/v1/projects/{name}/state", {"state": "running"})
@@ -327,56 +331,71 @@ def _brief(
     client: ApiClient,
     name: str,
     spec: Spec,
-    team: TeamPlan,
+    roles: tuple[str, ...],
     worktrees: dict[str, Worktree],
     branch: str,
     root: Path,
-    options: UpOptions,
+    checkin_minutes: float | None,
+    again: bool = False,
 ) -> dict[str, int]:
+    """Each role's briefing, once per spec text (an `up` again sends none); `again`: a new
+    one all the same, said to be one (`resume --rebrief`)."""
     overrides = committed_role_briefings(root, branch)  # never a checkout's copy
     digest = hashlib.sha1(spec.text.encode("utf-8")).hexdigest()[:12]
     ids = {}
-    for role in team.roles:
+    for role in roles:
         context = BriefingContext(
             project=name,
             reports_to=reports_to(role),
-            team=team.roles,
+            team=roles,
             branch=worktrees[role].branch,
             start_branch=branch,
-            checkin_minutes=options.checkin_minutes or settings.orchestrator_checkin_minutes,
+            checkin_minutes=checkin_minutes or settings.orchestrator_checkin_minutes,
             spec=spec.text,
         )
         body = render_briefing(role, context, overrides)
+        key = f"briefing-{role}-{digest}"
+        if again:
+            body = f"{REBRIEF_NOTE}\n\n{body}"
+            key = f"rebriefing-{role}-{digest}-{time.time_ns()}"
         message = client.post(
             "/v1/messages",
-            {
-                "project": name,
-                "to": role,
-                "body": body,
-                "kind": "briefing",
-                "idempotency_key": f"briefing-{role}-{digest}",
-            },
+            {"project": name, "to": role, "body": body, "kind": "briefing", "idempotency_key": key},
         )
         ids[role] = message["id"]
     return ids
+
+
+REBRIEF_NOTE = (
+    "(Your briefing again, as the operator asked on resume. Your earlier work is on your "
+    "branch: look at `git log` and `agent inbox` before you go on.)"
+)
+
+
+ROUTINE_NOTE = "Routine check-in"
 
 
 def _schedule_routines(
     settings: Settings, client: ApiClient, name: str, team: TeamPlan, options: UpOptions
 ) -> None:
     every = options.checkin_minutes or settings.orchestrator_checkin_minutes
-    client.post(
-        "/v1/checkins",
-        {
-            "project": name,
-            "to": "orchestrator",
-            "minutes": every,
-            "every_minutes": every,
-            "note": "Routine check-in: review the team's progress (agent team, agent inbox), "
-            "unblock anyone waiting, and schedule what comes next.",
-            "idempotency_key": "orchestrator-routine",
-        },
-    )
+    if options.routine_checkin:
+        client.post(
+            "/v1/checkins",
+            {
+                "project": name,
+                "to": "orchestrator",
+                "minutes": every,
+                "every_minutes": every,
+                "note": f"{ROUTINE_NOTE}: review the team's progress (agent team, agent inbox), "
+                "unblock anyone waiting, and schedule what comes next.",
+                "idempotency_key": "orchestrator-routine",
+            },
+        )
+    else:  # and one an earlier `up` scheduled goes
+        for checkin in client.get("/v1/checkins", project=name):
+            if checkin["note"].startswith(ROUTINE_NOTE):
+                client.delete(f"/v1/checkins/{checkin['id']}")
     reminder = settings.commit_reminder_minutes
     for role in team.roles:
         client.post(
@@ -454,7 +473,10 @@ def down(settings: Settings, project: str | None) -> list[str]:
 
 
 def resume(
-    settings: Settings, project: str | None, progress: Progress = lambda _: None
+    settings: Settings,
+    project: str | None,
+    progress: Progress = lambda _: None,
+    rebrief: bool = False,
 ) -> UpReport:
     """Bring a stopped project's sandboxes back; pending check-ins and messages then flow."""
     ensure_server(settings, progress)
@@ -486,6 +508,14 @@ def resume(
             branch,
             resume=True,
         )
+        if rebrief:
+            if not row["spec_path"]:
+                raise InvalidInput(f"project '{name}' has no spec on record to brief from")
+            _brief(
+                settings, client, name, load_spec(row["spec_path"]), roles, worktrees, branch,
+                root, None, again=True,
+            )  # fmt: skip
+            progress(f"briefed {len(roles)} agents again")
         client.post(f"/v1/projects/{name}/state", {"state": "running"})
         report = UpReport(name, root, branch, profile, None)
         report.agents = _rows(client, backend, name, root)

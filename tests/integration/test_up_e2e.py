@@ -104,7 +104,7 @@ def test_up_down_resume_with_demo_team(project_repo: Path, settings: Settings, c
     assert len(stopped) == 3
     assert _state(settings, report.project) == "stopped"
     wait_until(lambda: time.time() > checkin["due_at"] + 1, timeout_s=30, message="due time")
-    launch.resume(settings, report.project)
+    launch.resume(settings, report.project, rebrief=True)  # `resume --rebrief`
     assert _state(settings, report.project) == "running"
 
     def checkin_delivered() -> list[dict]:
@@ -116,6 +116,13 @@ def test_up_down_resume_with_demo_team(project_repo: Path, settings: Settings, c
 
     delivered = wait_until(checkin_delivered, timeout_s=90, message="the check-in after resume")
     assert len(delivered) == 1
+
+    def rebriefed() -> bool:
+        briefings = [m for m in _messages(client, report.project) if m["kind"] == "briefing"]
+        again = [m for m in briefings if m["body"].startswith(launch.REBRIEF_NOTE)]
+        return len(briefings) == 6 and {m["state"] for m in again} == {"delivered"}
+
+    wait_until(rebriefed, timeout_s=90, message="a second briefing delivered to every agent")
     from supervisor.sandboxes import SandboxBackend
 
     pane = SandboxBackend(settings).pane_history(report.project, "tester", lines=2000)
