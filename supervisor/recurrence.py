@@ -21,6 +21,20 @@ class Firing:
     next_due_at: float | None  # None when the check-in is done
 
 
+def unfireable(due_at: object, every_s: object) -> str | None:
+    """Why a stored check-in cannot fire (a row written by an older or buggy version, or by
+    hand), or None when it can. Such a row is set aside; it never stops the others."""
+    if not _finite(due_at):
+        return f"its due_at ({due_at!r}) is not a finite number of epoch seconds"
+    if every_s is not None and not (_finite(every_s) and float(every_s) >= 0):  # type: ignore[arg-type]
+        return f"its repeat interval every_s ({every_s!r}) is not a positive finite number"
+    return None
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def plan_firing(due_at: float, every_s: float | None, now: float) -> Firing:
     """A due check-in fires once, however many occurrences it missed, then keeps its cadence.
 

@@ -96,6 +96,10 @@ def _read_bytes(path: Path) -> bytes:
         raise SpecError(
             f"Spec file {path} cannot be read ({exc.strerror}); check its permissions."
         ) from None
+    except ValueError:  # a NUL in the path, or text that is no file name (a lone surrogate)
+        raise SpecError(
+            f"Spec path {str(path)!a} is not a usable file name; give the path of a Markdown file."
+        ) from None
     if len(data) > MAX_SPEC_BYTES:
         raise SpecError(
             f"Spec file {path} is over the limit of {MAX_SPEC_BYTES:,} bytes (1 MiB); keep the "
