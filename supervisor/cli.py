@@ -248,6 +248,7 @@ def checkins(
                 console.print(f"check-in {cancel} cancelled")
             return
         rows = client.get("/v1/checkins", project=project, state="all" if all_states else None)
+        failed = [] if all_states else client.get("/v1/checkins", project=project, state="failed")
         roles = _role_names(client)
     listing(
         "check-ins",
@@ -264,6 +265,10 @@ def checkins(
         ],
         json_out,
     )
+    if failed and not json_out:
+        from supervisor.cli_project import failed_checkins_line
+
+        err_console.print(failed_checkins_line(len(failed)), markup=False, highlight=False)
 
 
 @app.command()

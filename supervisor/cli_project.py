@@ -336,6 +336,14 @@ def _migrate_command(app: typer.Typer) -> None:
         console.print("then: agentvisor resume")
 
 
+def failed_checkins_line(count: int) -> str:
+    """What the operator is told of check-ins the scheduler set aside (docs/contracts.md)."""
+    return (
+        f"{count} check-in(s) could not fire and were set aside (state failed); "
+        "'agentvisor checkins --all' lists them, 'agentvisor events' says why"
+    )
+
+
 def _status_table(
     settings: Settings,
     project: str | None,
@@ -362,6 +370,10 @@ def _status_table(
             when(r.next_checkin_at),
             str(r.pending),
             when(r.paused_until) if r.paused_until else "",
+        )
+    if row.get("failed_checkins"):
+        t.caption = (t.caption + "\n" if t.caption else "") + failed_checkins_line(
+            row["failed_checkins"]
         )
     for r in rows:
         if r.paused_reason:

@@ -578,6 +578,10 @@ def status(settings: Settings, project: str | None) -> tuple[dict[str, Any], lis
         name = row["name"]
         agents = client.get("/v1/agents", project=name)
         checkins = client.get("/v1/checkins", project=name)
+        row = {
+            **row,
+            "failed_checkins": len(client.get("/v1/checkins", project=name, state="failed")),
+        }
         pending = [
             m
             for m in client.get("/v1/messages", project=name, limit=500)

@@ -10,6 +10,9 @@ from dataclasses import dataclass
 
 # A check-in fired later than this is announced as late in its text.
 LATE_AFTER_S = 60.0
+# A stored repeat shorter than this (the API allows min_every_minutes, a minute by default)
+# would fire on every pass of the scheduler: such a row is set aside instead.
+MIN_EVERY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -26,8 +29,12 @@ def unfireable(due_at: object, every_s: object) -> str | None:
     hand), or None when it can. Such a row is set aside; it never stops the others."""
     if not _finite(due_at):
         return f"its due_at ({due_at!r}) is not a finite number of epoch seconds"
-    if every_s is not None and not (_finite(every_s) and float(every_s) >= 0):  # type: ignore[arg-type]
-        return f"its repeat interval every_s ({every_s!r}) is not a positive finite number"
+    repeats = every_s is not None and every_s != 0  # 0 or None: fires once
+    if repeats and not (_finite(every_s) and float(every_s) >= MIN_EVERY_S):  # type: ignore[arg-type]
+        return (
+            f"its repeat interval every_s ({every_s!r}) is not a finite number of at least "
+            f"{MIN_EVERY_S:g} s"
+        )
     return None
 
 

@@ -48,10 +48,10 @@ class Fired:
     message: Row
 
 
-def _bad_text(exc: sqlite3.OperationalError) -> bool:
-    """The driver could not read a row's text (bytes that are not UTF-8): the row's fault,
-    not the database's."""
-    return str(exc).startswith("Could not decode")
+def _text(data: bytes) -> str:
+    """TEXT as read from the file: bytes that are not UTF-8 (a row an older or buggy writer
+    left) read with U+FFFD in their place instead of failing every query that meets them."""
+    return data.decode("utf-8", "replace")
 
 
 def _storage_errors(exc: sqlite3.OperationalError) -> Exception:
@@ -112,6 +112,7 @@ class Store:
                 str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False
             )
             conn.row_factory = sqlite3.Row
+            conn.text_factory = _text
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA busy_timeout=30000")
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
@@ -688,9 +689,9 @@ class Store:
         """Turn due check-ins into messages, in the same transaction that advances or closes them.
 
         Safe against a second process doing the same: the rows are re-read under the write lock.
-        A row that cannot fire (a due_at that is not a finite number, text that is not UTF-8, a
-        recipient that is gone) is set aside in state `failed` with a `checkin.failed` event,
-        and the others fire: one bad row never stops the schedule.
+        A row that cannot fire (a due_at that is not a finite number, a repeat under a second,
+        a recipient that is gone) is set aside in state `failed` with a `checkin.failed`
+        event, and the others fire: one bad row never stops the schedule.
         """
         now = self.clock.now() if now is None else now
         fired: list[Fired] = []
@@ -709,7 +710,7 @@ class Store:
                 except Exception as exc:
                     db.execute("ROLLBACK TO fire_one")
                     db.execute("RELEASE fire_one")
-                    if isinstance(exc, sqlite3.OperationalError) and not _bad_text(exc):
+                    if isinstance(exc, sqlite3.OperationalError):
                         raise  # the database itself (locked, full): the whole pass retries
                     self._set_aside(db, checkin_id, exc)
         return fired
