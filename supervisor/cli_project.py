@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from supervisor import dry_run, launch
+from supervisor.cli_args import finite_float
 from supervisor.config import Settings, load_settings
 from supervisor.render import console, err_console, print_json, table, when
 from supervisor.spec import load_spec
@@ -109,7 +110,11 @@ def register(app: typer.Typer) -> None:
         ] = None,
         checkin_minutes: Annotated[
             float | None,
-            typer.Option("--checkin-minutes", help="The orchestrator's routine check-in interval."),
+            typer.Option(
+                "--checkin-minutes",
+                help="The orchestrator's routine check-in interval.",
+                parser=finite_float,
+            ),
         ] = None,
         allow: Annotated[
             list[str] | None,
