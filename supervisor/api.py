@@ -116,7 +116,10 @@ def create_app(
             return JSONResponse(
                 {"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
             )
-        return _error(str(exc.detail), exc.status_code)
+        detail = str(exc.detail)
+        if exc.status_code == 400 and detail == "There was an error parsing the body":
+            detail = "the request body is not UTF-8 JSON: send a JSON object in UTF-8"
+        return _error(detail, exc.status_code)
 
     @app.exception_handler(sqlite3.OperationalError)
     async def _db_error(_: Request, exc: sqlite3.OperationalError) -> JSONResponse:

@@ -247,8 +247,9 @@ def json_errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
-# Every route: a bad token, a body over the size limit, a bad field, a busy database.
-COMMON_ERRORS = errors(401, 413, 422, 503)
+# Every route: a body that is not UTF-8 JSON, a bad token, a body over the size limit, a bad
+# field, a busy database.
+COMMON_ERRORS = errors(400, 401, 413, 422, 503)
 
 
 def validation_detail(exc: RequestValidationError) -> str:

@@ -224,6 +224,14 @@ def test_a_nul_or_surrogate_in_an_operator_field_is_refused(
     assert_refused(response, field)
 
 
+@pytest.mark.parametrize("spec_path", ["~nosuchuser4242/spec.md", "/proc/self/mem", "/"])
+def test_a_spec_path_that_names_no_spec_is_a_4xx(server: ServerProcess, tokens, spec_path):
+    # Found by schemathesis: "~user" for a user the machine lacks was a 500.
+    with raw(server, server.operator_token) as http:
+        response = http.post("/v1/queue", json={"spec_path": spec_path})
+    assert_refused(response, "Spec")
+
+
 def test_a_nul_in_a_query_parameter_is_refused(server: ServerProcess, tokens):
     with raw(server, server.operator_token) as http:
         response = http.get("/v1/queue", params={"state": "a\x00b"})
