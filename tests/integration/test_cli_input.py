@@ -47,10 +47,12 @@ def assert_one_line_error(result: subprocess.CompletedProcess[bytes], *words: st
         ("schedule", "5", "note", "--every", "nan"),
         ("budget", "demo", "--project-hours", "inf"),
         ("up", "spec.md", "--checkin-minutes", "nan"),
+        ("up", "spec.md", "--budget", "agent-tokens-per-day=inf"),
+        ("up", "spec.md", "--budget", "project-hours=nan"),
     ],
 )
 def test_a_non_finite_number_on_the_command_line_is_one_line(short_tmp: Path, args):
-    assert_one_line_error(agentvisor(short_tmp, *args), "not a finite number")
+    assert_one_line_error(agentvisor(short_tmp, *args), "finite number")
 
 
 @pytest.mark.parametrize(
