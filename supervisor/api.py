@@ -111,15 +111,12 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
-        if exc.status_code < 400 or exc.status_code == 405:
-            # 405 keeps Starlette's own answer, with the Allow header.
-            return JSONResponse(
-                {"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
-            )
         detail = str(exc.detail)
         if exc.status_code == 400 and detail == "There was an error parsing the body":
             detail = "the request body is not UTF-8 JSON: send a JSON object in UTF-8"
-        return _error(detail, exc.status_code)
+        response = _error(detail, exc.status_code)
+        response.headers.update(exc.headers or {})  # a 405 keeps its Allow header
+        return response
 
     @app.exception_handler(sqlite3.OperationalError)
     async def _db_error(_: Request, exc: sqlite3.OperationalError) -> JSONResponse:
