@@ -689,7 +689,7 @@ class Store:
         """Turn due check-ins into messages, in the same transaction that advances or closes them.
 
         Safe against a second process doing the same: the rows are re-read under the write lock.
-        A row that cannot fire (a due_at that is not a finite number, a repeat under a second,
+        A row that cannot fire (a due_at that is not a finite number, a repeat under 0.1 s,
         a recipient that is gone) is set aside in state `failed` with a `checkin.failed`
         event, and the others fire: one bad row never stops the schedule.
         """
