@@ -13,20 +13,19 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from supervisor import __version__
+from supervisor.api_limits import RequestSizeLimit, quota_gate
 from supervisor.auth import Authenticator, Caller
 from supervisor.dashboard import dashboard_router
 from supervisor.doctor import docker_problem
 from supervisor.egress.routes import egress_router
-from supervisor.errors import AgentvisorError
+from supervisor.errors import AgentvisorError, TooManyRequests
 from supervisor.git_api import git_router
 from supervisor.model_api import model_router
+from supervisor.quotas import Quotas, retry_after_header
 from supervisor.service import Service
 from supervisor.store import Row
-
-MAX_REQUEST_BYTES = 2 * 1024 * 1024
 
 
 class Strict(BaseModel):
@@ -107,26 +106,6 @@ def _validation_detail(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-class RequestSizeLimit:
-    """Refuse a body declared over MAX_REQUEST_BYTES (413). Plain ASGI rather than
-    `@app.middleware("http")`, which would pass every streamed answer (the model broker's, the
-    git channel's, the pane stream's) through an extra queue and task."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not scope["path"].startswith(("/git/", "/model/")):
-            length = dict(scope["headers"]).get(b"content-length", b"")
-            if length.isdigit() and int(length) > MAX_REQUEST_BYTES:
-                detail = (
-                    f"request of {int(length)} bytes is over the {MAX_REQUEST_BYTES}-byte limit"
-                )
-                await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
 def create_app(
     service: Service, auth: Authenticator, model_env: Mapping[str, str] | None = None
 ) -> FastAPI:
@@ -134,12 +113,20 @@ def create_app(
         title="agentvisor host API",
         version=__version__,
         description="Messages, check-ins and the agents' inboxes. See docs/contracts.md.",
+        dependencies=[Depends(quota_gate(Quotas(service.settings, service.store), auth))],
     )
     app.state.service = service
 
     @app.exception_handler(AgentvisorError)
     async def _domain_error(_: Request, exc: AgentvisorError) -> JSONResponse:
         return JSONResponse({"detail": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(TooManyRequests)
+    async def _over_quota(_: Request, exc: TooManyRequests) -> JSONResponse:
+        retry = retry_after_header(exc.retry_after_s)
+        return JSONResponse(
+            {"detail": exc.message}, status_code=429, headers={"Retry-After": retry}
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:

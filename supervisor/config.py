@@ -89,6 +89,23 @@ class Settings:
     budget_agent_tokens_per_day: int = 0
     budget_project_tokens: int = 0
     budget_project_hours: float = 0.0
+    # Quotas per agent (docs/limits.md): over one, 429 with Retry-After; 0 turns one off.
+    # The operator's requests are never counted.
+    agent_messages_per_minute: int = 120
+    agent_events_per_minute: int = 240
+    agent_pending_checkins_max: int = 200
+    project_stored_mb_max: int = 128  # message bodies, check-in notes and event data
+    # Connections to the API socket (docs/limits.md). A sandbox is told apart by its
+    # processes' cgroup (the peer's credentials), before any request is read.
+    api_max_connections_per_sandbox: int = 64
+    api_max_connections: int = 4096  # all sandboxes together; the operator's socket apart
+    api_operator_max_connections: int = 256
+    api_header_timeout_s: float = 10.0  # a connection that sends no request head is closed
+    api_keep_alive_s: float = 5.0  # an idle connection between requests is closed
+    # The same log line (same logger and format) at most this often per interval; then one
+    # line says how many were dropped.
+    log_repeat_max: int = 5
+    log_repeat_interval_s: float = 60.0
 
     @property
     def db_path(self) -> Path:
@@ -105,6 +122,12 @@ class Settings:
     @property
     def operator_token_path(self) -> Path:
         return self.state_dir / "operator.token"
+
+    @property
+    def operator_socket_path(self) -> Path:
+        """The operator's own socket: in the state folder, never mounted into a sandbox, so
+        no agent can take its connections (docs/limits.md)."""
+        return self.state_dir / "operator.sock"
 
     @property
     def egress_socket_path(self) -> Path:

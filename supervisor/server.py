@@ -19,7 +19,9 @@ from typing import IO
 import uvicorn
 from fastapi import FastAPI
 
+from supervisor import log_limit
 from supervisor.api import create_app
+from supervisor.api_connections import ConnectionGate, gated_protocol, raise_fd_limit
 from supervisor.auth import Authenticator, ensure_operator_token
 from supervisor.clock import Clock, FileClock, SystemClock
 from supervisor.config import Settings
@@ -34,6 +36,8 @@ from supervisor.store import Store
 from supervisor.watchdog import Watchdog
 
 log = logging.getLogger("agentvisor.server")
+
+BACKLOG = 1024  # connections waiting to be accepted, per socket
 
 
 def make_clock(settings: Settings) -> Clock:
@@ -97,22 +101,26 @@ async def start_egress(settings: Settings, store: Store, metrics: Metrics) -> Eg
     return proxy
 
 
-def bind_unix_socket(path: Path, gid: int | None = None) -> socket.socket:
-    """Bind the API socket with mode 0660 (no window with looser permissions)."""
+def bind_unix_socket(
+    path: Path, gid: int | None = None, mode: int = 0o660, shared_folder: bool = True
+) -> socket.socket:
+    """Bind a Unix socket with `mode` (no window with looser permissions); a shared folder
+    (the one sandboxes mount) is made 0755, anything else is left as it is."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o755)
+    if shared_folder:
+        os.chmod(path.parent, 0o755)
     with contextlib.suppress(FileNotFoundError):
         path.unlink()  # stale: the server lock proves no live server owns it
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old_umask = os.umask(0o117)
+    old_umask = os.umask(0o777 & ~mode)
     try:
         sock.bind(str(path))
     finally:
         os.umask(old_umask)
-    os.chmod(path, 0o660)
+    os.chmod(path, mode)
     if gid is not None and os.getuid() == 0:
         os.chown(path, -1, gid)  # sandboxes run as that group
-    sock.listen(512)
+    sock.listen(BACKLOG)
     sock.setblocking(False)
     return sock
 
@@ -136,8 +144,12 @@ def _lock(settings: Settings) -> IO[str]:
 def serve(settings: Settings) -> None:
     """Run the server in the foreground until SIGINT/SIGTERM."""
     lock = _lock(settings)
+    fd_limit = raise_fd_limit()
     app, service = build_app(settings)
-    sockets = [bind_unix_socket(settings.socket_path, settings.sandbox_ids()[1])]
+    sockets = [
+        bind_unix_socket(settings.operator_socket_path, mode=0o600, shared_folder=False),
+        bind_unix_socket(settings.socket_path, settings.sandbox_ids()[1]),
+    ]
     if settings.tcp_port is not None:
         tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -150,19 +162,23 @@ def serve(settings: Settings) -> None:
         app,
         log_level="warning",
         access_log=False,
-        timeout_keep_alive=30,
+        timeout_keep_alive=settings.api_keep_alive_s,  # type: ignore[arg-type]  # a float works
         timeout_graceful_shutdown=3,
+        # Connections are limited per sandbox and per socket by the gate, not by uvicorn's
+        # `limit_concurrency`, which would refuse the operator too (docs/limits.md).
+        http=gated_protocol(ConnectionGate.from_settings(settings, fd_limit)),
+        backlog=BACKLOG,
     )
+    log_limit.install(settings.log_repeat_max, settings.log_repeat_interval_s)
     # uvicorn re-raises SIGTERM after its graceful shutdown; turn it into an exit so the clean-up
     # below (socket, pid file, lock) runs.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         uvicorn.Server(config).run(sockets=sockets)
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            settings.socket_path.unlink()
-        with contextlib.suppress(FileNotFoundError):
-            settings.pid_path.unlink()
+        for path in (settings.socket_path, settings.operator_socket_path, settings.pid_path):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
         service.store.close()
         lock.close()
 
