@@ -44,13 +44,13 @@ class RepeatFilter(logging.Filter):
             state[1] += 1
             if state[1] <= self.limit:
                 return True
-            state[2] += 1
-            if state[2] == 1:
+            if state[1] == self.limit + 1:
                 record.msg = (
                     f"{record.msg} [the same line more than {self.limit} times in "
                     f"{self.interval_s:.0f} s: the rest are dropped for now]"
                 )
                 return True
+            state[2] += 1
             return False
 
 
