@@ -216,6 +216,10 @@ def create_app(
     @app.post("/v1/agents", status_code=201)
     def register_agent(body: AgentBody, who: Caller = Depends(caller)) -> dict[str, Any]:
         agent, token = svc.register_agent(who, body.project, body.role, body.profile)
+        # The sandbox's own socket (supervisor/sandbox_sockets.py), when the server serves one.
+        on_registered = getattr(app.state, "on_agent_registered", None)
+        if on_registered is not None:
+            on_registered(body.project, agent["role"])
         return {**_public_agent(agent), "token": token}
 
     @app.get("/v1/agents")

@@ -1,11 +1,9 @@
 """Connections to the host API, limited before any request is read (docs/limits.md).
 
-The operator has a socket of its own (`STATE/operator.sock`, never mounted into a sandbox)
-with room of its own. On the sandboxes' socket each connection is charged to the sandbox it
-comes from, told by the peer's credentials (SO_PEERCRED: the process, then its cgroup, which a
-container's processes share and cannot leave); over the sandbox's limit or the socket's total
-the connection is answered at once and closed. A connection that sends no request head within
-`api_header_timeout_s` is closed, so idle ones cannot pile up.
+Every listener is counted apart: the host's socket (`STATE/api.sock`: the operator, never
+mounted into a sandbox) with room of its own, and each sandbox's own socket
+(supervisor/sandbox_sockets.py), charged as it accepts. A connection that sends no request
+head within `api_header_timeout_s` is closed, so idle ones cannot pile up.
 """
 
 from __future__ import annotations
@@ -14,10 +12,8 @@ import asyncio
 import json
 import logging
 import resource
-import socket
-import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -27,7 +23,6 @@ from supervisor.rate_limit import PerKeyCounter
 log = logging.getLogger("agentvisor.connections")
 
 FD_RESERVE = 512  # descriptors kept for the database, the logs, Docker, git and the operator
-_CREDS = struct.Struct("3i")
 
 
 def raise_fd_limit() -> int:
@@ -43,29 +38,6 @@ def raise_fd_limit() -> int:
     return soft
 
 
-def cgroup_of(pid: int) -> str | None:
-    """The most specific cgroup path of `pid` (None when it cannot be read)."""
-    try:
-        with open(f"/proc/{pid}/cgroup", encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return None
-    paths = [line.split(":", 2)[2] for line in lines if line.count(":") >= 2]
-    return max(paths, key=len, default=None)
-
-
-def peer_key(sock: Any) -> str:
-    """Who is at the other end of a Unix socket: its cgroup, else its uid."""
-    try:
-        pid, uid, _ = _CREDS.unpack(
-            sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CREDS.size)
-        )
-    except (OSError, AttributeError):
-        return "unknown"
-    cgroup = cgroup_of(pid) if pid > 0 else None
-    return f"cgroup {cgroup}" if cgroup and cgroup != "/" else f"uid {uid}"
-
-
 def _refusal(status: int, reason: str, detail: str, retry_s: int) -> bytes:
     body = json.dumps({"detail": detail}).encode()
     head = (
@@ -79,13 +51,14 @@ def _refusal(status: int, reason: str, detail: str, retry_s: int) -> bytes:
 class ConnectionGate:
     """The counts, shared by every connection of one server."""
 
-    operator_path: str
     per_sandbox: int
     total: int
     operator_max: int
     header_timeout_s: float
     sandboxes: PerKeyCounter = field(init=False)
     operator: PerKeyCounter = field(init=False)
+    sandbox_paths: set[str] = field(default_factory=set)  # the sandboxes' sockets
+    on_release: Callable[[str], None] | None = None  # a sandbox's connection closed
     refused: int = 0
 
     def __post_init__(self) -> None:
@@ -96,7 +69,6 @@ class ConnectionGate:
     def from_settings(cls, settings: Settings, fd_limit: int) -> ConnectionGate:
         room = max(fd_limit - FD_RESERVE - settings.api_operator_max_connections, 64)
         return cls(
-            operator_path=str(settings.operator_socket_path),
             per_sandbox=settings.api_max_connections_per_sandbox,
             total=min(settings.api_max_connections, room),
             operator_max=settings.api_operator_max_connections,
@@ -104,31 +76,28 @@ class ConnectionGate:
         )
 
     def admit(self, transport: asyncio.BaseTransport) -> tuple[PerKeyCounter, str, bytes | None]:
-        """Charge a new connection: (its counter, its key, None) or, refused, the answer."""
+        """Charge a new connection: (its counter, its key, None) or, refused, the answer.
+        A sandbox's socket charged it already as it accepted (and accepts no more at the
+        limit); the host's socket is charged here."""
         sockname = transport.get_extra_info("sockname")
-        if not isinstance(sockname, str):  # the loopback TCP listener: the operator's tools
-            counter, key = self.operator, "tcp"
-        elif sockname == self.operator_path:
-            counter, key = self.operator, "operator"
-        else:
-            counter, key = self.sandboxes, peer_key(transport.get_extra_info("socket"))
-        refused = counter.acquire(key)
+        if isinstance(sockname, str) and sockname in self.sandbox_paths:
+            return self.sandboxes, sockname, None
+        refused = self.operator.acquire("operator")
         if refused is None:
-            return counter, key, None
+            return self.operator, "operator", None
         self.refused += 1
-        if counter is self.operator:
-            limit = f"the operator's {self.operator_max} (setting api_operator_max_connections)"
-        elif refused == "key":
-            limit = f"this sandbox's {self.per_sandbox} (setting api_max_connections_per_sandbox)"
-        else:
-            limit = f"all sandboxes' {counter.total} (setting api_max_connections)"
-        log.warning("refused a connection to the API over %s connections open", limit)
+        limit = f"{self.operator_max} (setting api_operator_max_connections)"
+        log.warning("refused a connection to the host's socket: %s are open", limit)
         detail = (
-            f"too many connections open to the host API: {limit} are open; close idle "
-            "ones and retry in 1 s"
+            f"too many connections open to the host API's socket: {limit} are open; close "
+            "idle ones and retry in 1 s"
         )
-        status, reason = (429, "Too Many Requests") if refused == "key" else (503, "Busy")
-        return counter, key, _refusal(status, reason, detail, 1)
+        return self.operator, "operator", _refusal(503, "Busy", detail, 1)
+
+    def release(self, counter: PerKeyCounter, key: str) -> None:
+        counter.release(key)
+        if counter is self.sandboxes and self.on_release is not None:
+            self.on_release(key)
 
 
 class GatedH11Protocol(H11Protocol):
@@ -167,7 +136,7 @@ class GatedH11Protocol(H11Protocol):
         self._cancel_header_timer()
         charged = getattr(self, "_charged", None)
         if charged is not None:
-            charged[0].release(charged[1])
+            self.gate.release(*charged)
             self._charged = None
         super().connection_lost(exc)
 

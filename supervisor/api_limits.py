@@ -1,5 +1,6 @@
 """The host API's own limits, as ASGI middleware and a FastAPI dependency
-(docs/limits.md): request bodies bounded while they stream, and the agents' quotas.
+(docs/limits.md): request bodies bounded while they stream, the agents' quotas, and each
+sandbox's requests in the app at once.
 
 Plain ASGI rather than `@app.middleware("http")`, which would pass every streamed answer (the
 model broker's, the git channel's, the pane stream's) through an extra queue and task.
@@ -7,6 +8,8 @@ model broker's, the git channel's, the pane stream's) through an extra queue and
 
 from __future__ import annotations
 
+import asyncio
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 
 from fastapi import HTTPException, Request
@@ -105,3 +108,84 @@ def quota_gate(quotas: Quotas, auth: Authenticator) -> Callable[[Request], Await
         await run_in_threadpool(check, quotas, Who.of(who.agent), size)
 
     return gate
+
+
+class FairShare:
+    """Requests of sandboxes take turns: at most `slots` run at once, and a free slot goes to
+    the next sandbox in turn with one waiting, so a sandbox with a hundred waiting gets no
+    more turns than one with one (round robin over sandboxes, first come within each)."""
+
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+        self.active = 0
+        self._waiting: OrderedDict[str, deque[asyncio.Future[None]]] = OrderedDict()
+
+    async def acquire(self, key: str) -> None:
+        if self.active < self.slots and not self._waiting:
+            self.active += 1
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(key, deque()).append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self.release()  # the slot was handed over as the request went away
+            else:
+                queue = self._waiting.get(key)
+                if queue is not None and turn in queue:
+                    queue.remove(turn)
+                    if not queue:
+                        del self._waiting[key]
+            raise
+
+    def release(self) -> None:
+        while self._waiting:
+            key, queue = next(iter(self._waiting.items()))
+            turn = queue.popleft()
+            if queue:
+                self._waiting.move_to_end(key)  # its next one waits for every other's turn
+            else:
+                del self._waiting[key]
+            if not turn.done():
+                turn.set_result(None)  # the slot passes on: `active` stays
+                return
+        self.active -= 1
+
+
+# Requests that mostly wait (a long-poll, a git stream, the model's answer) do not take a
+# turn: they would hold it without using the server.
+WAITING_ROUTES = ("/v1/inbox/lease", "/git/", "/model/")
+
+
+class SandboxRequestLimit:
+    """A sandbox's requests, in the app: at most `per_sandbox` at once (its further ones wait
+    on its own socket, never refused), and those that work take turns with every other
+    sandbox's in a `FairShare` of `slots`. The sandbox is the listener the request came in on
+    (`scope["server"]`); the host's socket (the operator) passes at once."""
+
+    def __init__(self, app: ASGIApp, sandbox_root: str, per_sandbox: int, slots: int) -> None:
+        self.app = app
+        self.sandbox_root = sandbox_root.rstrip("/") + "/"
+        self.per_sandbox = per_sandbox
+        self.fair = FairShare(slots)
+        self._gates: dict[str, asyncio.Semaphore] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        server = scope.get("server") if scope["type"] == "http" else None
+        listener = server[0] if server else None
+        if not listener or not listener.startswith(self.sandbox_root):
+            await self.app(scope, receive, send)
+            return
+        gate = self._gates.get(listener)
+        if gate is None:
+            gate = self._gates[listener] = asyncio.Semaphore(max(self.per_sandbox, 1))
+        async with gate:
+            if scope["path"].startswith(WAITING_ROUTES) or self.fair.slots <= 0:
+                await self.app(scope, receive, send)
+                return
+            await self.fair.acquire(listener)
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                self.fair.release()

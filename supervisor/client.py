@@ -38,18 +38,12 @@ class ApiClient:
         self, settings: Settings, token: str | None = None, timeout_s: float = 30.0
     ) -> None:
         self.settings = settings
-        as_operator = token is None
         if token is None:
             try:
                 token = settings.operator_token_path.read_text(encoding="utf-8").strip()
             except OSError:
                 token = ""
-        # The operator's own socket when there is one: no agent can fill it (docs/limits.md).
-        operator_socket = settings.operator_socket_path
-        self.socket_path = (
-            operator_socket if as_operator and operator_socket.exists() else settings.socket_path
-        )
-        transport = httpx.HTTPTransport(uds=str(self.socket_path))
+        transport = httpx.HTTPTransport(uds=str(settings.socket_path))
         self._http = httpx.Client(
             transport=transport,
             base_url="http://agentvisor",
@@ -71,7 +65,7 @@ class ApiClient:
             response = self._http.request(method, path, **kwargs)
         except (httpx.TransportError, FileNotFoundError) as exc:
             raise ServerUnavailable(
-                f"the agentvisor server does not answer on {self.socket_path} ({exc}); "
+                f"the agentvisor server does not answer on {self.settings.socket_path} ({exc}); "
                 "start it with 'agentvisor serve --detach'"
             ) from None
         if response.status_code == 204:

@@ -95,11 +95,14 @@ class Settings:
     agent_events_per_minute: int = 240
     agent_pending_checkins_max: int = 200
     project_stored_mb_max: int = 128  # message bodies, check-in notes and event data
-    # Connections to the API socket (docs/limits.md). A sandbox is told apart by its
-    # processes' cgroup (the peer's credentials), before any request is read.
+    # Connections to the API (docs/limits.md): each sandbox has a socket of its own, counted
+    # before any request is read; the host's socket (the operator's) has room of its own.
     api_max_connections_per_sandbox: int = 64
-    api_max_connections: int = 4096  # all sandboxes together; the operator's socket apart
+    api_max_connections: int = 4096  # all sandboxes together
     api_operator_max_connections: int = 256
+    api_max_requests_per_sandbox: int = 16  # in the app at once; more wait their turn
+    # Sandboxes' requests at work at once, taken in turns (round robin over sandboxes)
+    api_sandbox_request_slots: int = 4
     api_header_timeout_s: float = 10.0  # a connection that sends no request head is closed
     api_keep_alive_s: float = 5.0  # an idle connection between requests is closed
     # The same log line (same logger and format) at most this often per interval; then one
@@ -117,17 +120,14 @@ class Settings:
 
     @property
     def socket_path(self) -> Path:
-        return self.socket_dir / "api.sock"
+        """The host's API socket (the operator's CLI, the dashboard's tools): in the state
+        folder, never mounted into a sandbox; each sandbox has a socket of its own
+        (supervisor/sandbox_sockets.py, docs/limits.md)."""
+        return self.state_dir / "api.sock"
 
     @property
     def operator_token_path(self) -> Path:
         return self.state_dir / "operator.token"
-
-    @property
-    def operator_socket_path(self) -> Path:
-        """The operator's own socket: in the state folder, never mounted into a sandbox, so
-        no agent can take its connections (docs/limits.md)."""
-        return self.state_dir / "operator.sock"
 
     @property
     def egress_socket_path(self) -> Path:

@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from supervisor import log_limit
 from supervisor.api import create_app
 from supervisor.api_connections import ConnectionGate, gated_protocol, raise_fd_limit
+from supervisor.api_limits import SandboxRequestLimit
 from supervisor.auth import Authenticator, ensure_operator_token
 from supervisor.clock import Clock, FileClock, SystemClock
 from supervisor.config import Settings
@@ -30,6 +31,7 @@ from supervisor.errors import Conflict, ServerUnavailable
 from supervisor.inbox_waiters import InboxWaiters
 from supervisor.metrics import Metrics
 from supervisor.project_queue import QueueRunner
+from supervisor.sandbox_sockets import SandboxListeners
 from supervisor.scheduler import Scheduler
 from supervisor.service import Service
 from supervisor.store import Store
@@ -146,10 +148,9 @@ def serve(settings: Settings) -> None:
     lock = _lock(settings)
     fd_limit = raise_fd_limit()
     app, service = build_app(settings)
-    sockets = [
-        bind_unix_socket(settings.operator_socket_path, mode=0o600, shared_folder=False),
-        bind_unix_socket(settings.socket_path, settings.sandbox_ids()[1]),
-    ]
+    settings.socket_dir.mkdir(parents=True, exist_ok=True)  # mounted by every sandbox
+    os.chmod(settings.socket_dir, 0o755)
+    sockets = [bind_unix_socket(settings.socket_path, shared_folder=False)]
     if settings.tcp_port is not None:
         tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -158,29 +159,71 @@ def serve(settings: Settings) -> None:
         tcp.setblocking(False)
         sockets.append(tcp)
     settings.pid_path.write_text(f"{os.getpid()}\n", encoding="utf-8")
+    gate = ConnectionGate.from_settings(settings, fd_limit)
     config = uvicorn.Config(
-        app,
+        SandboxRequestLimit(
+            app,
+            str(settings.state_dir / "asock"),
+            settings.api_max_requests_per_sandbox,
+            settings.api_sandbox_request_slots,
+        ),
         log_level="warning",
         access_log=False,
         timeout_keep_alive=settings.api_keep_alive_s,  # type: ignore[arg-type]  # a float works
         timeout_graceful_shutdown=3,
         # Connections are limited per sandbox and per socket by the gate, not by uvicorn's
         # `limit_concurrency`, which would refuse the operator too (docs/limits.md).
-        http=gated_protocol(ConnectionGate.from_settings(settings, fd_limit)),
+        http=gated_protocol(gate),
         backlog=BACKLOG,
     )
     log_limit.install(settings.log_repeat_max, settings.log_repeat_interval_s)
+    listeners = SandboxListeners(settings, gate, bind_unix_socket)
+    app.state.on_agent_registered = listeners.ensure
     # uvicorn re-raises SIGTERM after its graceful shutdown; turn it into an exit so the clean-up
     # below (socket, pid file, lock) runs.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        uvicorn.Server(config).run(sockets=sockets)
+        ApiServer(config, listeners, service.store).run(sockets=sockets)
     finally:
-        for path in (settings.socket_path, settings.operator_socket_path, settings.pid_path):
+        listeners.close()
+        for path in (settings.socket_path, settings.pid_path):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
         service.store.close()
         lock.close()
+
+
+class ApiServer(uvicorn.Server):
+    """uvicorn's server, which also serves every sandbox's own socket (with the same
+    protocol, hence the same app, limits and graceful shutdown)."""
+
+    def __init__(self, config: uvicorn.Config, listeners: SandboxListeners, store: Store) -> None:
+        super().__init__(config)
+        self.listeners = listeners
+        self.store = store
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        import asyncio
+
+        config = self.config
+
+        def protocol() -> asyncio.Protocol:
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state, app_state=self.lifespan.state
+            )
+
+        projects = {p["id"]: p["name"] for p in self.store.list_projects()}
+        agents = [
+            (projects[a["project_id"]], a["role"])
+            for a in self.store.list_agents()
+            if a["project_id"] in projects
+        ]
+        self.listeners.start(asyncio.get_running_loop(), protocol, agents)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.listeners.close()  # accept nothing more; open connections end as uvicorn's do
+        await super().shutdown(sockets)
 
 
 def read_pid(settings: Settings) -> int | None:

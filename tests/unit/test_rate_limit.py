@@ -3,10 +3,12 @@ log line filter."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
 
+from supervisor.api_limits import FairShare
 from supervisor.log_limit import RepeatFilter
 from supervisor.rate_limit import PerKeyCounter, SlidingWindow
 
@@ -95,3 +97,43 @@ def test_other_log_lines_are_not_held_back_by_a_flood_of_one():
     repeat = RepeatFilter(limit=2, interval_s=10.0, monotonic=_Clock())
     _records(repeat, 100, "flood %s")
     assert len(_records(repeat, 2, "other %s")) == 2
+
+
+def test_a_sandbox_with_many_waiting_requests_gets_no_more_turns_than_one_with_one():
+    order: list[str] = []
+
+    async def scenario() -> None:
+        fair = FairShare(slots=1)
+
+        async def request(key: str, name: str) -> None:
+            await fair.acquire(key)
+            try:
+                order.append(name)
+                await asyncio.sleep(0)
+            finally:
+                fair.release()
+
+        tasks = [asyncio.create_task(request("a", f"a{i}")) for i in range(10)]
+        await asyncio.sleep(0)  # a0 runs, a1..a9 wait
+        tasks.append(asyncio.create_task(request("b", "b0")))
+        await asyncio.gather(*tasks)
+        assert fair.active == 0
+
+    asyncio.run(scenario())
+    assert order.index("b0") <= 3  # after a turn or two of a's, not after all nine
+
+
+def test_a_request_cancelled_while_waiting_gives_its_turn_back():
+    async def scenario() -> None:
+        fair = FairShare(slots=1)
+        await fair.acquire("a")
+        waiting = asyncio.create_task(fair.acquire("b"))
+        await asyncio.sleep(0)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        fair.release()
+        assert fair.active == 0
+        await asyncio.wait_for(fair.acquire("c"), 1)
+
+    asyncio.run(scenario())
