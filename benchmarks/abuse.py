@@ -149,6 +149,7 @@ class Arena:
         connections: int = 20_000,
         flooders: int = 8,
         checkins: int = 100,
+        kinds: str = "cmi",
     ) -> Figures:
         assert self.server.proc is not None
         pid = self.server.proc.pid
@@ -175,6 +176,7 @@ class Arena:
                 str(seconds),
                 str(connections),
                 str(flooders),
+                kinds,
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -229,7 +231,11 @@ class Arena:
                 "/v1/checkins", project=self.b, state="fired", limit=500
             )
         }
-        latencies = sorted((m["delivered_at"] - due[m["checkin_id"]]) * 1000 for m in rows)
+        self.timeline = sorted(
+            (due[m["checkin_id"]] - start, (m["delivered_at"] - due[m["checkin_id"]]) * 1000)
+            for m in rows
+        )
+        latencies = sorted(latency for _, latency in self.timeline)
         rss_after, _ = _proc_figures(pid)
         return Figures(
             attacker=attacker,

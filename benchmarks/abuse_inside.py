@@ -17,6 +17,7 @@ SOCKET = os.environ.get("AGENTVISOR_SOCKET", "/run/agentvisor/sock/api.sock")
 with open(os.environ.get("AGENTVISOR_TOKEN_FILE", "/run/agentvisor/token")) as token_file:
     TOKEN = token_file.read().strip()
 seconds, connections, flooders = float(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+kinds = sys.argv[4] if len(sys.argv) > 4 else "cmi"  # c: GET checkins, m: POST message, i: inbox
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 stop = time.monotonic() + seconds
@@ -66,13 +67,14 @@ def hold() -> None:
         stats["most_held"] = max(stats["most_held"], len(held))
 
 
-REQUESTS = [
+ALL_REQUESTS = [
     b"GET /v1/checkins HTTP/1.1\r\nhost: a\r\nauthorization: Bearer %s\r\n\r\n",
     b"POST /v1/messages HTTP/1.1\r\nhost: a\r\nauthorization: Bearer %s\r\n"
     b"content-type: application/json\r\ncontent-length: 36\r\n\r\n"
     b'{"to": "attacker", "body": "flood!"}',
     b"GET /v1/inbox HTTP/1.1\r\nhost: a\r\nauthorization: Bearer %s\r\n\r\n",
 ]
+REQUESTS = [r for r, k in zip(ALL_REQUESTS, "cmi", strict=True) if k in kinds]
 
 
 def read_answer(sock: socket.socket, buffer: bytes) -> tuple[str, bytes]:

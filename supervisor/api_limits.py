@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from supervisor.auth import Authenticator
 from supervisor.errors import Unauthorized
 from supervisor.quotas import Quotas, Who
+from supervisor.rate_limit import Pacer
 
 MAX_REQUEST_BYTES = 2 * 1024 * 1024
 # Routes with limits of their own (max_push_mb, model_max_request_mb), checked as they stream.
@@ -159,16 +160,26 @@ WAITING_ROUTES = ("/v1/inbox/lease", "/git/", "/model/")
 
 
 class SandboxRequestLimit:
-    """A sandbox's requests, in the app: at most `per_sandbox` at once (its further ones wait
-    on its own socket, never refused), and those that work take turns with every other
-    sandbox's in a `FairShare` of `slots`. The sandbox is the listener the request came in on
+    """A sandbox's requests, in the app: at most `per_second` on average (bursts of twice
+    that), at most `per_sandbox` at once (its further ones wait on its own socket, never
+    refused), and those that work take turns with every other sandbox's in a `FairShare` of
+    `slots`. The sandbox is the listener the request came in on
     (`scope["server"]`); the host's socket (the operator) passes at once."""
 
-    def __init__(self, app: ASGIApp, sandbox_root: str, per_sandbox: int, slots: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        sandbox_root: str,
+        per_sandbox: int,
+        slots: int,
+        per_second: float = 0.0,
+    ) -> None:
         self.app = app
         self.sandbox_root = sandbox_root.rstrip("/") + "/"
         self.per_sandbox = per_sandbox
         self.fair = FairShare(slots)
+        # Paced, not refused: a sandbox past its rate waits, which costs the server nothing.
+        self.pacer = Pacer(per_second, max(per_second * 2, 1)) if per_second > 0 else None
         self._gates: dict[str, asyncio.Semaphore] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -177,6 +188,10 @@ class SandboxRequestLimit:
         if not listener or not listener.startswith(self.sandbox_root):
             await self.app(scope, receive, send)
             return
+        if self.pacer is not None:
+            wait_s = self.pacer.delay(listener, asyncio.get_running_loop().time())
+            if wait_s > 0:
+                await asyncio.sleep(wait_s)
         gate = self._gates.get(listener)
         if gate is None:
             gate = self._gates[listener] = asyncio.Semaphore(max(self.per_sandbox, 1))

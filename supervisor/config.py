@@ -103,6 +103,9 @@ class Settings:
     api_max_requests_per_sandbox: int = 16  # in the app at once; more wait their turn
     # Sandboxes' requests at work at once, taken in turns (round robin over sandboxes)
     api_sandbox_request_slots: int = 4
+    # A sandbox's requests per second, on average (bursts of twice that); past it they are
+    # paced (they wait), never refused. 0: no pacing.
+    api_sandbox_requests_per_second: float = 50.0
     api_header_timeout_s: float = 10.0  # a connection that sends no request head is closed
     api_keep_alive_s: float = 5.0  # an idle connection between requests is closed
     # The same log line (same logger and format) at most this often per interval; then one

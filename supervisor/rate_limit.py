@@ -83,3 +83,21 @@ class PerKeyCounter:
 
     def count(self, key: Hashable | None = None) -> int:
         return self._sum if key is None else self._counts.get(key, 0)
+
+
+class Pacer:
+    """A token bucket per key that paces rather than refuses: `rate` per second, bursts of
+    `burst`. `delay(key, now)` reserves the next token and says how long to wait for it."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("rate must be > 0 and burst >= 1")
+        self.rate = rate
+        self.burst = burst
+        self._next: dict[Hashable, float] = {}  # key -> when its next token is free
+
+    def delay(self, key: Hashable, now: float) -> float:
+        earliest = now - (self.burst - 1) / self.rate  # a full bucket: a burst goes at once
+        at = max(self._next.get(key, earliest), earliest)
+        self._next[key] = at + 1 / self.rate
+        return max(at - now, 0.0)

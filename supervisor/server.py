@@ -166,6 +166,7 @@ def serve(settings: Settings) -> None:
             str(settings.state_dir / "asock"),
             settings.api_max_requests_per_sandbox,
             settings.api_sandbox_request_slots,
+            settings.api_sandbox_requests_per_second,
         ),
         log_level="warning",
         access_log=False,

@@ -10,7 +10,7 @@ import pytest
 
 from supervisor.api_limits import FairShare
 from supervisor.log_limit import RepeatFilter
-from supervisor.rate_limit import PerKeyCounter, SlidingWindow
+from supervisor.rate_limit import Pacer, PerKeyCounter, SlidingWindow
 
 
 def test_a_window_lets_the_limit_through_then_says_how_long_to_wait():
@@ -137,3 +137,12 @@ def test_a_request_cancelled_while_waiting_gives_its_turn_back():
         await asyncio.wait_for(fair.acquire("c"), 1)
 
     asyncio.run(scenario())
+
+
+def test_a_pacer_lets_a_burst_through_then_spaces_requests_at_the_rate():
+    pacer = Pacer(rate=10.0, burst=5)
+    waits = [pacer.delay("a", 0.0) for _ in range(8)]
+    assert waits[:5] == [0.0] * 5
+    assert waits[5:] == pytest.approx([0.1, 0.2, 0.3])
+    assert pacer.delay("b", 0.0) == 0.0  # another key is not held back
+    assert pacer.delay("a", 10.0) == 0.0  # idle long enough: a full bucket again
