@@ -150,7 +150,9 @@ def serve(settings: Settings) -> None:
     app, service = build_app(settings)
     settings.socket_dir.mkdir(parents=True, exist_ok=True)  # mounted by every sandbox
     os.chmod(settings.socket_dir, 0o755)
-    sockets = [bind_unix_socket(settings.socket_path, shared_folder=False)]
+    sockets = [
+        bind_unix_socket(settings.socket_path, settings.sandbox_ids()[1], shared_folder=False)
+    ]
     if settings.tcp_port is not None:
         tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
