@@ -80,9 +80,11 @@ def _proc_figures(pid: int) -> tuple[float, int]:
 class Arena:
     """One server, project A with the attacker's sandbox, project B with a demo agent."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, env: dict[str, str] | None = None) -> None:
         self.base = base
-        self.server = ServerProcess(base / "state", env={"AGENTVISOR_SHIM_HEARTBEAT_S": "1"})
+        self.server = ServerProcess(
+            base / "state", env={"AGENTVISOR_SHIM_HEARTBEAT_S": "1", **(env or {})}
+        )
         self.server.start()
         self.settings: Settings = load_settings(
             base / "state", env={"AGENTVISOR_DEMO_IMAGE": IMAGE}, memory_mb=512
