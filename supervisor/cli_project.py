@@ -8,10 +8,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from supervisor import launch
 from supervisor.config import Settings, load_settings
-from supervisor.render import console, print_json, table, when
+from supervisor.render import cell, console, print_json, safe_table, table, visible, when
 from supervisor.spec import load_spec
 from supervisor.team import describe_plan, plan_team
 
@@ -296,7 +297,7 @@ def _status_table(
     data: tuple[dict[str, Any], list[launch.StatusRow]] | None = None,
 ) -> Table:
     row, rows = data or launch.status(settings, project)
-    t = Table(title=f"{row['name']} ({row['state']}) {row['path']}", title_justify="left")
+    t = safe_table(f"{row['name']} ({row['state']}) {row['path']}")
     for column in (
         "role",
         "state",
@@ -309,17 +310,20 @@ def _status_table(
         t.add_column(column)
     for r in rows:
         t.add_row(
-            r.role,
-            r.state,
-            r.sandbox,
-            when(r.last_seen_at),
-            when(r.next_checkin_at),
-            str(r.pending),
-            when(r.paused_until) if r.paused_until else "",
+            *(
+                cell(value, 60)
+                for value in (
+                    r.role,
+                    r.state,
+                    r.sandbox,
+                    when(r.last_seen_at),
+                    when(r.next_checkin_at),
+                    str(r.pending),
+                    when(r.paused_until) if r.paused_until else "",
+                )
+            )
         )
-    for r in rows:
-        if r.paused_reason:
-            t.caption = (
-                t.caption + "\n" if t.caption else ""
-            ) + f"{r.role} paused: {r.paused_reason}"
+    paused = [f"{r.role} paused: {visible(r.paused_reason, 200)}" for r in rows if r.paused_reason]
+    if paused:
+        t.caption = Text("\n".join(paused))
     return t

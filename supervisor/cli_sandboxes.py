@@ -16,7 +16,7 @@ import typer
 from supervisor.client import ApiClient
 from supervisor.config import Settings, load_settings
 from supervisor.errors import SandboxError, ServerUnavailable
-from supervisor.render import listing
+from supervisor.render import listing, visible
 from supervisor.sandboxes import SandboxBackend, health_of
 
 ProjectOpt = Annotated[
@@ -71,10 +71,10 @@ def logs(
     project: ProjectOpt = None,
     lines: Annotated[int, typer.Option("--lines", "-n", help="Lines of history.")] = 200,
 ) -> None:
-    """Print the agent's pane, with its scrollback."""
+    """Print the agent's pane, with its scrollback (control characters made visible)."""
     backend = SandboxBackend(_settings(ctx))
     text = backend.pane_history(project_of(backend, project, role), role, lines)
-    sys.stdout.write(text)
+    sys.stdout.write(visible(text, keep_lines=True))
 
 
 def sandbox_rows(
