@@ -399,7 +399,13 @@ class Service:
         return resume_at
 
     def events(self, caller: Caller, project: str | None, limit: int) -> list[Row]:
-        return self.store.list_events(self.listing_scope(caller, project), _limit(limit, 1000))
+        # An agent's view, unless opted in: its own events (others' hold their summaries).
+        own = None
+        if caller.agent is not None and not self.settings.agents_read_team_messages:
+            own = int(caller.agent["id"])
+        return self.store.list_events(
+            self.listing_scope(caller, project), _limit(limit, 1000), agent_id=own
+        )
 
     # -- the project queue -----------------------------------------------------------------
     def queue_add(

@@ -172,13 +172,18 @@ class Store:
         return row
 
     def list_events(
-        self, project_id: int | None = None, limit: int = 100, kind: str | None = None
+        self,
+        project_id: int | None = None,
+        limit: int = 100,
+        kind: str | None = None,
+        agent_id: int | None = None,
     ) -> list[Row]:
         where: list[str] = ["1=1"]
         params: list[Any] = []
-        if project_id is not None:
-            where.append("project_id = ?")
-            params.append(project_id)
+        for column, value in (("project_id", project_id), ("agent_id", agent_id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
         if kind:
             where.append("kind = ?")
             params.append(kind)

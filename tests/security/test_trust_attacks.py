@@ -116,7 +116,7 @@ def test_an_agent_cannot_cancel_the_check_in_agentvisor_set_to_resume_it(
     assert _checkin(server, resume["id"])["state"] == "pending"
 
 
-def test_an_agent_lists_only_its_own_messages_and_check_ins(server: ServerProcess, team):
+def test_an_agent_lists_only_its_own_messages_check_ins_and_events(server: ServerProcess, team):
     team["developer"].post("/v1/messages", {"to": "orchestrator", "body": "private to orch"})
     team["orchestrator"].post("/v1/messages", {"to": "developer", "body": "private to dev"})
     team["tester"].post("/v1/messages", {"to": "developer", "body": "tester to dev"})
@@ -133,6 +133,10 @@ def test_an_agent_lists_only_its_own_messages_and_check_ins(server: ServerProces
         "tester to dev",
     }
     assert len(server.client.get("/v1/messages", project=PROJECT)) == 3  # the operator: all
+    # A teammate's report, also an event, is not readable there either.
+    team["developer"].post("/v1/done", {"summary": "secret summary"})
+    assert "secret summary" not in json.dumps(team["tester"].get("/v1/events"))
+    assert "secret summary" in json.dumps(server.client.get("/v1/events"))
 
 
 def test_reading_the_whole_teams_messages_is_opt_in(short_tmp: Path):
@@ -146,6 +150,8 @@ def test_reading_the_whole_teams_messages_is_opt_in(short_tmp: Path):
         assert [m["body"] for m in clients["tester"].get("/v1/messages")] == ["team-wide"]
         checkin = clients["developer"].post("/v1/checkins", {"minutes": 5, "note": "seen"})
         assert [c["id"] for c in clients["tester"].get("/v1/checkins")] == [checkin["id"]]
+        clients["developer"].post("/v1/done", {"summary": "shared summary"})
+        assert "shared summary" in json.dumps(clients["tester"].get("/v1/events"))
         # Reading is opt-in; cancelling another's check-in never is.
         _refused(clients["tester"], f"/v1/checkins/{checkin['id']}")
     finally:
