@@ -6,7 +6,7 @@ import asyncio
 import shutil
 import sqlite3
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -81,6 +81,18 @@ class ProjectBody(Strict):
     path: str = ""
     spec_path: str | None = None
     start_branch: str | None = None
+
+
+class ProjectStateBody(Strict):
+    state: Literal["running", "stopped", "complete", "failed"]
+
+
+class ProjectModelBody(Strict):
+    # The scripted model server of a dry run; the broker sends it no credential.
+    upstream: str | None = Field(
+        default=None, pattern=r"^http://(127\.0\.0\.1|localhost|\[::1\]):[0-9]{1,5}$"
+    )
+    script: str | None = Field(default=None, max_length=4096)
 
 
 class AgentBody(Strict):
@@ -213,6 +225,14 @@ def create_app(
         if who.agent is not None:
             return [svc.store.get_project_by_id(who.agent["project_id"])]
         return svc.store.list_projects()
+
+    @app.post("/v1/projects/{name}/state")
+    def project_state(name: str, body: ProjectStateBody, who: Caller = Depends(caller)) -> Row:
+        return svc.set_project_state(who, name, body.state)
+
+    @app.post("/v1/projects/{name}/model")
+    def project_model(name: str, body: ProjectModelBody, who: Caller = Depends(caller)) -> Row:
+        return svc.set_project_model(who, name, body.upstream, body.script)
 
     @app.post("/v1/agents", status_code=201)
     def register_agent(body: AgentBody, who: Caller = Depends(caller)) -> dict[str, Any]:

@@ -54,15 +54,26 @@ def ctx_of(ctx: typer.Context) -> Context:
     return context
 
 
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        print(__version__)
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     ctx: typer.Context,
     state: StateOpt = None,
-    version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print the version and exit.",
+            callback=_print_version,
+            is_eager=True,  # before the command is looked for: `agentvisor --version` alone
+        ),
+    ] = False,
 ) -> None:
-    if version:
-        print(__version__)
-        raise typer.Exit()
     ctx.obj = Context(state)
 
 
@@ -353,13 +364,14 @@ def events(
 
 
 def _register_more() -> None:
-    from supervisor import cli_egress, cli_git, cli_project, cli_queue, cli_usage
+    from supervisor import cli_egress, cli_git, cli_project, cli_queue, cli_service, cli_usage
 
     cli_project.register(app)
     cli_egress.register(app)
     cli_git.register(app)
     cli_queue.register(app)
     cli_usage.register(app)
+    cli_service.register(app)
     try:
         from supervisor import cli_sandboxes
     except ImportError:  # the container backend is optional for the CLI to load

@@ -26,6 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from supervisor.auth import Authenticator, Caller
 from supervisor.errors import AgentvisorError, Forbidden, TooLarge, Unauthorized
 from supervisor.model_broker import (
+    AGENT_HEADER,
+    DRY_RUN_CREDENTIAL,
     FORWARDED_PATHS,
     MAX_JSON_BODY,
     Credential,
@@ -40,7 +42,7 @@ from supervisor.model_broker import (
 )
 from supervisor.model_usage import ModelAccounting
 from supervisor.service import Service
-from supervisor.store import Row
+from supervisor.store import Row, project_settings
 
 log = logging.getLogger("agentvisor.model")
 JSON = "application/json"
@@ -169,10 +171,20 @@ def model_router(
             raise Forbidden("the model broker is for agents: the operator has a key of their own")
         return who.agent
 
-    def _admit(headers: Mapping[str, str]) -> tuple[Row, str | None, Credential | None]:
+    def _admit(
+        headers: Mapping[str, str],
+    ) -> tuple[Row, str | None, Credential | None, str | None]:
+        """(agent, refusal, credential, the project's own upstream). A project's own upstream
+        (a dry run's scripted model on loopback) gets no credential of the host's."""
         agent = _agent(headers)
         refusal = accounting.refusal(agent)
-        return agent, refusal, None if refusal else credentials.current()
+        project = service.store.get_project_by_id(agent["project_id"])
+        own = project_settings(project).get("model")
+        own_url = str(own["upstream"]) if isinstance(own, dict) and own.get("upstream") else None
+        agent = {**agent, "project": project["name"]}
+        if refusal:
+            return agent, refusal, None, own_url
+        return agent, None, DRY_RUN_CREDENTIAL if own_url else credentials.current(), own_url
 
     @router.api_route(
         "/model/{path:path}",
@@ -189,7 +201,7 @@ def model_router(
             )
         try:
             # One trip to a worker thread: who calls, may it, and with which credential.
-            agent, refusal, credential = await run_in_threadpool(_admit, request.headers)
+            agent, refusal, credential, own_url = await run_in_threadpool(_admit, request.headers)
         except AgentvisorError as exc:
             kinds = {401: "authentication_error", 403: "permission_error"}
             return _error(exc.status, kinds.get(exc.status, "api_error"), exc.message)
@@ -201,11 +213,14 @@ def model_router(
         except AgentvisorError as exc:
             return _error(exc.status, "request_too_large", exc.message)
         assert credential is not None  # _admit gives one whenever it refuses nothing
+        outgoing_headers = upstream_headers(request.headers, credential)
+        if own_url:
+            outgoing_headers[AGENT_HEADER] = f"{agent['project']}/{agent['role']}"
         outgoing = client().build_request(
             request.method,
-            f"{upstream}/{path}",
+            f"{own_url or upstream}/{path}",
             params=str(request.query_params),
-            headers=upstream_headers(request.headers, credential),
+            headers=outgoing_headers,
             content=body,
         )
         try:

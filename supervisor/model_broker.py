@@ -39,6 +39,7 @@ DROPPED_UPSTREAM = HOP_BY_HOP | {
     "cookie",
     "forwarded",
     "x-forwarded-for",
+    "x-agentvisor-agent",  # only the broker names the agent (a dry run)
     "x-forwarded-host",
     "x-forwarded-proto",
     "x-real-ip",
@@ -68,6 +69,12 @@ class Credential:
         if self.kind == "api_key":
             return {"x-api-key": self.secret}
         return {"authorization": f"Bearer {self.secret}"}
+
+
+# What a dry run's scripted model server gets instead of a credential: the host's own never
+# goes to a project's own upstream.
+DRY_RUN_CREDENTIAL = Credential("api_key", "agentvisor-dry-run", "dry run")
+AGENT_HEADER = "x-agentvisor-agent"  # PROJECT/ROLE, for a dry run's scripted model only
 
 
 def credential_from_env(env: Mapping[str, str]) -> Credential | None:

@@ -323,6 +323,25 @@ class Service:
         return {"ok": True, "nudge": nudge}
 
     # -- agents, projects, events ----------------------------------------------------------
+    def set_project_state(self, caller: Caller, name: str, state: str) -> Row:
+        """The operator's word on where a project stands: `up` and `resume` say running,
+        `down` stopped; the orchestrator's report says complete, the queue failed."""
+        caller.require_operator()
+        project = self.project_for(caller, name)
+        if project["state"] != state:
+            self.store.set_project_state(project["id"], state)
+        return self.store.get_project_by_id(project["id"])
+
+    def set_project_model(
+        self, caller: Caller, name: str, upstream: str | None, script: str | None
+    ) -> Row:
+        """The project's own model upstream (a dry run's scripted model server on this host's
+        loopback), or None for the settings' `model_upstream` with the host's credential."""
+        caller.require_operator()
+        project = self.project_for(caller, name)
+        value = None if upstream is None else {"upstream": upstream, "script": script}
+        return self.store.set_project_setting(project["id"], "model", value)
+
     def register_agent(
         self, caller: Caller, project: str, role: str, profile: str
     ) -> tuple[Row, str]:

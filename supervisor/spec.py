@@ -40,7 +40,9 @@ _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 @dataclass(frozen=True)
 class Spec:
     path: Path  # absolute
-    title: str  # the first Markdown heading, else the file's stem; at most MAX_TITLE_CHARS
+    # The first Markdown heading, else an old-style `PROJECT: name` line, else the file's
+    # stem; at most MAX_TITLE_CHARS.
+    title: str
     text: str  # the whole file, line endings normalised to \n
     goal: str  # the first paragraph or list item, on one line, at most MAX_GOAL_CHARS
 
@@ -63,7 +65,7 @@ def load_spec(path: str | os.PathLike[str]) -> Spec:
             f"headings and code, at least {MIN_GOAL_WORDS} needed); describe what to build "
             "in a sentence or two under the title."
         )
-    title = headings[0] if headings else given.stem
+    title = headings[0] if headings else (_project_line(text) or given.stem)
     goal = next((g for g in map(_plain, paragraphs) if _word_count(g)), title)
     return Spec(
         path=given.resolve(),
@@ -208,3 +210,12 @@ def _shorten(text: str, limit: int) -> str:
     if " " in cut:
         cut = cut.rsplit(" ", 1)[0]
     return cut.rstrip(" ,;:") + "…"
+
+
+_PROJECT_LINE = re.compile(r"^\s*PROJECT\s*:\s*(\S.*?)\s*$", re.MULTILINE)
+
+
+def _project_line(text: str) -> str | None:
+    """The name on a Tmux Orchestrator spec's `PROJECT: name` line, if it has one."""
+    found = _PROJECT_LINE.search(text)
+    return found.group(1) if found else None

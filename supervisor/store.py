@@ -259,6 +259,19 @@ class Store:
             )
             self.log_event("project.state", project_id, data={"state": state}, db=db)
 
+    def set_project_setting(self, project_id: int, key: str, value: Any) -> Row:
+        """One entry of the project's `settings` (JSON); None removes it."""
+        with self.transaction() as db:
+            row = db.execute("SELECT settings FROM projects WHERE id = ?", (project_id,)).fetchone()
+            settings = project_settings({"settings": row[0] if row else None})
+            if value is None:
+                settings.pop(key, None)
+            else:
+                settings[key] = value
+            db.table("projects").update(project_id, {"settings": json.dumps(settings)})
+            self.log_event(f"project.{key}_set", project_id, data={key: value}, db=db)
+        return self.get_project_by_id(project_id)
+
     # -- agents ----------------------------------------------------------------------------
     def register_agent(self, project_id: int, role: str, profile: str = "demo") -> tuple[Row, str]:
         """Create the agent, or give an existing one a fresh token (the old one stops working).
@@ -719,3 +732,12 @@ class Store:
     def check_writable(self) -> None:
         with self.transaction() as db:
             db.execute("UPDATE meta SET value = value WHERE key = 'schema_version'")
+
+
+def project_settings(project: Row) -> dict[str, Any]:
+    """The project's own settings (JSON in `projects.settings`): budget, model, ..."""
+    try:
+        data = json.loads(project.get("settings") or "{}")
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
