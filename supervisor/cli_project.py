@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from supervisor import dry_run, launch
+from supervisor.cli_args import finite_float
 from supervisor.config import Settings, load_settings
 from supervisor.render import (
     cell,
@@ -119,7 +120,11 @@ def register(app: typer.Typer) -> None:
         ] = None,
         checkin_minutes: Annotated[
             float | None,
-            typer.Option("--checkin-minutes", help="The orchestrator's routine check-in interval."),
+            typer.Option(
+                "--checkin-minutes",
+                help="The orchestrator's routine check-in interval.",
+                parser=finite_float,
+            ),
         ] = None,
         allow: Annotated[
             list[str] | None,
@@ -346,6 +351,14 @@ def _migrate_command(app: typer.Typer) -> None:
         console.print("then: agentvisor resume")
 
 
+def failed_checkins_line(count: int) -> str:
+    """What the operator is told of check-ins the scheduler set aside (docs/contracts.md)."""
+    return (
+        f"{count} check-in(s) could not fire and were set aside (state failed); "
+        "'agentvisor checkins --all' lists them, 'agentvisor events' says why"
+    )
+
+
 def _status_table(
     settings: Settings,
     project: str | None,
@@ -378,7 +391,10 @@ def _status_table(
                 )
             )
         )
-    paused = [f"{r.role} paused: {visible(r.paused_reason, 200)}" for r in rows if r.paused_reason]
-    if paused:
-        t.caption = Text("\n".join(paused))
+    notes = []
+    if row.get("failed_checkins"):
+        notes.append(visible(failed_checkins_line(row["failed_checkins"]), 200))
+    notes += [f"{r.role} paused: {visible(r.paused_reason, 200)}" for r in rows if r.paused_reason]
+    if notes:
+        t.caption = Text("\n".join(notes))
     return t

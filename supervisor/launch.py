@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from supervisor import dry_run, layout_migration
+from supervisor import dry_run, layout_migration, mcp_config
 from supervisor import server as server_process
 from supervisor.briefing import BriefingContext, render_briefing
 from supervisor.client import ApiClient
@@ -296,6 +296,7 @@ def _start_sandboxes(
     specs = []
     for role, worktree in worktrees.items():
         extras = sandbox_extras(settings, profile, sessions.get(role))
+        mcp = mcp_config.sandbox_env(mcp_config.servers_for(settings, name, role))
         specs.append(
             build_spec(
                 settings,
@@ -306,7 +307,11 @@ def _start_sandboxes(
                 token_file=token_files[role],
                 profile=profile,
                 image=image,
-                extra_env={**extras.env, **_test_clock_env(settings)},
+                extra_env={
+                    **extras.env,
+                    **(mcp if profile == "claude" else {}),
+                    **_test_clock_env(settings),
+                },
                 credential_mounts=extras.mounts,
                 resume=resume,
                 start_branch=branch,
@@ -573,6 +578,10 @@ def status(settings: Settings, project: str | None) -> tuple[dict[str, Any], lis
         name = row["name"]
         agents = client.get("/v1/agents", project=name)
         checkins = client.get("/v1/checkins", project=name)
+        row = {
+            **row,
+            "failed_checkins": len(client.get("/v1/checkins", project=name, state="failed")),
+        }
         pending = [
             m
             for m in client.get("/v1/messages", project=name, limit=500)

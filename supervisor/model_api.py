@@ -23,6 +23,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from supervisor.api_models import MAX_ROW_ID, Name, NameQuery
 from supervisor.auth import Authenticator, Caller
 from supervisor.errors import AgentvisorError, Forbidden, TooLarge, Unauthorized
 from supervisor.model_broker import (
@@ -129,11 +130,11 @@ def _error(status: int, kind: str, message: str, **headers: str) -> Response:
 
 
 class BudgetBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    project: str
-    agent_tokens_per_day: int | None = Field(default=None, ge=0)
-    project_tokens: int | None = Field(default=None, ge=0)
-    project_hours: float | None = Field(default=None, ge=0)
+    model_config = ConfigDict(extra="forbid", strict=True)
+    project: Name
+    agent_tokens_per_day: int | None = Field(default=None, ge=0, le=MAX_ROW_ID)
+    project_tokens: int | None = Field(default=None, ge=0, le=MAX_ROW_ID)
+    project_hours: float | None = Field(default=None, ge=0, le=24 * 3660, allow_inf_nan=False)
 
 
 def model_router(
@@ -289,8 +290,8 @@ def model_router(
 
     @router.get("/v1/usage")
     def usage(
-        project: str | None = None,
-        since: float = Query(0.0, ge=0),
+        project: NameQuery = None,
+        since: float = Query(0.0, ge=0, allow_inf_nan=False),
         who: Caller = Depends(caller),
     ) -> Row:
         return accounting.report(who, project, since)
@@ -302,8 +303,8 @@ def model_router(
 
     @router.get("/v1/usage/chart")
     def chart(
-        project: str | None = None,
-        hours: float = Query(24.0, gt=0, le=24 * 31),
+        project: NameQuery = None,
+        hours: float = Query(24.0, gt=0, le=24 * 31, allow_inf_nan=False),
         buckets: int = Query(48, ge=1, le=500),
         who: Caller = Depends(caller),
     ) -> Row:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import calendar
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -359,7 +360,12 @@ def parse_budget(items: list[str]) -> dict[str, float]:
             raise ValueError(
                 f"budget {item!r}: use KEY=VALUE with KEY one of {', '.join(BUDGET_KEYS)}"
             )
-        number = float(value)
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"budget {item!r}: {value.strip()!r} is not a number") from None
+        if not math.isfinite(number):
+            raise ValueError(f"budget {item!r} must be a finite number (0: no limit)")
         if number < 0:
             raise ValueError(f"budget {item!r} must not be negative (0: no limit)")
         out[name] = number if name == "project_hours" else int(number)

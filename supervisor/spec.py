@@ -49,7 +49,10 @@ class Spec:
 
 def load_spec(path: str | os.PathLike[str]) -> Spec:
     """Read and check the spec at `path`; raise `SpecError` saying what to fix."""
-    given = Path(path).expanduser()
+    try:
+        given = Path(path).expanduser()
+    except RuntimeError:  # "~someone" for a user this machine does not have
+        raise SpecError(f"Spec path {path!s} names a home directory that does not exist.") from None
     data = _read_bytes(given)
     text = _decode(data, given).replace("\r\n", "\n").replace("\r", "\n")
     if not text.strip():
@@ -95,6 +98,10 @@ def _read_bytes(path: Path) -> bytes:
     except OSError as exc:
         raise SpecError(
             f"Spec file {path} cannot be read ({exc.strerror}); check its permissions."
+        ) from None
+    except ValueError:  # a NUL in the path, or text that is no file name (a lone surrogate)
+        raise SpecError(
+            f"Spec path {str(path)!a} is not a usable file name; give the path of a Markdown file."
         ) from None
     if len(data) > MAX_SPEC_BYTES:
         raise SpecError(
