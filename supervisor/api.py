@@ -45,6 +45,8 @@ from supervisor.doctor import docker_problem
 from supervisor.egress.routes import egress_router
 from supervisor.errors import AgentvisorError, TooManyRequests
 from supervisor.git_api import git_router
+from supervisor.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from supervisor.metrics import StoreCollector
 from supervisor.model_api import model_router
 from supervisor.quotas import Quotas, retry_after_header
 from supervisor.service import Service
@@ -139,24 +141,10 @@ def create_app(
         return result
 
     @app.get("/metrics", response_class=PlainTextResponse, responses=json_errors(413, 503))
-    def metrics() -> str:
-        by_state = svc.store.count_messages_by_state()
-        agents: dict[str, float] = {}
-        for agent in svc.store.list_agents():
-            key = f'state="{agent["state"] or "unknown"}"'
-            agents[key] = agents.get(key, 0) + 1
-        gauges: dict[str, tuple[str, dict[str, float]]] = {
-            "messages": (
-                "Messages by delivery state.",
-                {f'state="{k}"': v for k, v in by_state.items()},
-            ),
-            "checkins_pending": (
-                "Check-ins waiting to fire.",
-                {"": svc.store.count_pending_checkins()},
-            ),
-            "agents": ("Agents by state.", agents),
-        }
-        return svc.metrics.render(gauges)
+    def metrics() -> PlainTextResponse:
+        # prometheus_client writes the text, escaping every label value (supervisor/metrics.py).
+        text = svc.metrics.render(StoreCollector(svc.store))
+        return PlainTextResponse(text, media_type=METRICS_CONTENT_TYPE)
 
     @app.get("/v1/whoami", responses=_doc())
     def whoami(who: Caller = Depends(caller)) -> dict[str, Any]:

@@ -50,6 +50,9 @@ class Settings:
     # May an agent rewrite its own branch (force-push)? Every update is recorded either way.
     allow_force_push: bool = True
     max_push_mb: int = 512  # the largest push an agent may send, in MiB
+    # May an agent list every message and check-in of its project? Off: only the ones it sent,
+    # scheduled or is the recipient of (docs/contracts.md#who-may-do-what).
+    agents_read_team_messages: bool = False
     agent: str = "auto"  # auto | claude | demo | generic
     agent_command: str | None = None  # generic profile
     ready_pattern: str | None = None  # generic profile
