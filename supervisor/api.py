@@ -22,7 +22,7 @@ from supervisor.doctor import docker_problem
 from supervisor.egress.routes import egress_router
 from supervisor.errors import AgentvisorError
 from supervisor.git_api import git_router
-from supervisor.model_api import model_router
+from supervisor.model_api import model_credentials, model_router
 from supervisor.service import Service
 from supervisor.store import Row
 
@@ -160,7 +160,8 @@ def create_app(
     svc = service
     app.include_router(git_router(service, auth))
     app.include_router(egress_router(service, auth))
-    app.include_router(model_router(service, auth, model_env))
+    credentials = model_credentials(service, model_env)
+    app.include_router(model_router(service, auth, credentials))
 
     @app.get("/v1/health")
     def health() -> dict[str, Any]:
@@ -179,6 +180,9 @@ def create_app(
         result["docker"] = "ok" if problem is None else f"not reachable: {problem}"
         if problem is not None:
             result["ok"] = False
+        login = credentials.problem()  # the host's Claude Code login could not be refreshed
+        if login is not None:
+            result.update(ok=False, model_login=login)
         return result
 
     @app.get("/metrics", response_class=PlainTextResponse)
