@@ -40,7 +40,7 @@ from supervisor.egress.rules import (
     decide_name,
     split_authority,
 )
-from supervisor.egress.tunnel import POLL_S, Conn, shut, splice
+from supervisor.egress.tunnel import POLL_S, Conn, shut, splice, widen
 from supervisor.metrics import Metrics
 from supervisor.store import Row, Store
 
@@ -327,6 +327,7 @@ class EgressProxy:
             await upstream.send(early)
             request.bytes_up += len(early)
         pair = (client.sock, upstream.sock)
+        widen(client.sock)
         self._tunnels.add(pair)
         loop = asyncio.get_running_loop()
         idle_s = self.settings.egress_idle_timeout_s
