@@ -74,6 +74,9 @@ class Settings:
     egress_max_connections: int = 256  # in all; a tunnel takes two threads
     egress_connect_timeout_s: float = 10.0
     egress_idle_timeout_s: float = 300.0  # a connection silent both ways this long is closed
+    # Each agent's egress.request events per minute; the rest of a minute's requests become
+    # one summary event (the counters count them all). 0: no limit.
+    egress_events_per_minute: int = 120
     # The model broker (docs/sandboxes.md#credentials): where it forwards the agents' model
     # requests with the host's credential, and the CA bundle it trusts there (default: the
     # system's). The credential is the server's ANTHROPIC_API_KEY, ANTHROPIC_AUTH_TOKEN or
