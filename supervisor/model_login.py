@@ -152,6 +152,7 @@ class CredentialSource:
     _login: Credential | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _failed: tuple[float, str] | None = None  # when the last refresh failed, and why
+    _lifetime_s: float | None = None  # of the last login this source refreshed
     refreshes: int = 0
 
     def current(self) -> Credential:
@@ -159,10 +160,10 @@ class CredentialSource:
         if from_env is not None:
             return from_env
         login = self._read()
-        if needs_refresh(login, self.clock(), self.margin_s):
+        if needs_refresh(login, self.clock(), self._margin()):
             with self._lock:
                 login = self._read()  # the refresh this request waited for may have done it
-                if needs_refresh(login, self.clock(), self.margin_s):
+                if needs_refresh(login, self.clock(), self._margin()):
                     login = self._refresh(login, forced=False)
         return login
 
@@ -190,6 +191,13 @@ class CredentialSource:
         return None
 
     # -- inside -------------------------------------------------------------------------------
+    def _margin(self) -> float:
+        """The margin, but at most half a login's lifetime: a login that lives 4 minutes is
+        not refreshed on every request."""
+        if self._lifetime_s is None:
+            return self.margin_s
+        return min(self.margin_s, self._lifetime_s / 2)
+
     def _read(self) -> Credential:
         try:
             stat = self.login_path.stat()
@@ -252,6 +260,7 @@ class CredentialSource:
                 raise ModelUnavailable(message) from None
             return login
         self._failed = None
+        self._lifetime_s = float(answer["expires_in"])
         self.refreshes += 1
         self._tell(True, f"expires in {float(answer['expires_in']):.0f} s")
         return self._read()

@@ -64,3 +64,27 @@ def test_a_symlinked_login_file_is_replaced_where_it_points(tmp_path: Path):
     write_login(link, {"a": 1})
     assert link.is_symlink() and json.loads(real.read_text()) == {"a": 1}
     assert stat.S_IMODE(real.stat().st_mode) == 0o600
+
+
+def test_a_login_that_lives_shorter_than_the_margin_is_not_refreshed_on_every_request(
+    tmp_path: Path,
+):
+    from supervisor.model_login import CredentialSource
+
+    now = [1000.0]
+    login = tmp_path / ".credentials.json"
+    login.write_text(
+        json.dumps({"claudeAiOauth": {"accessToken": "a", "refreshToken": "r", "expiresAt": 0}})
+    )
+    calls: list[dict[str, str]] = []
+
+    def post(url: str, body: object) -> dict[str, object]:
+        calls.append(dict(body))  # type: ignore[call-overload]
+        return {"access_token": f"a{len(calls)}", "refresh_token": "r2", "expires_in": 120}
+
+    source = CredentialSource({}, login, "http://token", "client", lambda: now[0], post=post)
+    assert source.current().secret == "a1"
+    now[0] += 30  # 90 s left: inside the 300 s margin, but more than half its 120 s life
+    assert source.current().secret == "a1" and len(calls) == 1
+    now[0] += 40  # 50 s left
+    assert source.current().secret == "a2" and calls[-1]["refresh_token"] == "r2"
