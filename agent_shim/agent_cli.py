@@ -13,7 +13,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from agent_shim import receipts
@@ -23,16 +23,28 @@ ORCHESTRATOR = "orchestrator"
 HOOK_TIMEOUT_S = 2.0  # a hook holds up the agent CLI (UserPromptSubmit blocks the prompt)
 
 
-def resolve_target(target: str) -> str:
+def resolve_target(target: str, team: Callable[[], Sequence[str]] = tuple) -> str:
     """A role name from a role or an old tmux target (`session:window[.pane]`): the session is
-    ignored, window `0` or `orchestrator` is the orchestrator, any other window name is taken
-    as a role name."""
-    if ":" not in target:
-        return target
-    window = target.split(":", 1)[1].split(".", 1)[0].strip().lower()
-    if window in ("", "0", ORCHESTRATOR):
-        return ORCHESTRATOR
-    return window
+    ignored, window `0` or `orchestrator` is the orchestrator, window N the N-th agent of
+    `agent team` (counting the orchestrator as 0, as the old windows were), any other window
+    name a role. Old spellings with underscores or capitals are the role's (`qa_engineer` is
+    `qa-engineer`). `team()` gives the roles in `agent team`'s order, asked only for N > 0."""
+    name = target
+    if ":" in target:
+        window = target.split(":", 1)[1].split(".", 1)[0].strip().lower()
+        if window in ("", "0", ORCHESTRATOR):
+            return ORCHESTRATOR
+        if window.isdigit():
+            roles = list(team())
+            index = int(window)
+            if index >= len(roles):
+                raise UsageError(
+                    f"target {target!r}: window {index} has no agent (the team has "
+                    f"{len(roles)}: {', '.join(roles) or 'none'}; 0 is the orchestrator)"
+                )
+            return roles[index]
+        name = window
+    return name.strip().lower().replace("_", "-")
 
 
 def positive_minutes(text: str) -> float:
@@ -97,10 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
 def run_command(args: argparse.Namespace, client: ApiClient) -> Any:
     """Do what the parsed command line says; the server's answer."""
     if args.command == "checkin":
-        to = resolve_target(args.to) if args.to else None
+        to = resolve_target(args.to, lambda: _roles(client)) if args.to else None
         return client.checkin(args.minutes, args.note, to=to, every_minutes=args.every)
     if args.command == "send":
-        return client.send(resolve_target(args.role), text_or_stdin(args.message))
+        return client.send(
+            resolve_target(args.role, lambda: _roles(client)), text_or_stdin(args.message)
+        )
     if args.command == "done":
         return client.done(text_or_stdin(args.summary))
     if args.command == "inbox":
@@ -112,6 +126,12 @@ def run_command(args: argparse.Namespace, client: ApiClient) -> Any:
     if args.command == "event":
         return client.event(args.kind, parse_event_data(args.data))
     raise AssertionError(args.command)
+
+
+def _roles(client: ApiClient) -> list[str]:
+    """The team's roles in `agent team`'s order: the orchestrator first, as window 0 was."""
+    roles = [str(a.get("role")) for a in client.team()]
+    return sorted(roles, key=lambda role: role != ORCHESTRATOR)
 
 
 def parse_event_data(raw: str | None) -> dict[str, Any] | None:
@@ -144,10 +164,10 @@ def describe(args: argparse.Namespace, answer: Any) -> str:
         every_s = answer.get("every_s")
         every = answer.get("every_minutes") or (every_s / 60 if every_s else None)
         repeat = f", then every {every:g} min" if every else ""
-        to = resolve_target(args.to) if args.to else "you"
+        to = _shown(args.to) if args.to else "you"
         return f"check-in {answer.get('id', '?')} for {to} at {when}{repeat}"
     if command == "send":
-        return f"message {answer.get('id', '?')} to {resolve_target(args.role)} " + str(
+        return f"message {answer.get('id', '?')} to {_shown(args.role)} " + str(
             answer.get("state", "queued")
         )
     if command == "done":
@@ -163,7 +183,9 @@ def describe(args: argparse.Namespace, answer: Any) -> str:
             for m in answer
         )
     if command == "team":
-        return "\n".join(_agent_line(agent) for agent in answer) or "no agents"
+        ordered = sorted(answer, key=lambda agent: agent.get("role") != ORCHESTRATOR)
+        lines = [f"{n}  {_agent_line(agent)}" for n, agent in enumerate(ordered)]
+        return "\n".join(lines) or "no agents"
     if command == "whoami":
         if answer.get("kind") == "agent":
             return f"{answer.get('role')} on project {answer.get('project')}"
@@ -171,6 +193,13 @@ def describe(args: argparse.Namespace, answer: Any) -> str:
     if command == "event":
         return f"event {answer.get('kind', '?')} recorded"
     return json.dumps(answer)
+
+
+def _shown(target: str) -> str:
+    try:
+        return resolve_target(target)
+    except UsageError:  # a window number: the server's answer names the role
+        return target
 
 
 def _first_line(text: str, width: int = 80) -> str:

@@ -33,6 +33,8 @@ API_KEY_SUFFIX_CHARS = 20  # Claude Code remembers an approved key by its last 2
 # read-only and its version pinned, so the auto-updater has nothing to do.
 SETTINGS_ENV = {"DISABLE_AUTOUPDATER": "1"}
 CREDENTIALS_STAMP = ".agentvisor-credentials.sha256"  # agentvisor 0.1 copied the login in
+MCP_ENV = "AGENTVISOR_MCP_SERVERS"  # the operator's MCP servers for this agent (JSON)
+MCP_STAMP = ".agentvisor-mcp.json"  # in ~/.claude: the names of the servers agentvisor wrote
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,38 @@ def seed_global_config(data: Mapping[str, Any], workdir: str, api_key: str | Non
         responses["approved"] = approved if suffix in approved else [*approved, suffix]
         responses["rejected"] = [k for k in rejected if k != suffix]
     return seeded
+
+
+def seed_mcp_servers(
+    data: Mapping[str, Any], servers: Mapping[str, Any], ours_before: list[str]
+) -> dict:
+    """`~/.claude.json` with the operator's MCP servers (user scope: no approval prompt) in
+    `mcpServers`: those agentvisor wrote before and no longer lists go, the agent's own stay."""
+    seeded = copy.deepcopy(dict(data))
+    current = seeded.get("mcpServers")
+    own = {
+        k: v
+        for k, v in (current.items() if isinstance(current, dict) else ())
+        if k not in ours_before
+    }
+    merged = {**own, **copy.deepcopy(dict(servers))}
+    if merged:
+        seeded["mcpServers"] = merged
+    else:
+        seeded.pop("mcpServers", None)
+    return seeded
+
+
+def mcp_servers_from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    raw = env.get(MCP_ENV)
+    if not raw:
+        return {}
+    try:
+        servers = json.loads(raw)
+    except ValueError:
+        log.warning("%s is not JSON; no MCP servers written", MCP_ENV)
+        return {}
+    return servers if isinstance(servers, dict) else {}
 
 
 def hook_entries() -> dict[str, list[dict[str, Any]]]:
@@ -136,6 +170,13 @@ def prepare(profile: Profile, env: Mapping[str, str], home: Path) -> ClaudeSetup
     bypass = uses_bypass_permissions(profile)
     if _update_json(settings, lambda data: seed_settings(data, bypass)):
         written.append(str(settings))
+    stamp = home / ".claude" / MCP_STAMP
+    servers = mcp_servers_from_env(env)
+    ours_before = _names(stamp)
+    if servers or ours_before:
+        if _update_json(config, lambda data: seed_mcp_servers(data, servers, ours_before)):
+            written.append(f"{config} (MCP servers: {', '.join(sorted(servers)) or 'none'})")
+        _write_atomic(stamp, json.dumps(sorted(servers)).encode())
     if forget_copied_login(home / ".claude"):
         written.append(str(home / ".claude" / ".credentials.json"))
     session_id = claude_session_id(env)
@@ -144,6 +185,14 @@ def prepare(profile: Profile, env: Mapping[str, str], home: Path) -> ClaudeSetup
     else:
         resume = env.get("AGENTVISOR_RESUME") == "1"
     return ClaudeSetup(tuple(written), session_id, resume)
+
+
+def _names(stamp: Path) -> list[str]:
+    try:
+        names = json.loads(stamp.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
 
 
 def transcript_exists(home: Path, session_id: str) -> bool:

@@ -8,7 +8,9 @@
 #   scripts/setup.sh             do it
 #   scripts/setup.sh --dry-run   print the privileged commands instead of running them
 #
-# Environment: PYTHON (default python3, must be >= 3.11), DOCKERD_TIMEOUT_S (default 60).
+# Environment: PYTHON (default python3, must be >= 3.11), DOCKERD_TIMEOUT_S (default 60),
+# AGENTVISOR_BIN_DIR (where the `agentvisor` command is linked; default /usr/local/bin for root,
+# ~/.local/bin otherwise; `none` links nothing).
 
 set -euo pipefail
 
@@ -70,7 +72,8 @@ pkg_installed() {
 
 install_packages() {
     # chromium: the dashboard's browser test drives Debian's chromium through Playwright.
-    local wanted=(tmux git python3-venv debootstrap ca-certificates chromium) missing=() pkg
+    # systemd: `systemd-analyze verify` checks the unit `agentvisor service install` writes.
+    local wanted=(tmux git python3-venv debootstrap ca-certificates chromium systemd) missing=() pkg
     # docker.io only when no engine is reachable and none is installed: a machine with Docker's
     # own docker-ce packages (or Docker Desktop, or a remote DOCKER_HOST) keeps what it has.
     if ! docker_answers && ! command -v dockerd >/dev/null 2>&1; then
@@ -175,8 +178,37 @@ ensure_compose() {
         docker-compose || die "apt-get install docker-compose failed: see the apt output above"
 }
 
+# `agentvisor` on PATH, so that the README's commands work in a new shell: a symlink to the
+# venv's command. A file of that name that is not such a link is left alone.
+ensure_cli_link() {
+    local dir="${AGENTVISOR_BIN_DIR:-}"
+    if [ -z "$dir" ]; then
+        if [ "$(id -u)" -eq 0 ] && [ -z "${SUDO_USER:-}" ]; then
+            dir=/usr/local/bin
+        else
+            dir="$(as_user sh -c 'echo "$HOME"')/.local/bin"
+        fi
+    fi
+    [ "$dir" = none ] && return 0
+    local link="$dir/agentvisor" target="$VENV/bin/agentvisor"
+    if [ -e "$link" ] && [ ! -L "$link" ]; then
+        say "not linking $link: a file of that name is there; use $target"
+        return 0
+    fi
+    if [ "$(readlink "$link" 2>/dev/null || true)" != "$target" ]; then
+        as_user mkdir -p "$dir" && as_user ln -sfn "$target" "$link" \
+            || { say "could not link $link; use $target"; return 0; }
+        say "linked $link -> $target"
+    fi
+    case ":$PATH:" in
+        *":$dir:"*) ;;
+        *) say "$dir is not on your PATH: run  export PATH=\"$dir:\$PATH\"  (or add it to ~/.profile)" ;;
+    esac
+}
+
 install_packages
 ensure_docker
 ensure_compose
 ensure_venv
+ensure_cli_link
 say "ready"

@@ -12,10 +12,33 @@ from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
-from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from supervisor import __version__
+from supervisor.api_models import (
+    COMMON_ERRORS,
+    ActionBody,
+    AgentBody,
+    CheckinBody,
+    DoneBody,
+    EventBody,
+    HeartbeatBody,
+    LeaseAnswer,
+    LeaseRef,
+    NackBody,
+    NamePath,
+    NameQuery,
+    ProjectBody,
+    ProjectModelBody,
+    ProjectStateBody,
+    QueueBody,
+    RowId,
+    SendBody,
+    errors,
+    json_errors,
+    validation_detail,
+)
 from supervisor.auth import Authenticator, Caller
 from supervisor.dashboard import dashboard_router
 from supervisor.doctor import docker_problem
@@ -27,84 +50,6 @@ from supervisor.service import Service
 from supervisor.store import Row
 
 MAX_REQUEST_BYTES = 2 * 1024 * 1024
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class SendBody(Strict):
-    to: str
-    body: str
-    kind: str = "message"
-    idempotency_key: str | None = None
-    project: str | None = None
-
-
-class CheckinBody(Strict):
-    note: str
-    minutes: float | None = None
-    due_at: float | None = None
-    to: str | None = None
-    every_minutes: float | None = None
-    idempotency_key: str | None = None
-    project: str | None = None
-
-
-class LeaseRef(Strict):
-    lease_id: str = Field(min_length=1, max_length=64)
-
-
-class NackBody(LeaseRef):
-    reason: str = "not delivered"
-    retry: bool = True
-
-
-class DoneBody(Strict):
-    summary: str
-
-
-class HeartbeatBody(Strict):
-    state: str | None = None
-    info: dict[str, Any] | None = None
-
-
-class EventBody(Strict):
-    kind: str
-    data: dict[str, Any] | None = None
-
-
-class ProjectBody(Strict):
-    name: str = Field(min_length=1, max_length=100)
-    path: str = ""
-    spec_path: str | None = None
-    start_branch: str | None = None
-
-
-class AgentBody(Strict):
-    project: str
-    role: str
-    profile: str = "demo"
-
-
-class QueueBody(Strict):
-    spec_path: str
-    project_dir: str | None = None
-    options: dict[str, Any] = Field(default_factory=dict)
-
-
-class ActionBody(Strict):
-    action: str
-
-
-def _validation_detail(exc: RequestValidationError) -> str:
-    parts = []
-    for error in exc.errors():
-        if error.get("type") == "json_invalid":
-            return "the request body is not valid JSON: send a JSON object"
-        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{where}: {error.get('msg', 'invalid')}")
-    return "; ".join(parts) or "invalid request"
 
 
 class RequestSizeLimit:
@@ -127,6 +72,25 @@ class RequestSizeLimit:
         await self.app(scope, receive, send)
 
 
+def _error(detail: str, status: int) -> JSONResponse:
+    # A detail echoing bad input must still encode: a lone surrogate becomes its escape.
+    safe = detail.encode("utf-8", "backslashreplace").decode("utf-8")
+    return JSONResponse({"detail": safe}, status_code=status)
+
+
+def _doc(
+    *codes: int, ok: dict[int | str, dict[str, Any]] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` of a route: its success answers beyond the default, the errors every
+    route may give (COMMON_ERRORS) and its own."""
+    return {**(ok or {}), **COMMON_ERRORS, **errors(*codes)}
+
+
+_REPLAYED: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The same idempotency_key was used before: the first one."}
+}
+
+
 def create_app(
     service: Service, auth: Authenticator, model_env: Mapping[str, str] | None = None
 ) -> FastAPI:
@@ -139,18 +103,24 @@ def create_app(
 
     @app.exception_handler(AgentvisorError)
     async def _domain_error(_: Request, exc: AgentvisorError) -> JSONResponse:
-        return JSONResponse({"detail": exc.message}, status_code=exc.status)
+        return _error(exc.message, exc.status)
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"detail": _validation_detail(exc)}, status_code=422)
+        return _error(validation_detail(exc), 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        detail = str(exc.detail)
+        if exc.status_code == 400 and detail == "There was an error parsing the body":
+            detail = "the request body is not UTF-8 JSON: send a JSON object in UTF-8"
+        response = _error(detail, exc.status_code)
+        response.headers.update(exc.headers or {})  # a 405 keeps its Allow header
+        return response
 
     @app.exception_handler(sqlite3.OperationalError)
     async def _db_error(_: Request, exc: sqlite3.OperationalError) -> JSONResponse:
-        return JSONResponse(
-            {"detail": f"the state database is not available: {exc}; retry shortly"},
-            status_code=503,
-        )
+        return _error(f"the state database is not available: {exc}; retry shortly", 503)
 
     app.add_middleware(RequestSizeLimit)
 
@@ -159,11 +129,11 @@ def create_app(
 
     svc = service
     app.include_router(git_router(service, auth))
-    app.include_router(egress_router(service, auth))
+    app.include_router(egress_router(service, auth), responses=_doc(400, 403, 404, 507))
     credentials = model_credentials(service, model_env)
-    app.include_router(model_router(service, auth, credentials))
+    app.include_router(model_router(service, auth, credentials), responses=_doc(400, 403, 404, 507))
 
-    @app.get("/v1/health")
+    @app.get("/v1/health", responses=errors(413))
     def health() -> dict[str, Any]:
         result: dict[str, Any] = {"ok": True, "version": __version__}
         try:
@@ -185,7 +155,7 @@ def create_app(
             result.update(ok=False, model_login=login)
         return result
 
-    @app.get("/metrics", response_class=PlainTextResponse)
+    @app.get("/metrics", response_class=PlainTextResponse, responses=json_errors(413, 503))
     def metrics() -> str:
         by_state = svc.store.count_messages_by_state()
         agents: dict[str, float] = {}
@@ -205,7 +175,7 @@ def create_app(
         }
         return svc.metrics.render(gauges)
 
-    @app.get("/v1/whoami")
+    @app.get("/v1/whoami", responses=_doc())
     def whoami(who: Caller = Depends(caller)) -> dict[str, Any]:
         if who.agent is None:
             return {"kind": "operator"}
@@ -219,28 +189,38 @@ def create_app(
         }
 
     # -- projects and agents ---------------------------------------------------------------
-    @app.post("/v1/projects")
+    @app.post("/v1/projects", responses=_doc(403, 507))
     def create_project(body: ProjectBody, who: Caller = Depends(caller)) -> Row:
         who.require_operator()
         return svc.store.upsert_project(body.name, body.path, body.spec_path, body.start_branch)
 
-    @app.get("/v1/projects")
+    @app.get("/v1/projects", responses=_doc(404))
     def projects(who: Caller = Depends(caller)) -> list[Row]:
         if who.agent is not None:
             return [svc.store.get_project_by_id(who.agent["project_id"])]
         return svc.store.list_projects()
 
-    @app.post("/v1/agents", status_code=201)
+    @app.post("/v1/projects/{name}/state", responses=_doc(403, 404, 507))
+    def project_state(name: NamePath, body: ProjectStateBody, who: Caller = Depends(caller)) -> Row:
+        return svc.set_project_state(who, name, body.state)
+
+    @app.post("/v1/projects/{name}/model", responses=_doc(403, 404, 507))
+    def project_model(name: NamePath, body: ProjectModelBody, who: Caller = Depends(caller)) -> Row:
+        return svc.set_project_model(who, name, body.upstream, body.script)
+
+    @app.post("/v1/agents", status_code=201, responses=_doc(400, 403, 404, 507))
     def register_agent(body: AgentBody, who: Caller = Depends(caller)) -> dict[str, Any]:
         agent, token = svc.register_agent(who, body.project, body.role, body.profile)
         return {**_public_agent(agent), "token": token}
 
-    @app.get("/v1/agents")
-    def agents(project: str | None = None, who: Caller = Depends(caller)) -> list[dict[str, Any]]:
+    @app.get("/v1/agents", responses=_doc(400, 403, 404))
+    def agents(project: NameQuery = None, who: Caller = Depends(caller)) -> list[dict[str, Any]]:
         return [_public_agent(a) for a in svc.agents(who, project)]
 
     # -- messages --------------------------------------------------------------------------
-    @app.post("/v1/messages", status_code=201)
+    @app.post(
+        "/v1/messages", status_code=201, responses=_doc(400, 403, 404, 413, 507, ok=_REPLAYED)
+    )
     def send(body: SendBody, response: Response, who: Caller = Depends(caller)) -> Row:
         message, created = svc.send(
             who, body.to, body.body, body.kind, body.idempotency_key, body.project
@@ -249,22 +229,24 @@ def create_app(
             response.status_code = 200
         return message
 
-    @app.get("/v1/messages")
+    @app.get("/v1/messages", responses=_doc(400, 403, 404))
     def messages(
-        project: str | None = None,
-        recipient: str | None = None,
-        state: str | None = None,
-        limit: int = Query(50),
+        project: NameQuery = None,
+        recipient: NameQuery = None,
+        state: NameQuery = None,
+        limit: int = Query(50, ge=1, le=500),
         who: Caller = Depends(caller),
     ) -> list[Row]:
         return svc.messages(who, project, recipient, state, limit)
 
-    @app.post("/v1/messages/{message_id}/action")
-    def message_action(message_id: int, body: ActionBody, who: Caller = Depends(caller)) -> Row:
+    @app.post("/v1/messages/{message_id}/action", responses=_doc(400, 403, 404, 409, 507))
+    def message_action(message_id: RowId, body: ActionBody, who: Caller = Depends(caller)) -> Row:
         return svc.change_message(who, message_id, body.action)
 
     # -- check-ins -------------------------------------------------------------------------
-    @app.post("/v1/checkins", status_code=201)
+    @app.post(
+        "/v1/checkins", status_code=201, responses=_doc(400, 403, 404, 413, 507, ok=_REPLAYED)
+    )
     def schedule(body: CheckinBody, response: Response, who: Caller = Depends(caller)) -> Row:
         checkin, created = svc.schedule(
             who,
@@ -280,23 +262,34 @@ def create_app(
             response.status_code = 200
         return checkin
 
-    @app.get("/v1/checkins")
+    @app.get("/v1/checkins", responses=_doc(400, 403, 404))
     def checkins(
-        project: str | None = None,
-        state: str | None = "pending",
-        limit: int = Query(200),
+        project: NameQuery = None,
+        state: NameQuery = "pending",
+        limit: int = Query(200, ge=1, le=1000),
         who: Caller = Depends(caller),
     ) -> list[Row]:
         return svc.checkins(who, project, state if state != "all" else None, limit)
 
-    @app.delete("/v1/checkins/{checkin_id}")
-    def cancel_checkin(checkin_id: int, who: Caller = Depends(caller)) -> Row:
+    @app.delete("/v1/checkins/{checkin_id}", responses=_doc(403, 404, 409, 507))
+    def cancel_checkin(checkin_id: RowId, who: Caller = Depends(caller)) -> Row:
         return svc.cancel_checkin(who, checkin_id)
 
     # -- the shim's inbox ------------------------------------------------------------------
-    @app.post("/v1/inbox/lease")
+    @app.post(
+        "/v1/inbox/lease",
+        response_model=None,
+        responses=_doc(
+            403,
+            507,
+            ok={
+                200: {"model": LeaseAnswer, "description": "The message leased."},
+                204: {"description": "Nothing to deliver within wait_s."},
+            },
+        ),
+    )
     async def lease(
-        wait_s: float = Query(25.0, ge=0, le=60), who: Caller = Depends(caller)
+        wait_s: float = Query(25.0, ge=0, le=60, allow_inf_nan=False), who: Caller = Depends(caller)
     ) -> Response:
         agent = who.require_agent()
         loop = asyncio.get_running_loop()
@@ -320,61 +313,63 @@ def create_app(
             # messages queued by another process and leases that expire.
             await svc.waiters.wait(agent["id"], min(remaining, 1.0), seen)
 
-    @app.post("/v1/inbox/{message_id}/ack")
-    def ack(message_id: int, body: LeaseRef, who: Caller = Depends(caller)) -> Row:
+    @app.post("/v1/inbox/{message_id}/ack", responses=_doc(403, 404, 409, 507))
+    def ack(message_id: RowId, body: LeaseRef, who: Caller = Depends(caller)) -> Row:
         return svc.ack(who, message_id, body.lease_id)
 
-    @app.post("/v1/inbox/{message_id}/nack")
-    def nack(message_id: int, body: NackBody, who: Caller = Depends(caller)) -> Row:
+    @app.post("/v1/inbox/{message_id}/nack", responses=_doc(403, 404, 409, 507))
+    def nack(message_id: RowId, body: NackBody, who: Caller = Depends(caller)) -> Row:
         return svc.nack(who, message_id, body.lease_id, body.reason, body.retry)
 
-    @app.post("/v1/inbox/{message_id}/extend")
-    def extend(message_id: int, body: LeaseRef, who: Caller = Depends(caller)) -> Row:
+    @app.post("/v1/inbox/{message_id}/extend", responses=_doc(403, 404, 409, 507))
+    def extend(message_id: RowId, body: LeaseRef, who: Caller = Depends(caller)) -> Row:
         return svc.extend(who, message_id, body.lease_id)
 
-    @app.post("/v1/inbox/release")
+    @app.post("/v1/inbox/release", responses=_doc(403, 507))
     def release(who: Caller = Depends(caller)) -> dict[str, int]:
         return {"released": svc.release(who)}
 
-    @app.get("/v1/inbox")
+    @app.get("/v1/inbox", responses=_doc(403))
     def inbox(who: Caller = Depends(caller)) -> list[Row]:
         return svc.inbox(who)
 
-    @app.post("/v1/done")
+    @app.post("/v1/done", responses=_doc(400, 403, 404, 413, 507))
     def done(body: DoneBody, who: Caller = Depends(caller)) -> Row:
         return svc.done(who, body.summary)
 
-    @app.post("/v1/heartbeat")
+    @app.post("/v1/heartbeat", responses=_doc(403, 507))
     def heartbeat(body: HeartbeatBody, who: Caller = Depends(caller)) -> dict[str, Any]:
         return svc.heartbeat(who, body.state, body.info)
 
-    @app.post("/v1/events", status_code=201)
+    @app.post("/v1/events", status_code=201, responses=_doc(400, 403, 507))
     def post_event(body: EventBody, who: Caller = Depends(caller)) -> Row:
         return svc.event(who, body.kind, body.data)
 
-    @app.post("/v1/queue", status_code=201)
+    @app.post("/v1/queue", status_code=201, responses=_doc(400, 403, 507))
     def queue_add(body: QueueBody, who: Caller = Depends(caller)) -> Row:
         return svc.queue_add(who, body.spec_path, body.project_dir, body.options)
 
-    @app.get("/v1/queue")
-    def queue_list(state: str | None = None, who: Caller = Depends(caller)) -> list[Row]:
+    @app.get("/v1/queue", responses=_doc(403))
+    def queue_list(state: NameQuery = None, who: Caller = Depends(caller)) -> list[Row]:
         return svc.queue_list(who, state)
 
-    @app.get("/v1/queue/{queue_id}")
-    def queue_get(queue_id: int, who: Caller = Depends(caller)) -> Row:
+    @app.get("/v1/queue/{queue_id}", responses=_doc(403, 404))
+    def queue_get(queue_id: RowId, who: Caller = Depends(caller)) -> Row:
         return svc.queue_get(who, queue_id)
 
-    @app.delete("/v1/queue/{queue_id}")
-    def queue_cancel(queue_id: int, who: Caller = Depends(caller)) -> Row:
+    @app.delete("/v1/queue/{queue_id}", responses=_doc(403, 404, 409, 507))
+    def queue_cancel(queue_id: RowId, who: Caller = Depends(caller)) -> Row:
         return svc.queue_cancel(who, queue_id)
 
-    @app.get("/v1/events")
+    @app.get("/v1/events", responses=_doc(400, 403, 404))
     def events(
-        project: str | None = None, limit: int = Query(100), who: Caller = Depends(caller)
+        project: NameQuery = None,
+        limit: int = Query(100, ge=1, le=1000),
+        who: Caller = Depends(caller),
     ) -> list[Row]:
         return svc.events(who, project, limit)
 
-    app.include_router(dashboard_router(service, auth))
+    app.include_router(dashboard_router(service, auth), responses=_doc(403, 404))
     return app
 
 

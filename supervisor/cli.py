@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, NoReturn
 
 import typer
 
 from supervisor import __version__
+from supervisor.cli_args import (
+    ClickException,
+    NoArgsIsHelpError,
+    UsageError,
+    finite_float,
+    undecodable_argument,
+)
 from supervisor.client import ApiClient
 from supervisor.config import Settings, load_settings
 from supervisor.errors import AgentvisorError
@@ -54,15 +61,26 @@ def ctx_of(ctx: typer.Context) -> Context:
     return context
 
 
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        print(__version__)
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     ctx: typer.Context,
     state: StateOpt = None,
-    version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print the version and exit.",
+            callback=_print_version,
+            is_eager=True,  # before the command is looked for: `agentvisor --version` alone
+        ),
+    ] = False,
 ) -> None:
-    if version:
-        print(__version__)
-        raise typer.Exit()
     ctx.obj = Context(state)
 
 
@@ -173,7 +191,7 @@ def send(
     json_out: JsonOpt = False,
 ) -> None:
     """Send MESSAGE to the agent ROLE ('-' reads the message from stdin)."""
-    body = sys.stdin.read() if message == "-" else message
+    body = _stdin_text() if message == "-" else message
     with ctx_of(ctx).client() as client:
         result = client.post(
             "/v1/messages", {"to": role, "body": body, "project": project, "idempotency_key": key}
@@ -187,10 +205,13 @@ def send(
 @app.command()
 def schedule(
     ctx: typer.Context,
-    minutes: float,
+    minutes: Annotated[float, typer.Argument(parser=finite_float)],
     note: str,
     to: Annotated[str, typer.Option("--to", help="Role the check-in is for.")] = "orchestrator",
-    every: Annotated[float | None, typer.Option("--every", help="Repeat every N minutes.")] = None,
+    every: Annotated[
+        float | None,
+        typer.Option("--every", help="Repeat every N minutes.", parser=finite_float),
+    ] = None,
     project: ProjectOpt = None,
     key: Annotated[str | None, typer.Option("--key", help="Idempotency key.")] = None,
     json_out: JsonOpt = False,
@@ -237,6 +258,7 @@ def checkins(
                 console.print(f"check-in {cancel} cancelled")
             return
         rows = client.get("/v1/checkins", project=project, state="all" if all_states else None)
+        failed = [] if all_states else client.get("/v1/checkins", project=project, state="failed")
         roles = _role_names(client)
     listing(
         "check-ins",
@@ -253,6 +275,10 @@ def checkins(
         ],
         json_out,
     )
+    if failed and not json_out:
+        from supervisor.cli_project import failed_checkins_line
+
+        err_console.print(failed_checkins_line(len(failed)), markup=False, highlight=False)
 
 
 @app.command()
@@ -353,13 +379,14 @@ def events(
 
 
 def _register_more() -> None:
-    from supervisor import cli_egress, cli_git, cli_project, cli_queue, cli_usage
+    from supervisor import cli_egress, cli_git, cli_project, cli_queue, cli_service, cli_usage
 
     cli_project.register(app)
     cli_egress.register(app)
     cli_git.register(app)
     cli_queue.register(app)
     cli_usage.register(app)
+    cli_service.register(app)
     try:
         from supervisor import cli_sandboxes
     except ImportError:  # the container backend is optional for the CLI to load
@@ -370,17 +397,51 @@ def _register_more() -> None:
 _register_more()
 
 
+def _stdin_text() -> str:
+    data = sys.stdin.buffer.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise AgentvisorError(
+            f"the message on stdin is not valid UTF-8 (byte {exc.start}); send UTF-8 text"
+        ) from None
+
+
 def _role_names(client: ApiClient) -> dict[int, str]:
     return {a["id"]: a["role"] for a in client.get("/v1/agents")}
 
 
-def main(argv: list[str] | None = None) -> Any:
-    """Console entry point: domain errors become one line on stderr and exit code 1."""
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point. Whatever is wrong with the input (a bad argument, text that is not
+    UTF-8, a domain error) is one line on stderr and a non-zero exit, never a traceback."""
+    bad = undecodable_argument(sys.argv[1:] if argv is None else argv)
+    if bad is not None:
+        _fail(
+            f"argument {bad + 1} of the command line is not valid UTF-8; agentvisor takes "
+            "UTF-8 text (check the terminal's locale)",
+            2,
+        )
     try:
-        return app(args=argv, standalone_mode=True)
+        result = app(args=argv, standalone_mode=False)
+    except NoArgsIsHelpError as exc:
+        exc.show()
+        raise SystemExit(exc.exit_code) from None
+    except UsageError as exc:
+        where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        _fail(exc.format_message() + where, exc.exit_code)
+    except ClickException as exc:
+        _fail(exc.format_message(), exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        _fail("aborted", 1)
     except AgentvisorError as exc:
-        err_console.print(f"error: {exc.message}", markup=False, highlight=False)
-        raise SystemExit(1) from None
+        _fail(exc.message, 1)
+    raise SystemExit(result if isinstance(result, int) else 0)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    one_line = " ".join(message.split())
+    err_console.print(f"error: {one_line}", markup=False, highlight=False)
+    raise SystemExit(code)
 
 
 if __name__ == "__main__":

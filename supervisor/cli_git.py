@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -48,7 +49,10 @@ def register(app: typer.Typer) -> None:
         ] = False,
         json_out: JsonOpt = False,
     ) -> None:
-        """Merge every agent's branch into the integration branch (never half-merged)."""
+        """Merge every agent's branch into the integration branch (never half-merged). Exits 1
+        when any branch conflicts (the others are merged; the table lists every branch)."""
+        if pr and not dry_run:
+            _require_gh()  # before anything is merged
         row = _project_row(ctx.obj.state, project)
         root = Path(row["path"])
         base = row["start_branch"] or start_branch(root)
@@ -66,8 +70,17 @@ def register(app: typer.Typer) -> None:
                     for r in results
                 ),
             )
-        if pr and not dry_run:
+        conflicts = [r.branch for r in results if r.status == "conflict"]
+        if conflicts:
+            print(
+                f"{len(conflicts)} branch(es) conflict and were left out: {', '.join(conflicts)}"
+                " (merge them by hand, or have the agent rebase on the start branch)",
+                file=sys.stderr,
+            )
+        if pr and not dry_run and not conflicts:
             _open_pr(root, base, into or INTEGRATION_BRANCH)
+        if conflicts:
+            raise typer.Exit(1)
 
     @app.command()
     def sync(
@@ -101,11 +114,15 @@ def register(app: typer.Typer) -> None:
         )
 
 
-def _open_pr(root: Path, base: str, head: str) -> None:
+def _require_gh() -> None:
     if shutil.which("gh") is None:
         raise InvalidInput(
-            "--pr needs the GitHub CLI 'gh' on PATH; install it or merge without --pr"
+            "--pr needs the GitHub CLI 'gh' on PATH; install it or merge without --pr "
+            "(nothing was merged)"
         )
+
+
+def _open_pr(root: Path, base: str, head: str) -> None:
     for command in (
         ["git", "push", "-u", "origin", head],
         ["gh", "pr", "create", "--base", base, "--head", head, "--fill"],

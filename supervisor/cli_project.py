@@ -9,27 +9,34 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from supervisor import launch
+from supervisor import dry_run, launch
+from supervisor.cli_args import finite_float
 from supervisor.config import Settings, load_settings
-from supervisor.render import console, print_json, table, when
+from supervisor.render import console, err_console, print_json, table, when
 from supervisor.spec import load_spec
 from supervisor.team import describe_plan, plan_team
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 RolesOpt = Annotated[
-    str | None,
+    list[str] | None,
     typer.Option(
-        "--roles", help="Comma-separated roles, overriding the team chosen from the spec."
+        "--roles",
+        help="Comma-separated roles, overriding the team chosen from the spec; repeatable "
+        "(--roles developer --roles tester adds up).",
     ),
 ]
 TypeOpt = Annotated[str | None, typer.Option("--team-type", help="Force a project type.")]
 PlanOpt = Annotated[
-    str | None, typer.Option("--plan", help="Cap the team size: pro, max5 or max20.")
+    str | None,
+    typer.Option("--plan", help="Cap the team size: pro, max5, max20 or console (no cap)."),
 ]
 
 
-def _roles(roles: str | None) -> tuple[str, ...] | None:
-    return tuple(r.strip() for r in roles.split(",") if r.strip()) if roles else None
+def _roles(roles: list[str] | None) -> tuple[str, ...] | None:
+    """Every --roles given, in order: each a comma-separated list."""
+    if not roles:
+        return None
+    return tuple(r.strip() for given in roles for r in given.split(",") if r.strip())
 
 
 def register(app: typer.Typer) -> None:
@@ -46,9 +53,12 @@ def register(app: typer.Typer) -> None:
         """Print the team a spec would get, and why, without starting anything."""
         loaded = load_spec(spec)
         team = plan_team(loaded.text, roles=_roles(roles), team_type=team_type, plan=plan)
+        name, why = launch.planned_name(loaded)
         if json_out:
             print_json(
                 {
+                    "project": name,
+                    "title": loaded.title,
                     "project_type": team.project_type,
                     "roles": team.roles,
                     "reasons": team.reasons,
@@ -56,7 +66,9 @@ def register(app: typer.Typer) -> None:
                 }
             )
             return
-        console.print(f"spec: {loaded.title} ({loaded.path})")
+        console.print(f"spec: {loaded.title} ({loaded.path})", markup=False, highlight=False)
+        named = f"project: {name}, named after {why}" if name else f"project: {why}"
+        console.print(named, markup=False, highlight=False)
         for line in describe_plan(team):
             console.print(line, markup=False, highlight=False)
 
@@ -98,7 +110,11 @@ def register(app: typer.Typer) -> None:
         ] = None,
         checkin_minutes: Annotated[
             float | None,
-            typer.Option("--checkin-minutes", help="The orchestrator's routine check-in interval."),
+            typer.Option(
+                "--checkin-minutes",
+                help="The orchestrator's routine check-in interval.",
+                parser=finite_float,
+            ),
         ] = None,
         allow: Annotated[
             list[str] | None,
@@ -117,6 +133,22 @@ def register(app: typer.Typer) -> None:
                 "project-hours (0: no limit). Later: agentvisor budget PROJECT.",
             ),
         ] = None,
+        routine_checkin: Annotated[
+            bool,
+            typer.Option(
+                "--routine-checkin/--no-routine-checkin",
+                help="The orchestrator's recurring check-in from agentvisor (on by default).",
+            ),
+        ] = True,
+        model: Annotated[
+            str | None,
+            typer.Option(
+                "--model",
+                metavar="scripted[:SCRIPT]",
+                help="A dry run: the real Claude Code against the scripted model server on this "
+                "host (the built-in team script, or SCRIPT.json); no key or login needed.",
+            ),
+        ] = None,
         json_out: JsonOpt = False,
     ) -> None:
         """Bring a team of agents up for SPEC, each in its own sandbox."""
@@ -131,6 +163,7 @@ def register(app: typer.Typer) -> None:
 
         settings = load_settings(ctx.obj.state)
         entries = tuple(checked_entry(e) for e in allow or ())  # refused before anything starts
+        scripted = dry_run.parse_model(model)
         found = expand_specs([*(specs or []), *(spec_opt or [])]) if (specs or spec_opt) else []
         if not found:
             raise typer.BadParameter("give a spec file: agentvisor up spec.md")
@@ -139,6 +172,8 @@ def register(app: typer.Typer) -> None:
                 "--allow is for one spec; for queued specs use 'agentvisor egress allow PROJECT "
                 "HOST' or egress_allow in config.toml"
             )
+        if len(found) > 1 and scripted:
+            raise typer.BadParameter("--model scripted is for one spec at a time")
         if len(found) > 1:
             launch.ensure_server(settings, lambda line: console.log(line))
             queued = add_to_queue(
@@ -171,13 +206,17 @@ def register(app: typer.Typer) -> None:
             checkin_minutes=checkin_minutes,
             allow=entries,
             budget=budget_values,
+            model=scripted,
+            routine_checkin=routine_checkin,
         )
-        with console.status("starting") as spinner:
+        # With --json, stdout is the JSON alone: progress goes to stderr.
+        shown = err_console if json_out else console
+        with shown.status("starting") as spinner:
 
             def progress(line: str) -> None:
                 spinner.update(line)
                 if not line.startswith("Step") and not line.startswith(" "):
-                    console.log(line, markup=False, highlight=False)
+                    shown.log(line, markup=False, highlight=False)
 
             report = launch.up(settings, options, progress)
         if json_out:
@@ -243,10 +282,22 @@ def register(app: typer.Typer) -> None:
         console.print(f"stopped {len(stopped)} sandbox(es); 'agentvisor resume' brings them back")
 
     @app.command()
-    def resume(ctx: typer.Context, project: Annotated[str | None, typer.Argument()] = None) -> None:
+    def resume(
+        ctx: typer.Context,
+        project: Annotated[str | None, typer.Argument()] = None,
+        rebrief: Annotated[
+            bool,
+            typer.Option(
+                "--rebrief", help="Send every agent its briefing again (old --rebrief-all)."
+            ),
+        ] = False,
+    ) -> None:
         """Bring a stopped project back; pending check-ins and messages are delivered."""
         report = launch.resume(
-            load_settings(ctx.obj.state), project, lambda line: console.log(line, markup=False)
+            load_settings(ctx.obj.state),
+            project,
+            lambda line: console.log(line, markup=False),
+            rebrief=rebrief,
         )
         table(
             f"team of {report.project}",
@@ -290,6 +341,14 @@ def _migrate_command(app: typer.Typer) -> None:
         console.print("then: agentvisor resume")
 
 
+def failed_checkins_line(count: int) -> str:
+    """What the operator is told of check-ins the scheduler set aside (docs/contracts.md)."""
+    return (
+        f"{count} check-in(s) could not fire and were set aside (state failed); "
+        "'agentvisor checkins --all' lists them, 'agentvisor events' says why"
+    )
+
+
 def _status_table(
     settings: Settings,
     project: str | None,
@@ -316,6 +375,10 @@ def _status_table(
             when(r.next_checkin_at),
             str(r.pending),
             when(r.paused_until) if r.paused_until else "",
+        )
+    if row.get("failed_checkins"):
+        t.caption = (t.caption + "\n" if t.caption else "") + failed_checkins_line(
+            row["failed_checkins"]
         )
     for r in rows:
         if r.paused_reason:

@@ -69,9 +69,12 @@ def logs(
     ctx: typer.Context,
     role: Annotated[str, typer.Argument(help="The agent's role.")],
     project: ProjectOpt = None,
-    lines: Annotated[int, typer.Option("--lines", "-n", help="Lines of history.")] = 200,
+    lines: Annotated[
+        int,
+        typer.Option("--lines", "-n", min=0, help="Last lines to print; 0 = the whole scrollback."),
+    ] = 200,
 ) -> None:
-    """Print the agent's pane, with its scrollback."""
+    """Print the last lines of the agent's pane, scrollback included."""
     backend = SandboxBackend(_settings(ctx))
     text = backend.pane_history(project_of(backend, project, role), role, lines)
     sys.stdout.write(text)

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from supervisor.cli_args import non_negative_float
 from supervisor.client import ApiClient
 from supervisor.config import load_settings
 from supervisor.render import console, print_json, table, when
@@ -73,7 +74,11 @@ def register(app: typer.Typer) -> None:
         ] = None,
         project_hours: Annotated[
             float | None,
-            typer.Option("--project-hours", help="Wall-clock since the project was made.", min=0),
+            typer.Option(
+                "--project-hours",
+                help="Wall-clock since the project was made.",
+                parser=non_negative_float,
+            ),
         ] = None,
         json_out: JsonOpt = False,
     ) -> None:

@@ -60,7 +60,11 @@ class ApiClient:
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
-            response = self._http.request(method, path, **kwargs)
+            request = self._http.build_request(method, path, **kwargs)
+        except (ValueError, TypeError) as exc:  # NaN, a lone surrogate: not JSON, not UTF-8
+            raise InvalidInput(f"cannot send that request: {exc}") from None
+        try:
+            response = self._http.send(request)
         except (httpx.TransportError, FileNotFoundError) as exc:
             raise ServerUnavailable(
                 f"the agentvisor server does not answer on {self.settings.socket_path} ({exc}); "

@@ -25,6 +25,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from supervisor import __version__
+from supervisor.api_models import NameQuery
 from supervisor.auth import Authenticator, Caller
 from supervisor.clock import Clock
 from supervisor.config import Settings
@@ -425,7 +426,7 @@ def dashboard_router(
         return FileResponse(STATIC_DIR / name, media_type=media_type, headers=PAGE_HEADERS)
 
     @router.get("/v1/dashboard/state", dependencies=[Depends(reader)])
-    def state(project: str | None = None) -> dict[str, Any]:
+    def state(project: NameQuery = None) -> dict[str, Any]:
         now = store.clock.now()
         projects = store.list_projects()
         chosen = store.get_project(project) if project else (projects[-1] if projects else None)

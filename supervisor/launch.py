@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from supervisor import layout_migration
+from supervisor import dry_run, layout_migration, mcp_config
 from supervisor import server as server_process
 from supervisor.briefing import BriefingContext, render_briefing
 from supervisor.client import ApiClient
@@ -32,6 +32,7 @@ from supervisor.project_repo import (
 )
 from supervisor.sandbox_user import sandbox_owner
 from supervisor.spec import Spec, load_spec
+from supervisor.store import project_settings
 from supervisor.team import TeamPlan, plan_team, reports_to
 from supervisor.worktrees import Worktree, ensure_worktree, list_worktrees, remove_worktree
 
@@ -54,6 +55,10 @@ class UpOptions:
     allow: tuple[str, ...] = ()
     wait_s: float = 60.0  # how long to wait for every briefing to be verified
     budget: dict[str, float] = field(default_factory=dict)  # `up --budget`: Budget fields
+    # `up --model scripted[:SCRIPT]`: a dry run against the scripted model server with this
+    # script (a file's path, or "dry-run"); None: the real model.
+    model: str | None = None
+    routine_checkin: bool = True  # the orchestrator's recurring check-in (`--no-routine-checkin`)
 
 
 @dataclass
@@ -96,6 +101,16 @@ def choose_profile(wanted: str, env: dict[str, str] | None = None, home: Path | 
 def project_name(root: Path) -> str:
     name = re.sub(r"[^a-z0-9]+", "-", root.name.lower()).strip("-")[:40] or "project"
     return name if name[0].isalpha() else f"p-{name}"
+
+
+def planned_name(spec: Spec, project_dir: Path | None = None) -> tuple[str | None, str]:
+    """The name `up` would give the spec's project, and where it comes from (for `plan`):
+    the name of the repository's folder, which also names `<folder>-worktrees`."""
+    try:
+        root = find_project(spec.path, project_dir)
+    except AgentvisorError as exc:
+        return None, f"none yet ({exc.message})"
+    return project_name(root), f"the folder of its repository, {root}"
 
 
 def _unique_name(client: ApiClient, root: Path) -> str:
@@ -149,7 +164,7 @@ def up(settings: Settings, options: UpOptions, progress: Progress = lambda _: No
     else:
         root = find_project(spec.path, options.project_dir)
     branch = start_branch(root)
-    profile = choose_profile(options.agent or settings.agent)
+    profile = _profile_for(settings, options)
     ensure_server(settings, progress)
     with ApiClient(settings) as client:
         name = _unique_name(client, root)
@@ -165,10 +180,15 @@ def up(settings: Settings, options: UpOptions, progress: Progress = lambda _: No
             report.agents = _rows(client, backend, name, root)
             return report
         image = ensure_image(settings, profile, progress)
-        client.post(
+        project = client.post(
             "/v1/projects",
             {"name": name, "path": str(root), "spec_path": str(spec.path), "start_branch": branch},
         )
+        if options.model is not None:
+            _start_scripted_model(settings, client, name, options.model, progress)
+        elif project_settings(project).get("model"):  # an earlier dry run's: the real one now
+            dry_run.stop(settings, name)
+            client.post(f"/v1/projects/{name}/model", {"upstream": None})
         for entry in options.allow:  # before any sandbox starts: its first request may need it
             client.post("/v1/egress/rules", {"project": name, "entry": entry, "origin": "up"})
         if options.budget:
@@ -177,9 +197,13 @@ def up(settings: Settings, options: UpOptions, progress: Progress = lambda _: No
         launches = _start_sandboxes(
             settings, client, backend, name, root, worktrees, profile, image, progress, branch
         )
-        message_ids = _brief(settings, client, name, spec, team, worktrees, branch, root, options)
+        message_ids = _brief(
+            settings, client, name, spec, team.roles, worktrees, branch, root,
+            options.checkin_minutes,
+        )  # fmt: skip
         _schedule_routines(settings, client, name, team, options)
         progress("waiting for every briefing to arrive in its pane")
+        client.post(f"/v1/projects/{name}/state", {"state": "running"})
         states = _wait_delivered(client, name, message_ids, options.wait_s)
         report = UpReport(name, root, branch, profile, team)
         for role in team.roles:
@@ -195,6 +219,28 @@ def up(settings: Settings, options: UpOptions, progress: Progress = lambda _: No
             )
     report.elapsed_s = time.monotonic() - started
     return report
+
+
+def _profile_for(settings: Settings, options: UpOptions) -> str:
+    if options.model is None:
+        return choose_profile(options.agent or settings.agent)
+    if options.agent not in (None, "claude"):
+        raise InvalidInput(
+            f"--model scripted is a dry run of the real Claude Code; drop --agent {options.agent}"
+            " (or use --agent claude)"
+        )
+    return "claude"
+
+
+def _start_scripted_model(
+    settings: Settings, client: ApiClient, name: str, script: str, progress: Progress
+) -> None:
+    model = dry_run.start(settings, name, script)
+    client.post(f"/v1/projects/{name}/model", {"upstream": model.url, "script": script})
+    progress(
+        f"dry run: the scripted model server at {model.url} ({script}) answers the agents; "
+        f"its requests: {dry_run.requests_file(settings, name)}"
+    )
 
 
 def _reusable_new_project(spec: Spec) -> Path | None:
@@ -250,6 +296,7 @@ def _start_sandboxes(
     specs = []
     for role, worktree in worktrees.items():
         extras = sandbox_extras(settings, profile, sessions.get(role))
+        mcp = mcp_config.sandbox_env(mcp_config.servers_for(settings, name, role))
         specs.append(
             build_spec(
                 settings,
@@ -260,7 +307,11 @@ def _start_sandboxes(
                 token_file=token_files[role],
                 profile=profile,
                 image=image,
-                extra_env={**extras.env, **_test_clock_env(settings)},
+                extra_env={
+                    **extras.env,
+                    **(mcp if profile == "claude" else {}),
+                    **_test_clock_env(settings),
+                },
                 credential_mounts=extras.mounts,
                 resume=resume,
                 start_branch=branch,
@@ -285,56 +336,71 @@ def _brief(
     client: ApiClient,
     name: str,
     spec: Spec,
-    team: TeamPlan,
+    roles: tuple[str, ...],
     worktrees: dict[str, Worktree],
     branch: str,
     root: Path,
-    options: UpOptions,
+    checkin_minutes: float | None,
+    again: bool = False,
 ) -> dict[str, int]:
+    """Each role's briefing, once per spec text (an `up` again sends none); `again`: a new
+    one all the same, said to be one (`resume --rebrief`)."""
     overrides = committed_role_briefings(root, branch)  # never a checkout's copy
     digest = hashlib.sha1(spec.text.encode("utf-8")).hexdigest()[:12]
     ids = {}
-    for role in team.roles:
+    for role in roles:
         context = BriefingContext(
             project=name,
             reports_to=reports_to(role),
-            team=team.roles,
+            team=roles,
             branch=worktrees[role].branch,
             start_branch=branch,
-            checkin_minutes=options.checkin_minutes or settings.orchestrator_checkin_minutes,
+            checkin_minutes=checkin_minutes or settings.orchestrator_checkin_minutes,
             spec=spec.text,
         )
         body = render_briefing(role, context, overrides)
+        key = f"briefing-{role}-{digest}"
+        if again:
+            body = f"{REBRIEF_NOTE}\n\n{body}"
+            key = f"rebriefing-{role}-{digest}-{time.time_ns()}"
         message = client.post(
             "/v1/messages",
-            {
-                "project": name,
-                "to": role,
-                "body": body,
-                "kind": "briefing",
-                "idempotency_key": f"briefing-{role}-{digest}",
-            },
+            {"project": name, "to": role, "body": body, "kind": "briefing", "idempotency_key": key},
         )
         ids[role] = message["id"]
     return ids
+
+
+REBRIEF_NOTE = (
+    "(Your briefing again, as the operator asked on resume. Your earlier work is on your "
+    "branch: look at `git log` and `agent inbox` before you go on.)"
+)
+
+
+ROUTINE_NOTE = "Routine check-in"
 
 
 def _schedule_routines(
     settings: Settings, client: ApiClient, name: str, team: TeamPlan, options: UpOptions
 ) -> None:
     every = options.checkin_minutes or settings.orchestrator_checkin_minutes
-    client.post(
-        "/v1/checkins",
-        {
-            "project": name,
-            "to": "orchestrator",
-            "minutes": every,
-            "every_minutes": every,
-            "note": "Routine check-in: review the team's progress (agent team, agent inbox), "
-            "unblock anyone waiting, and schedule what comes next.",
-            "idempotency_key": "orchestrator-routine",
-        },
-    )
+    if options.routine_checkin:
+        client.post(
+            "/v1/checkins",
+            {
+                "project": name,
+                "to": "orchestrator",
+                "minutes": every,
+                "every_minutes": every,
+                "note": f"{ROUTINE_NOTE}: review the team's progress (agent team, agent inbox), "
+                "unblock anyone waiting, and schedule what comes next.",
+                "idempotency_key": "orchestrator-routine",
+            },
+        )
+    else:  # and one an earlier `up` scheduled goes
+        for checkin in client.get("/v1/checkins", project=name):
+            if checkin["note"].startswith(ROUTINE_NOTE):
+                client.delete(f"/v1/checkins/{checkin['id']}")
     reminder = settings.commit_reminder_minutes
     for role in team.roles:
         client.post(
@@ -405,11 +471,17 @@ def down(settings: Settings, project: str | None) -> list[str]:
     """Stop the project's sandboxes; state, worktrees and schedule are kept."""
     with ApiClient(settings) as client:
         name = resolve_project(client, project)["name"]
-    return [s for s in _backend(settings).stop(name)]
+        stopped = list(_backend(settings).stop(name))
+        dry_run.stop(settings, name)
+        client.post(f"/v1/projects/{name}/state", {"state": "stopped"})
+    return stopped
 
 
 def resume(
-    settings: Settings, project: str | None, progress: Progress = lambda _: None
+    settings: Settings,
+    project: str | None,
+    progress: Progress = lambda _: None,
+    rebrief: bool = False,
 ) -> UpReport:
     """Bring a stopped project's sandboxes back; pending check-ins and messages then flow."""
     ensure_server(settings, progress)
@@ -422,6 +494,9 @@ def resume(
         profile = agents[0]["profile"] or "demo"
         branch = row["start_branch"] or start_branch(root)
         image = ensure_image(settings, profile, progress)
+        scripted = project_settings(row).get("model")
+        if isinstance(scripted, dict) and scripted.get("script"):
+            _start_scripted_model(settings, client, name, str(scripted["script"]), progress)
         roles = tuple(a["role"] for a in agents)
         worktrees = _worktrees(root, roles, branch, settings, progress)
         backend = _backend(settings)
@@ -438,6 +513,15 @@ def resume(
             branch,
             resume=True,
         )
+        if rebrief:
+            if not row["spec_path"]:
+                raise InvalidInput(f"project '{name}' has no spec on record to brief from")
+            _brief(
+                settings, client, name, load_spec(row["spec_path"]), roles, worktrees, branch,
+                root, None, again=True,
+            )  # fmt: skip
+            progress(f"briefed {len(roles)} agents again")
+        client.post(f"/v1/projects/{name}/state", {"state": "running"})
         report = UpReport(name, root, branch, profile, None)
         report.agents = _rows(client, backend, name, root)
         return report
@@ -448,6 +532,8 @@ def destroy(settings: Settings, project: str, remove_worktrees: bool) -> list[st
     with ApiClient(settings) as client:
         row = resolve_project(client, project)
     removed = list(_backend(settings).remove(row["name"], volumes=True))
+    if dry_run.stop(settings, row["name"]):
+        removed.append(f"the scripted model server of {row['name']}")
     if remove_worktrees and row["path"]:
         root = Path(row["path"])
         for worktree in list_worktrees(root):
@@ -492,6 +578,10 @@ def status(settings: Settings, project: str | None) -> tuple[dict[str, Any], lis
         name = row["name"]
         agents = client.get("/v1/agents", project=name)
         checkins = client.get("/v1/checkins", project=name)
+        row = {
+            **row,
+            "failed_checkins": len(client.get("/v1/checkins", project=name, state="failed")),
+        }
         pending = [
             m
             for m in client.get("/v1/messages", project=name, limit=500)

@@ -111,12 +111,12 @@ def _check_request(root: Path, branches: list[str], start_branch: str, target: s
         raise InvalidInput(f"{target!r} is not a valid branch name")
     if target in branches:
         raise InvalidInput(f"cannot merge {target} into itself; leave it out of the branches")
-    allowed = {INTEGRATION_BRANCH, start_branch}
-    if target not in allowed and branch_exists(root, target):
+    if target not in (INTEGRATION_BRANCH, start_branch):
+        what = "the existing branch" if branch_exists(root, target) else "a new branch"
         raise Conflict(
-            f"refusing to merge into the existing branch {target}: agentvisor merges only into "
-            f"{INTEGRATION_BRANCH}, a new branch, or the start branch {start_branch} when asked "
-            "for it by name"
+            f"refusing to merge into {what} {target}: agentvisor merges only into "
+            f"{INTEGRATION_BRANCH} (the default) or the start branch {start_branch} when asked "
+            f"for it by name (--into {start_branch})"
         )
     missing = [branch for branch in branches if not branch_exists(root, branch)]
     if missing:

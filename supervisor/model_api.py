@@ -20,9 +20,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from supervisor.api_models import MAX_ROW_ID, Name, NameQuery
 from supervisor.auth import Authenticator, Caller
 from supervisor.errors import AgentvisorError, Forbidden, TooLarge, Unauthorized
 from supervisor.model_broker import (
+    AGENT_HEADER,
+    DRY_RUN_CREDENTIAL,
     FORWARDED_PATHS,
     MAX_JSON_BODY,
     Credential,
@@ -36,7 +39,7 @@ from supervisor.model_broker import (
 from supervisor.model_login import CredentialSource, default_login_path
 from supervisor.model_usage import ModelAccounting
 from supervisor.service import Service
-from supervisor.store import Row
+from supervisor.store import Row, project_settings
 
 log = logging.getLogger("agentvisor.model")
 JSON = "application/json"
@@ -90,11 +93,11 @@ def _error(status: int, kind: str, message: str, **headers: str) -> Response:
 
 
 class BudgetBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    project: str
-    agent_tokens_per_day: int | None = Field(default=None, ge=0)
-    project_tokens: int | None = Field(default=None, ge=0)
-    project_hours: float | None = Field(default=None, ge=0)
+    model_config = ConfigDict(extra="forbid", strict=True)
+    project: Name
+    agent_tokens_per_day: int | None = Field(default=None, ge=0, le=MAX_ROW_ID)
+    project_tokens: int | None = Field(default=None, ge=0, le=MAX_ROW_ID)
+    project_hours: float | None = Field(default=None, ge=0, le=24 * 3660, allow_inf_nan=False)
 
 
 def model_router(
@@ -129,10 +132,20 @@ def model_router(
             raise Forbidden("the model broker is for agents: the operator has a key of their own")
         return who.agent
 
-    def _admit(headers: Mapping[str, str]) -> tuple[Row, str | None, Credential | None]:
+    def _admit(
+        headers: Mapping[str, str],
+    ) -> tuple[Row, str | None, Credential | None, str | None]:
+        """(agent, refusal, credential, the project's own upstream). A project's own upstream
+        (a dry run's scripted model on loopback) gets no credential of the host's."""
         agent = _agent(headers)
         refusal = accounting.refusal(agent)
-        return agent, refusal, None if refusal else source.current()
+        project = service.store.get_project_by_id(agent["project_id"])
+        own = project_settings(project).get("model")
+        own_url = str(own["upstream"]) if isinstance(own, dict) and own.get("upstream") else None
+        agent = {**agent, "project": project["name"]}
+        if refusal:
+            return agent, refusal, None, own_url
+        return agent, None, DRY_RUN_CREDENTIAL if own_url else source.current(), own_url
 
     @router.api_route(
         "/model/{path:path}",
@@ -149,7 +162,7 @@ def model_router(
             )
         try:
             # One trip to a worker thread: who calls, may it, and with which credential.
-            agent, refusal, credential = await run_in_threadpool(_admit, request.headers)
+            agent, refusal, credential, own_url = await run_in_threadpool(_admit, request.headers)
         except AgentvisorError as exc:
             kinds = {401: "authentication_error", 403: "permission_error"}
             return _error(exc.status, kinds.get(exc.status, "api_error"), exc.message)
@@ -163,11 +176,14 @@ def model_router(
         assert credential is not None  # _admit gives one whenever it refuses nothing
 
         async def send(with_credential: Credential) -> httpx.Response:
+            outgoing_headers = upstream_headers(request.headers, with_credential)
+            if own_url:
+                outgoing_headers[AGENT_HEADER] = f"{agent['project']}/{agent['role']}"
             outgoing = httpx.Request(
                 request.method,
-                f"{upstream}/{path}",
+                f"{own_url or upstream}/{path}",
                 params=str(request.query_params),
-                headers=upstream_headers(request.headers, with_credential),
+                headers=outgoing_headers,
                 content=body,
                 extensions={"timeout": UPSTREAM_TIMEOUT},
             )
@@ -248,8 +264,8 @@ def model_router(
 
     @router.get("/v1/usage")
     def usage(
-        project: str | None = None,
-        since: float = Query(0.0, ge=0),
+        project: NameQuery = None,
+        since: float = Query(0.0, ge=0, allow_inf_nan=False),
         who: Caller = Depends(caller),
     ) -> Row:
         return accounting.report(who, project, since)
@@ -261,8 +277,8 @@ def model_router(
 
     @router.get("/v1/usage/chart")
     def chart(
-        project: str | None = None,
-        hours: float = Query(24.0, gt=0, le=24 * 31),
+        project: NameQuery = None,
+        hours: float = Query(24.0, gt=0, le=24 * 31, allow_inf_nan=False),
         buckets: int = Query(48, ge=1, le=500),
         who: Caller = Depends(caller),
     ) -> Row:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import calendar
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ DROPPED_UPSTREAM = HOP_BY_HOP | {
     "cookie",
     "forwarded",
     "x-forwarded-for",
+    "x-agentvisor-agent",  # only the broker names the agent (a dry run)
     "x-forwarded-host",
     "x-forwarded-proto",
     "x-real-ip",
@@ -68,6 +70,12 @@ class Credential:
         if self.kind == "api_key":
             return {"x-api-key": self.secret}
         return {"authorization": f"Bearer {self.secret}"}
+
+
+# What a dry run's scripted model server gets instead of a credential: the host's own never
+# goes to a project's own upstream.
+DRY_RUN_CREDENTIAL = Credential("api_key", "agentvisor-dry-run", "dry run")
+AGENT_HEADER = "x-agentvisor-agent"  # PROJECT/ROLE, for a dry run's scripted model only
 
 
 def credential_from_env(env: Mapping[str, str]) -> Credential | None:
@@ -352,7 +360,12 @@ def parse_budget(items: list[str]) -> dict[str, float]:
             raise ValueError(
                 f"budget {item!r}: use KEY=VALUE with KEY one of {', '.join(BUDGET_KEYS)}"
             )
-        number = float(value)
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"budget {item!r}: {value.strip()!r} is not a number") from None
+        if not math.isfinite(number):
+            raise ValueError(f"budget {item!r} must be a finite number (0: no limit)")
         if number < 0:
             raise ValueError(f"budget {item!r} must not be negative (0: no limit)")
         out[name] = number if name == "project_hours" else int(number)

@@ -10,6 +10,10 @@ from dataclasses import dataclass
 
 # A check-in fired later than this is announced as late in its text.
 LATE_AFTER_S = 60.0
+# A stored repeat shorter than this would fire on nearly every pass of the scheduler: such a
+# row is set aside instead. (The API allows min_every_minutes, a minute by default; tests go
+# down to 0.3 s.)
+MIN_EVERY_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -19,6 +23,24 @@ class Firing:
     lateness_s: float
     missed: int  # occurrences that were skipped because they fell in downtime
     next_due_at: float | None  # None when the check-in is done
+
+
+def unfireable(due_at: object, every_s: object) -> str | None:
+    """Why a stored check-in cannot fire (a row written by an older or buggy version, or by
+    hand), or None when it can. Such a row is set aside; it never stops the others."""
+    if not _finite(due_at):
+        return f"its due_at ({due_at!r}) is not a finite number of epoch seconds"
+    repeats = every_s is not None and every_s != 0  # 0 or None: fires once
+    if repeats and not (_finite(every_s) and float(every_s) >= MIN_EVERY_S):  # type: ignore[arg-type]
+        return (
+            f"its repeat interval every_s ({every_s!r}) is not a finite number of at least "
+            f"{MIN_EVERY_S:g} s"
+        )
+    return None
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def plan_firing(due_at: float, every_s: float | None, now: float) -> Firing:

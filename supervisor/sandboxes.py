@@ -258,10 +258,11 @@ class SandboxBackend:
                 "tmux", "attach", "-t", TMUX_SESSION]  # fmt: skip
 
     def pane_history(self, project: str, role: str, lines: int = 200) -> str:
-        """The last `lines` lines of the agent's pane, scrollback included (joined lines)."""
+        """The last `lines` lines of the agent's pane, scrollback included (joined lines);
+        `lines=0` gives the whole scrollback."""
         container = self._running(project, role)
-        command = ["tmux", "capture-pane", "-p", "-J", "-S", f"-{max(lines, 1)}",
-                   "-t", TMUX_SESSION]  # fmt: skip
+        start = "-" if lines <= 0 else f"-{lines}"
+        command = ["tmux", "capture-pane", "-p", "-J", "-S", start, "-t", TMUX_SESSION]
         result = self._call(f"read the pane of {container.name}", container.exec_run, command,
                             user=self._user(container))  # fmt: skip
         output = (result.output or b"").decode(errors="replace")
@@ -270,7 +271,7 @@ class SandboxBackend:
                 f"no agent pane in {container.name} yet ({output.strip() or 'tmux failed'}); "
                 f"the shim starts it: see 'docker logs {container.name}'"
             )
-        return output.rstrip("\n") + "\n"
+        return last_lines(output, lines)
 
     def wait_ready(
         self,
@@ -451,3 +452,14 @@ def _why(exc: docker.errors.APIError) -> str:
     if isinstance(explanation, bytes):
         explanation = explanation.decode(errors="replace")
     return str(explanation or exc)
+
+
+def last_lines(captured: str, lines: int) -> str:
+    """The last `lines` lines of a pane capture (all for `lines <= 0`), without the blank rows
+    below the cursor that tmux pads the visible screen with."""
+    rows = captured.rstrip("\n").split("\n")
+    while rows and not rows[-1].strip():
+        rows.pop()
+    if lines > 0:
+        rows = rows[-lines:]
+    return "\n".join(rows) + "\n" if rows else ""

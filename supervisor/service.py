@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,14 @@ from supervisor.team import validate_role_name
 MIN_DELAY_MINUTES = 0.01
 MAX_DELAY_MINUTES = 366 * 24 * 60
 MAX_IDEMPOTENCY_KEY = 200
+# A check-in's due_at may lie at most this far in the past (it then fires at once, saying how
+# late) and at most MAX_DELAY_MINUTES ahead: a clock or a unit gone wrong (0, -1e308,
+# milliseconds) is refused, not fired with a 300-digit "late by".
+MAX_DUE_AGO_S = 24 * 3600.0
+# A usage limit resets within a week (Claude's weekly limit is the longest).
+MAX_USAGE_PAUSE_S = 8 * 24 * 3600.0
+MAX_INFO_BYTES = 16 * 1024
+MAX_STATE_CHARS = 40
 _KIND = re.compile(r"[a-z][a-z0-9_.-]{0,39}")
 
 
@@ -183,6 +192,13 @@ class Service:
             raise InvalidInput(
                 "give exactly one of 'minutes' (a delay) or 'due_at' (epoch seconds)"
             )
+        for name, value in (
+            ("minutes", minutes),
+            ("due_at", due_at),
+            ("every_minutes", every_minutes),
+        ):
+            if value is not None and not math.isfinite(value):
+                raise InvalidInput(f"{name} must be a finite number, not {value}")
         if minutes is not None:
             if not MIN_DELAY_MINUTES <= minutes <= MAX_DELAY_MINUTES:
                 raise InvalidInput(
@@ -193,6 +209,11 @@ class Service:
         assert due_at is not None
         if due_at > now + MAX_DELAY_MINUTES * 60:
             raise InvalidInput("that check-in is more than a year away; schedule it nearer")
+        if due_at < now - MAX_DUE_AGO_S:
+            raise InvalidInput(
+                f"due_at {due_at:.0f} is {format_duration(now - due_at)} in the past; give a time "
+                "at most a day ago (epoch seconds, not milliseconds), or 'minutes' for a delay"
+            )
         every_s = None
         if every_minutes is not None:
             shortest = self.settings.min_every_minutes
@@ -276,12 +297,22 @@ class Service:
         now = self.store.clock.now()
         fields: dict[str, Any] = {}
         if state:
-            fields["state"] = state[:40]
+            if len(state) > MAX_STATE_CHARS:
+                raise InvalidInput(f"state must be at most {MAX_STATE_CHARS} characters")
+            fields["state"] = state
         if info:
-            previous = json.loads(agent["info"] or "{}")
+            stored = json.dumps(info, ensure_ascii=False, separators=(",", ":"))
+            size = len(stored.encode("utf-8"))
+            if size > MAX_INFO_BYTES:
+                # Refused whole: a cut would store broken JSON.
+                raise TooLarge(
+                    f"heartbeat info is {size} bytes as JSON, over the limit of "
+                    f"{MAX_INFO_BYTES} bytes; send less"
+                )
+            previous = _stored_info(agent["info"])
             if info.get("pane_hash") != previous.get("pane_hash") or not agent["pane_changed_at"]:
                 fields["pane_changed_at"] = now
-            fields["info"] = json.dumps(info)[:4000]
+            fields["info"] = stored
         nudge = bool(agent["nudge_at"])
         if nudge:
             fields["nudge_at"] = None
@@ -289,6 +320,25 @@ class Service:
         return {"ok": True, "nudge": nudge}
 
     # -- agents, projects, events ----------------------------------------------------------
+    def set_project_state(self, caller: Caller, name: str, state: str) -> Row:
+        """The operator's word on where a project stands: `up` and `resume` say running,
+        `down` stopped; the orchestrator's report says complete, the queue failed."""
+        caller.require_operator()
+        project = self.project_for(caller, name)
+        if project["state"] != state:
+            self.store.set_project_state(project["id"], state)
+        return self.store.get_project_by_id(project["id"])
+
+    def set_project_model(
+        self, caller: Caller, name: str, upstream: str | None, script: str | None
+    ) -> Row:
+        """The project's own model upstream (a dry run's scripted model server on this host's
+        loopback), or None for the settings' `model_upstream` with the host's credential."""
+        caller.require_operator()
+        project = self.project_for(caller, name)
+        value = None if upstream is None else {"upstream": upstream, "script": script}
+        return self.store.set_project_setting(project["id"], "model", value)
+
     def register_agent(
         self, caller: Caller, project: str, role: str, profile: str
     ) -> tuple[Row, str]:
@@ -306,12 +356,31 @@ class Service:
         agent = caller.require_agent()
         if not _KIND.fullmatch(kind or ""):
             raise InvalidInput(f"event kind '{kind}' is not valid: use a short lowercase word")
+        reset_at = None
+        if kind == "usage_limit":
+            reset_at = self._reset_time((data or {}).get("paused_until"))
         event = self.store.log_event(f"agent.{kind}", agent["project_id"], agent["id"], data)
         if kind == "usage_limit":
-            self.pause_for_usage_limit(
-                agent, (data or {}).get("paused_until"), str((data or {}).get("notice") or "")
-            )
+            self.pause_for_usage_limit(agent, reset_at, str((data or {}).get("notice") or ""))
         return event
+
+    def _reset_time(self, value: Any) -> float | None:
+        """A usage_limit event's `paused_until`: absent/null (unknown), or epoch seconds that
+        are finite and within a day ago to MAX_USAGE_PAUSE_S ahead; anything else is refused
+        before the event is recorded or the agent paused."""
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidInput("data.paused_until must be epoch seconds (a number) or null")
+        now = self.store.clock.now()
+        if not math.isfinite(value) or not (
+            now - MAX_DUE_AGO_S <= value <= now + MAX_USAGE_PAUSE_S
+        ):
+            raise InvalidInput(
+                "data.paused_until must be epoch seconds between a day ago and "
+                f"{MAX_USAGE_PAUSE_S / 86400:.0f} days ahead"
+            )
+        return float(value)
 
     def pause_for_usage_limit(self, agent: Row, reset_at: Any, notice: str) -> float:
         """Hold the agent's deliveries until its usage limit resets (plus a margin), then tell
@@ -320,8 +389,13 @@ class Service:
         try:
             reset = float(reset_at)
         except (TypeError, ValueError):
+            reset = math.nan
+        if not math.isfinite(reset):
             reset = now + 5 * 3600  # the notice named no time we could read: the longest window
-        resume_at = max(reset, now) + self.settings.usage_limit_margin_s
+        # However the time was reported (the broker reads it from upstream headers), the pause
+        # ends within a week.
+        resume_at = min(max(reset, now), now + MAX_USAGE_PAUSE_S)
+        resume_at += self.settings.usage_limit_margin_s
         # The broker and the pane may both report the same limit: one pause, one resume.
         current = self.store.get_agent_by_id(agent["id"])
         if (
@@ -399,6 +473,16 @@ class Service:
 
     def typed_text(self, message: Row) -> str:
         return delivered_text(message["marker"], message["body"])
+
+
+def _stored_info(text: str | None) -> dict[str, Any]:
+    """An agent's last heartbeat info; {} when what is stored is not a JSON object (an older
+    agentvisor cut long info mid-JSON), so the next heartbeat replaces it instead of failing."""
+    try:
+        info = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return info if isinstance(info, dict) else {}
 
 
 def _limit(limit: int, most: int = 500) -> int:

@@ -40,14 +40,19 @@ _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 @dataclass(frozen=True)
 class Spec:
     path: Path  # absolute
-    title: str  # the first Markdown heading, else the file's stem; at most MAX_TITLE_CHARS
+    # The first Markdown heading, else an old-style `PROJECT: name` line, else the file's
+    # stem; at most MAX_TITLE_CHARS.
+    title: str
     text: str  # the whole file, line endings normalised to \n
     goal: str  # the first paragraph or list item, on one line, at most MAX_GOAL_CHARS
 
 
 def load_spec(path: str | os.PathLike[str]) -> Spec:
     """Read and check the spec at `path`; raise `SpecError` saying what to fix."""
-    given = Path(path).expanduser()
+    try:
+        given = Path(path).expanduser()
+    except RuntimeError:  # "~someone" for a user this machine does not have
+        raise SpecError(f"Spec path {path!s} names a home directory that does not exist.") from None
     data = _read_bytes(given)
     text = _decode(data, given).replace("\r\n", "\n").replace("\r", "\n")
     if not text.strip():
@@ -63,7 +68,7 @@ def load_spec(path: str | os.PathLike[str]) -> Spec:
             f"headings and code, at least {MIN_GOAL_WORDS} needed); describe what to build "
             "in a sentence or two under the title."
         )
-    title = headings[0] if headings else given.stem
+    title = headings[0] if headings else (_project_line(text) or given.stem)
     goal = next((g for g in map(_plain, paragraphs) if _word_count(g)), title)
     return Spec(
         path=given.resolve(),
@@ -93,6 +98,10 @@ def _read_bytes(path: Path) -> bytes:
     except OSError as exc:
         raise SpecError(
             f"Spec file {path} cannot be read ({exc.strerror}); check its permissions."
+        ) from None
+    except ValueError:  # a NUL in the path, or text that is no file name (a lone surrogate)
+        raise SpecError(
+            f"Spec path {str(path)!a} is not a usable file name; give the path of a Markdown file."
         ) from None
     if len(data) > MAX_SPEC_BYTES:
         raise SpecError(
@@ -208,3 +217,12 @@ def _shorten(text: str, limit: int) -> str:
     if " " in cut:
         cut = cut.rsplit(" ", 1)[0]
     return cut.rstrip(" ,;:") + "…"
+
+
+_PROJECT_LINE = re.compile(r"^\s*PROJECT\s*:\s*(\S.*?)\s*$", re.MULTILINE)
+
+
+def _project_line(text: str) -> str | None:
+    """The name on a Tmux Orchestrator spec's `PROJECT: name` line, if it has one."""
+    found = _PROJECT_LINE.search(text)
+    return found.group(1) if found else None

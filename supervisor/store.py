@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
+import math
 import secrets
 import sqlite3
 import threading
@@ -24,10 +26,11 @@ from supervisor.clock import Clock, SystemClock
 from supervisor.delivery import PENDING_STATES, Event, MessageState, new_marker, transition
 from supervisor.errors import Conflict, InvalidInput, NotFound, StorageFull
 from supervisor.migrations import migrate
-from supervisor.recurrence import checkin_text, plan_firing
+from supervisor.recurrence import checkin_text, plan_firing, unfireable
 from supervisor.team import OPERATOR
 
 Row = dict[str, Any]
+log = logging.getLogger("agentvisor.scheduler")
 __all__ = ["OPERATOR", "Fired", "Row", "Store", "hash_token", "new_token"]
 
 
@@ -43,6 +46,12 @@ def new_token(prefix: str) -> str:
 class Fired:
     checkin_id: int
     message: Row
+
+
+def _text(data: bytes) -> str:
+    """TEXT as read from the file: bytes that are not UTF-8 (a row an older or buggy writer
+    left) read with U+FFFD in their place instead of failing every query that meets them."""
+    return data.decode("utf-8", "replace")
 
 
 def _storage_errors(exc: sqlite3.OperationalError) -> Exception:
@@ -103,6 +112,7 @@ class Store:
                 str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False
             )
             conn.row_factory = sqlite3.Row
+            conn.text_factory = _text
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA busy_timeout=30000")
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
@@ -253,6 +263,19 @@ class Store:
                 project_id, {"state": state, "updated_at": self.clock.now()}
             )
             self.log_event("project.state", project_id, data={"state": state}, db=db)
+
+    def set_project_setting(self, project_id: int, key: str, value: Any) -> Row:
+        """One entry of the project's `settings` (JSON); None removes it."""
+        with self.transaction() as db:
+            row = db.execute("SELECT settings FROM projects WHERE id = ?", (project_id,)).fetchone()
+            settings = project_settings({"settings": row[0] if row else None})
+            if value is None:
+                settings.pop(key, None)
+            else:
+                settings[key] = value
+            db.table("projects").update(project_id, {"settings": json.dumps(settings)})
+            self.log_event(f"project.{key}_set", project_id, data={key: value}, db=db)
+        return self.get_project_by_id(project_id)
 
     # -- agents ----------------------------------------------------------------------------
     def register_agent(self, project_id: int, role: str, profile: str = "demo") -> tuple[Row, str]:
@@ -654,47 +677,100 @@ class Store:
         return int(row["n"]) if row else 0
 
     def next_due_at(self) -> float | None:
-        row = self.fetch_one("SELECT MIN(due_at) AS due FROM checkins WHERE state = 'pending'")
-        return row["due"] if row else None
+        # Numbers sort before text in SQLite: `< ''` skips a due_at stored as text, which
+        # fire_due sets aside.
+        row = self.fetch_one(
+            "SELECT MIN(due_at) AS due FROM checkins WHERE state = 'pending' AND due_at < ''"
+        )
+        due = row["due"] if row else None
+        return float(due) if isinstance(due, int | float) else None
 
     def fire_due(self, now: float | None = None, limit: int = 500) -> list[Fired]:
         """Turn due check-ins into messages, in the same transaction that advances or closes them.
 
         Safe against a second process doing the same: the rows are re-read under the write lock.
+        A row that cannot fire (a due_at that is not a finite number, a repeat under 0.1 s,
+        a recipient that is gone) is set aside in state `failed` with a `checkin.failed`
+        event, and the others fire: one bad row never stops the schedule.
         """
         now = self.clock.now() if now is None else now
         fired: list[Fired] = []
         with self.transaction() as db:
+            # Due by time, or unusable as a time at all (text, blob or NULL sort after numbers).
             due = self.fetch_all(
-                "SELECT * FROM checkins WHERE state = 'pending' AND due_at <= ? "
-                "ORDER BY due_at, id LIMIT ?",
+                "SELECT id FROM checkins WHERE state = 'pending' AND (due_at <= ? "
+                "OR due_at >= '' OR due_at IS NULL) ORDER BY due_at, id LIMIT ?",
                 (now, limit),
             )
-            for checkin in due:
-                firing = plan_firing(checkin["due_at"], checkin["every_s"], now)
-                message, _ = self.add_message(
-                    checkin["project_id"],
-                    checkin["creator"],
-                    checkin["recipient_id"],
-                    checkin_text(checkin["note"], firing),
-                    kind="checkin",
-                    db=db,
-                    checkin_id=checkin["id"],
-                )
-                db.execute(
-                    "UPDATE checkins SET due_at = COALESCE(?, due_at), state = ?, "
-                    "fired_count = fired_count + 1, last_fired_at = ? WHERE id = ?",
-                    (
-                        firing.next_due_at,
-                        "pending" if firing.next_due_at else "fired",
-                        now,
-                        checkin["id"],
-                    ),
-                )
-                fired.append(Fired(checkin["id"], message))
+            for (checkin_id,) in ((r["id"],) for r in due):
+                db.execute("SAVEPOINT fire_one")
+                try:
+                    fired.append(self._fire_one(db, checkin_id, now))
+                    db.execute("RELEASE fire_one")
+                except Exception as exc:
+                    db.execute("ROLLBACK TO fire_one")
+                    db.execute("RELEASE fire_one")
+                    if isinstance(exc, sqlite3.OperationalError):
+                        raise  # the database itself (locked, full): the whole pass retries
+                    self._set_aside(db, checkin_id, exc)
         return fired
+
+    def _fire_one(self, db: sqlite_utils.Database, checkin_id: int, now: float) -> Fired:
+        checkin = self.fetch_one("SELECT * FROM checkins WHERE id = ?", (checkin_id,))
+        assert checkin is not None  # read under the write lock just before
+        problem = unfireable(checkin["due_at"], checkin["every_s"])
+        if problem is not None:
+            raise ValueError(problem)
+        firing = plan_firing(checkin["due_at"], checkin["every_s"], now)
+        if firing.next_due_at is not None and not now < firing.next_due_at < math.inf:
+            raise ValueError(f"its next occurrence ({firing.next_due_at!r}) is not after now")
+        message, _ = self.add_message(
+            checkin["project_id"],
+            checkin["creator"],
+            checkin["recipient_id"],
+            checkin_text(str(checkin["note"]), firing),
+            kind="checkin",
+            db=db,
+            checkin_id=checkin["id"],
+        )
+        db.execute(
+            "UPDATE checkins SET due_at = COALESCE(?, due_at), state = ?, "
+            "fired_count = fired_count + 1, last_fired_at = ? WHERE id = ?",
+            (
+                firing.next_due_at,
+                "pending" if firing.next_due_at else "fired",
+                now,
+                checkin["id"],
+            ),
+        )
+        return Fired(checkin["id"], message)
+
+    def _set_aside(self, db: sqlite_utils.Database, checkin_id: int, exc: Exception) -> None:
+        reason = f"{type(exc).__name__}: {exc}".encode("utf-8", "backslashreplace").decode()
+        row = self.fetch_one(
+            "SELECT project_id, recipient_id FROM checkins WHERE id = ?", (checkin_id,)
+        )
+        db.execute("UPDATE checkins SET state = 'failed' WHERE id = ?", (checkin_id,))
+        project_id, agent_id = (row["project_id"], row["recipient_id"]) if row else (None, None)
+        self.log_event(
+            "checkin.failed",
+            project_id if isinstance(project_id, int) else None,
+            agent_id if isinstance(agent_id, int) else None,
+            {"checkin_id": checkin_id, "reason": reason[:500]},
+            db=db,
+        )
+        log.warning("check-in %s cannot fire and was set aside (failed): %s", checkin_id, reason)
 
     # -- sanity ----------------------------------------------------------------------------
     def check_writable(self) -> None:
         with self.transaction() as db:
             db.execute("UPDATE meta SET value = value WHERE key = 'schema_version'")
+
+
+def project_settings(project: Row) -> dict[str, Any]:
+    """The project's own settings (JSON in `projects.settings`): budget, model, ..."""
+    try:
+        data = json.loads(project.get("settings") or "{}")
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}

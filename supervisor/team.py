@@ -47,7 +47,11 @@ _KEEP_ORDER = (
     "docs",
 )
 # Agents allowed by each Claude subscription, the orchestrator included.
-PLAN_LIMITS = {"pro": 3, "max5": 5, "max20": 8}
+PLAN_LIMITS = {"pro": 3, "max5": 5, "max20": 8, "console": MAX_TEAM_SIZE}
+# "console": API billing through the Anthropic Console (the old tool's plan of that name) has
+# no subscription window to share, so only the team size limit applies.
+# The old tool's team types, by the type whose team fits them.
+TYPE_ALIASES = {"code-project": "general"}
 # A type needs at least this score to be chosen; below it the general team is used.
 MIN_TYPE_SCORE = 4
 # A keyword counts at most this many times, so one repeated word cannot decide alone.
@@ -402,9 +406,14 @@ def _explain(classification: Classification) -> str:
 
 def _explicit_roles(roles: Sequence[str] | str, reasons: list[str]) -> tuple[str, ...]:
     if isinstance(roles, str):
-        names = [n.strip() for n in roles.split(",") if n.strip()]
+        given = [n.strip() for n in roles.split(",") if n.strip()]
     else:
-        names = [n.strip() if isinstance(n, str) else n for n in roles]
+        given = [n.strip() if isinstance(n, str) else n for n in roles]
+    # The old tool's spellings: documentation_writer is documentation-writer.
+    names = [n.lower().replace("_", "-") if isinstance(n, str) else n for n in given]
+    renamed = [f"{old} as {new}" for old, new in zip(given, names, strict=True) if old != new]
+    if renamed:
+        reasons.append(f"Role names are lowercase with hyphens: {', '.join(renamed)}.")
     if not names:
         raise InvalidInput("the roles list is empty; name at least one role, e.g. developer.")
     seen: set[str] = set()
@@ -431,6 +440,7 @@ def _explicit_roles(roles: Sequence[str] | str, reasons: list[str]) -> tuple[str
 
 def _normalise_type(team_type: str) -> str:
     name = "-".join(team_type.strip().lower().replace("_", " ").split())
+    name = TYPE_ALIASES.get(name, name)
     if name not in _TYPES:
         raise InvalidInput(
             f"team type {team_type!r} is not known; use one of: {', '.join(_TYPES)}."

@@ -8,7 +8,7 @@ from dataclasses import fields, replace
 from typing import Any
 
 from supervisor.model_broker import Budget, Usage
-from supervisor.store import Row, Store, insert_row
+from supervisor.store import Row, Store, insert_row, project_settings
 
 TOKENS_SQL = (
     "COALESCE(SUM(input_tokens + output_tokens + cache_creation_tokens + cache_read_tokens), 0)"
@@ -109,12 +109,12 @@ class UsageStore:
     def budget(self, project: Row, default: Budget) -> Budget:
         """The project's budget: the settings' defaults with the project's own values over
         them (`agentvisor budget`, `up --budget`)."""
-        own = _project_settings(project).get("budget") or {}
+        own = project_settings(project).get("budget") or {}
         names = {f.name for f in fields(Budget)}
         return replace(default, **{k: v for k, v in own.items() if k in names})
 
     def set_budget(self, project: Row, values: dict[str, float]) -> Row:
-        settings = _project_settings(project)
+        settings = project_settings(project)
         budget = dict(settings.get("budget") or {})
         budget.update(values)
         settings["budget"] = budget
@@ -122,11 +122,3 @@ class UsageStore:
             db.table("projects").update(project["id"], {"settings": json.dumps(settings)})
             self.store.log_event("project.budget_set", project["id"], data=budget, db=db)
         return self.store.get_project_by_id(project["id"])
-
-
-def _project_settings(project: Row) -> dict[str, Any]:
-    try:
-        data = json.loads(project.get("settings") or "{}")
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}

@@ -3,21 +3,25 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header
+from fastapi import APIRouter, Depends, Header, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from supervisor.api_models import CleanText, Name, NameQuery
 from supervisor.auth import Authenticator, Caller
 from supervisor.egress import allowlist
 from supervisor.service import Service
 from supervisor.store import Row
 
+RequiredName = Annotated[str, Query(min_length=1, max_length=100), CleanText]
+RequiredEntry = Annotated[str, Query(min_length=1, max_length=300), CleanText]
+
 
 class RuleBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    project: str = Field(min_length=1, max_length=100)
-    entry: str = Field(min_length=1, max_length=300)
+    model_config = ConfigDict(extra="forbid", strict=True)
+    project: Name
+    entry: Annotated[str, Field(min_length=1, max_length=300), CleanText]
     origin: str = Field(default="operator", pattern=r"^(operator|up)$")
 
 
@@ -31,7 +35,7 @@ def egress_router(service: Service, auth: Authenticator) -> APIRouter:
         return who
 
     @router.get("/v1/egress/rules")
-    def rules(project: str, who: Caller = Depends(operator)) -> list[Row]:
+    def rules(project: RequiredName, who: Caller = Depends(operator)) -> list[Row]:
         return allowlist.listing(settings, store, store.get_project(project)["id"])
 
     @router.post("/v1/egress/rules", status_code=201)
@@ -40,14 +44,14 @@ def egress_router(service: Service, auth: Authenticator) -> APIRouter:
         return allowlist.allow(store, project["id"], body.entry, body.origin)
 
     @router.delete("/v1/egress/rules")
-    def deny(project: str, entry: str, who: Caller = Depends(operator)) -> Row:
+    def deny(project: RequiredName, entry: RequiredEntry, who: Caller = Depends(operator)) -> Row:
         return allowlist.deny(settings, store, store.get_project(project)["id"], entry)
 
     @router.get("/v1/egress/requests")
     def requests(
-        project: str | None = None,
+        project: NameQuery = None,
         denied: bool = False,
-        limit: int = 200,
+        limit: int = Query(200, ge=1, le=5000),
         who: Caller = Depends(operator),
     ) -> list[dict[str, Any]]:
         project_id = store.get_project(project)["id"] if project else None

@@ -25,6 +25,15 @@ and may add `"delay_s": N` (answer that much later: a slow model). When the scri
 model answers "OK.". Requests that are not turns of the conversation (title generation, quota
 checks and other side calls, which have no tools) get a short text without using a step.
 
+One list serves every agent that calls, in the order they call. For a team, give each agent
+its own list instead, an object `{"agents": {"developer": [...], "*": [...]}}`: every agent
+works through its own copy of the list of its role, or of `"*"` when its role has none (no
+list: "OK." to everything), and `{role}` in a step's text or command becomes its role. The
+agent is the `x-agentvisor-agent: PROJECT/ROLE` header the broker adds for a dry run (else its
+role is read from its briefing, "You are a **developer** ..."). In these lists a step right
+after a tool step answers that tool's result and nothing else. `--script dry-run` is the
+built-in team script (`DRY_RUN_SCRIPT`).
+
 Every request is recorded (path, headers without secrets, JSON body, the step that answered)
 in memory and, with `--record`, as a JSON line in a file.
 """
@@ -35,13 +44,15 @@ import argparse
 import base64
 import contextlib
 import hashlib
+import itertools
 import json
+import re
 import ssl
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -54,6 +65,38 @@ SIDE_TEXT = "Agent session"  # what a side call (a title, a topic) gets
 DEFAULT_MODEL = "claude-sonnet-4-5"
 USAGE_LIMIT_CLAIMS = {"five_hour": "5h", "seven_day": "7d"}
 STEP_KINDS = ("text", "tool", "usage_limit", "error", "delay_s")
+AGENT_HEADER = "x-agentvisor-agent"  # PROJECT/ROLE, from the broker
+ROLE_IN_BRIEFING = re.compile(r"You are (?:a|an|the) \*\*([a-z][a-z0-9-]*)\*\*")
+EVERY_ROLE = "*"
+
+# The dry run's script (`--script dry-run`, `agentvisor up --model scripted`): every agent
+# answers its briefing and schedules its own check-in; at that check-in a teammate reports its
+# task complete and the orchestrator, at its own, reports the project complete.
+DRY_RUN_SCRIPT: dict[str, Any] = {
+    "agents": {
+        "orchestrator": [
+            {"tool": "Bash", "command": "agent checkin 1 'Dry run: review the team'",
+             "description": "Schedule a review of the team"},
+            {"text": "I am the orchestrator of this dry run. I read the spec, scheduled a "
+                     "review of the team in a minute and wait for the teammates' reports."},
+            {"when": "Dry run: review the team", "tool": "Bash",
+             "command": "agent done 'PROJECT COMPLETE (dry run): every agent answered its "
+                        "briefing and scheduled a check-in; nothing was built'",
+             "description": "Report the project complete"},
+            {"text": "Reported the project complete to the operator. Dry run over."},
+        ],
+        EVERY_ROLE: [
+            {"tool": "Bash", "command": "agent checkin 1 'Dry run: finish the {role} task'",
+             "description": "Schedule my own check-in"},
+            {"text": "I am the {role} of this dry run. I read my briefing and scheduled a "
+                     "check-in in a minute to report my task."},
+            {"when": "Dry run: finish the {role} task", "tool": "Bash",
+             "command": "agent done '{role}: task complete (dry run)'",
+             "description": "Report my task complete"},
+            {"text": "Reported my task complete to the orchestrator."},
+        ],
+    }
+}  # fmt: skip
 
 
 class ScriptError(ValueError):
@@ -86,18 +129,43 @@ def check_step(step: Any, index: int) -> dict[str, Any]:
     return dict(step)
 
 
-def load_script(source: str | Path | Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The steps from a list or a JSON file holding one."""
+Steps = list[dict[str, Any]]
+
+
+def load_script(
+    source: str | Path | Sequence[dict[str, Any]] | Mapping[str, Any],
+) -> Steps | dict[str, Steps]:
+    """The steps from a list, an `{"agents": {ROLE: [...]}}` object, or a JSON file holding
+    one (`dry-run`: the built-in team script)."""
+    loaded: Any = source
     if isinstance(source, str | Path):
-        try:
-            steps = json.loads(Path(source).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
-            raise ScriptError(f"cannot read the script {source}: {error}") from None
-    else:
-        steps = list(source) if isinstance(source, tuple) else source
-    if not isinstance(steps, list):
-        raise ScriptError("the script must be a JSON list of steps")
-    return [check_step(step, i) for i, step in enumerate(steps)]
+        if str(source) == "dry-run":
+            loaded = DRY_RUN_SCRIPT
+        else:
+            try:
+                loaded = json.loads(Path(source).read_text(encoding="utf-8"))
+            except (OSError, ValueError) as error:
+                raise ScriptError(f"cannot read the script {source}: {error}") from None
+    elif isinstance(source, tuple):
+        loaded = list(source)
+    if isinstance(loaded, Mapping):
+        agents = loaded.get("agents")
+        if set(loaded) != {"agents"} or not isinstance(agents, Mapping):
+            raise ScriptError(
+                'the script must be a JSON list of steps or an object {"agents": {ROLE: [steps]}}'
+            )
+        lists: dict[str, Steps] = {}
+        for role, steps in agents.items():
+            if not isinstance(steps, list):
+                raise ScriptError(f"the steps of {role!r} must be a JSON list")
+            checked = [check_step(step, i) for i, step in enumerate(steps)]
+            for before, after in itertools.pairwise(checked):
+                after["answers_tool"] = "tool" in before
+            lists[str(role)] = checked
+        return lists
+    if not isinstance(loaded, list):
+        raise ScriptError("the script must be a JSON list of steps or an object of lists")
+    return [check_step(step, i) for i, step in enumerate(loaded)]
 
 
 def is_conversation(body: Any) -> bool:
@@ -130,28 +198,82 @@ def _texts(content: Any) -> Iterator[str]:
                 yield from _texts(block.get("content"))
 
 
-class Script:
-    """The steps not used yet; thread-safe."""
+def has_tool_result(body: Any) -> bool:
+    """Whether the last user message carries a tool's result (the turn after a tool call)."""
+    messages = body.get("messages") if isinstance(body, dict) else None
+    for message in reversed(messages if isinstance(messages, list) else []):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            return isinstance(content, list) and any(
+                isinstance(b, dict) and b.get("type") == "tool_result" for b in content
+            )
+    return False
 
-    def __init__(self, steps: Sequence[dict[str, Any]]) -> None:
-        self._steps = list(enumerate(load_script(steps)))
+
+def caller_of(headers: Any, body: Any) -> tuple[str | None, str | None]:
+    """(agent, role) of a turn: the broker's `x-agentvisor-agent: PROJECT/ROLE`, else the role
+    named in the conversation's first message (the briefing) and Claude Code's user id."""
+    given = headers.get(AGENT_HEADER) or ""
+    if "/" in given:
+        return given, given.rsplit("/", 1)[1]
+    messages = body.get("messages") if isinstance(body, dict) else None
+    first = messages[0] if isinstance(messages, list) and messages else None
+    text = "\n".join(_texts(first.get("content"))) if isinstance(first, dict) else ""
+    found = ROLE_IN_BRIEFING.search(text)
+    role = found.group(1) if found else None
+    metadata = body.get("metadata") if isinstance(body, dict) else None
+    user = metadata.get("user_id") if isinstance(metadata, dict) else None
+    return (str(user) if user else role), role
+
+
+def _for_role(step: dict[str, Any], role: str) -> dict[str, Any]:
+    return {k: v.replace("{role}", role) if isinstance(v, str) else v for k, v in step.items()}
+
+
+class Script:
+    """The steps not used yet, one list for everyone or one per agent; thread-safe."""
+
+    def __init__(self, steps: str | Path | Sequence[dict[str, Any]] | Mapping[str, Any]) -> None:
+        loaded = load_script(steps)
+        self._per_role = loaded if isinstance(loaded, dict) else None
+        self._steps = list(enumerate(loaded if isinstance(loaded, list) else []))
+        self._agents: dict[str, list[tuple[int, dict[str, Any]]]] = {}
         self._lock = threading.Lock()
 
-    def take(self, user_text: str) -> tuple[int | None, dict[str, Any]]:
+    def take(
+        self,
+        user_text: str,
+        agent: str | None = None,
+        role: str | None = None,
+        tool_result: bool = False,
+    ) -> tuple[int | None, dict[str, Any]]:
         """(index, step) answering a turn whose last user message is `user_text`: the first
-        step left whose `when` is in that text or that has none; (None, default) when none."""
+        step left whose `when` is in that text or that has none; (None, default) when none.
+        With a list per agent, the agent's own; a step after a tool step answers only a
+        `tool_result` turn."""
         with self._lock:
-            for position, (index, step) in enumerate(self._steps):
+            if self._per_role is None:
+                queue = self._steps
+            else:
+                key = agent or role or "?"
+                if key not in self._agents:
+                    mine = self._per_role.get(role or "", self._per_role.get(EVERY_ROLE, []))
+                    named = role or "agent"
+                    self._agents[key] = [(i, _for_role(s, named)) for i, s in enumerate(mine)]
+                queue = self._agents[key]
+            for position, (index, step) in enumerate(queue):
+                if self._per_role is not None and step.get("answers_tool", False) != tool_result:
+                    continue
                 when = step.get("when")
                 if when is None or when in user_text:
-                    del self._steps[position]
+                    del queue[position]
                     return index, step
         return None, {"text": DEFAULT_TEXT}
 
     @property
     def remaining(self) -> int:
         with self._lock:
-            return len(self._steps)
+            return len(self._steps) + sum(len(q) for q in self._agents.values())
 
 
 # --- replies -----------------------------------------------------------------------------------
@@ -298,7 +420,7 @@ class ModelServer:
 
     def __init__(
         self,
-        steps: Sequence[dict[str, Any]] = (),
+        steps: str | Path | Sequence[dict[str, Any]] | Mapping[str, Any] = (),
         host: str = "127.0.0.1",
         port: int = 0,
         record_path: str | Path | None = None,
@@ -427,11 +549,14 @@ class _Handler(BaseHTTPRequestHandler):
         model = str(body.get("model") or DEFAULT_MODEL)
         if is_conversation(body):
             entry["conversation"] = True
-            index, step = self.model_server.script.take(last_user_text(body))
-            entry["step"] = index
+            agent, role = caller_of(self.headers, body)
+            index, step = self.model_server.script.take(
+                last_user_text(body), agent, role, has_tool_result(body)
+            )
+            entry.update(step=index, agent=agent, role=role)
         else:
             step = {"text": SIDE_TEXT}
-        entry["reply"] = {k: v for k, v in step.items() if k != "when"}
+        entry["reply"] = {k: v for k, v in step.items() if k not in ("when", "answers_tool")}
         answer = message(step, model, _estimate_tokens(body.get("messages")))
         if not step.get("usage_limit") and not isinstance(step.get("error"), dict):
             entry["usage"] = answer["usage"]  # what the answer reports, for metering tests
@@ -522,7 +647,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8080, help="0 picks a free port")
-    parser.add_argument("--script", help="JSON file: a list of steps (default: answer OK.)")
+    parser.add_argument(
+        "--script",
+        help="JSON file: a list of steps, or {'agents': {ROLE: [...]}}; 'dry-run' for the "
+        "built-in team script (default: answer OK.)",
+    )
     parser.add_argument("--record", help="append every request to this JSON-lines file")
     parser.add_argument("--cert", help="serve HTTPS with this PEM certificate (and --key)")
     parser.add_argument("--key", help="the certificate's PEM private key")
@@ -537,12 +666,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(gateway_token())
         return 0
     try:
-        steps = load_script(args.script) if args.script else []
+        load_script(args.script or [])  # a bad script stops here, with its message
         tls = None
         if args.cert:
             tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             tls.load_cert_chain(args.cert, args.key)
-        server = ModelServer(steps, args.host, args.port, args.record, tls=tls)
+        server = ModelServer(args.script or [], args.host, args.port, args.record, tls=tls)
     except (ScriptError, OSError) as error:
         print(f"model_server: {error}", file=sys.stderr)
         return 2

@@ -330,3 +330,18 @@ def test_doctor_checks_tools_engine_disk_and_server(server: ServerProcess):
     assert checks["server"]["ok"], checks["server"]
     assert checks["disk"]["ok"] and checks["tools"]["ok"]
     assert done.returncode == (0 if all(c["ok"] for c in checks.values()) else 1)
+
+
+def test_only_the_operator_sets_a_projects_state_and_only_to_a_known_one(
+    server: ServerProcess, team
+):
+    operator = server.client
+    assert operator.post("/v1/projects/demo/state", {"state": "running"})["state"] == "running"
+    with pytest.raises(Forbidden):
+        team["developer"].post("/v1/projects/demo/state", {"state": "complete"})
+    with raw(server, server.operator_token) as http:
+        refused = http.post("/v1/projects/demo/state", json={"state": "paused"})
+    assert refused.status_code == 422 and "state" in refused.json()["detail"]
+    assert operator.post("/v1/projects/demo/state", {"state": "stopped"})["state"] == "stopped"
+    kinds = [e["kind"] for e in operator.get("/v1/events", project="demo")]
+    assert kinds.count("project.state") >= 2

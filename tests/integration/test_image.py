@@ -123,6 +123,10 @@ def test_tmux_server_answers_on_its_socket_with_a_long_history(sandbox: Containe
     assert int(limit) >= 50000
     # TMUX_TMPDIR=/tmp: a client without -S finds the same server.
     assert ok(sandbox, "tmux", "show-options", "-gv", "history-limit") == limit
+    # What Claude Code asks for at its first start; passthrough stays off (the operator's
+    # terminal).
+    assert ok(sandbox, "tmux", "show-options", "-gv", "focus-events") == "on"
+    assert ok(sandbox, "tmux", "show-options", "-gv", "allow-passthrough") == "off"
 
 
 def test_processes_run_unprivileged_as_the_given_uid(sandbox: Container):

@@ -394,6 +394,13 @@ def test_ps_shows_health_and_usage_and_logs_shows_the_pane(team: Team):
     assert result.exit_code == 0, result.output
     assert f"hello reviewer, run {team.run}" in result.output
     assert "demo>" in result.output
+    # --lines N prints the last N lines (no padding rows), 0 the whole scrollback.
+    last_two = runner.invoke(cli.app, [*state, "logs", "reviewer", "--lines", "2"])
+    assert last_two.exit_code == 0, last_two.output
+    assert len(last_two.output.splitlines()) == 2 and "demo>" in last_two.output.splitlines()[-1]
+    whole = runner.invoke(cli.app, [*state, "logs", "reviewer", "--lines", "0"])
+    assert f"hello reviewer, run {team.run}" in whole.output
+    assert whole.output.endswith(last_two.output)
     ambiguous = runner.invoke(cli.app, [*state, "logs", "developer"])
     assert isinstance(ambiguous.exception, SandboxError)
     assert "pass --project" in ambiguous.exception.message

@@ -150,3 +150,23 @@ def test_lease_ack_and_nack_through_the_client(server: ServerProcess, tmp_path: 
     assert again is not None and again.message_id == lease.message_id
     assert client.ack(again.message_id, again.lease_id)["state"] == "delivered"
     assert client.heartbeat("idle", {"pane_hash": "abc"})["ok"] is True
+
+
+def test_old_window_numbers_and_spellings_reach_the_agent_of_that_position(
+    server: ServerProcess, developer: dict[str, str]
+):
+    """`send-claude-message.sh proj:1 ...` (window 1 was the first agent after the
+    orchestrator) and an old underscore spelling reach the right agent; a window past the team
+    is one clear line."""
+    server.register_agent("demo", "qa-engineer")
+    team = agent(developer, "team").stdout.splitlines()
+    assert team[0].startswith("0  orchestrator")
+    position = next(int(line.split()[0]) for line in team if line.split()[1] == "qa-engineer")
+    sent = agent(developer, f"proj:{position}", "by window", program="send-claude-message.sh")
+    assert sent.returncode == 0, sent.stderr
+    assert agent(developer, "send", "QA_Engineer", "old spelling").returncode == 0
+    bodies = [m["body"] for m in messages_to(server, "qa-engineer")]
+    assert bodies.count("by window") == 1 and "old spelling" in bodies
+    past = agent(developer, "proj:9", "x", program="send-claude-message.sh")
+    assert past.returncode == 2 and "window 9 has no agent" in past.stderr
+    assert "Traceback" not in past.stderr

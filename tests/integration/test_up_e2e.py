@@ -69,6 +69,8 @@ def test_up_down_resume_with_demo_team(project_repo: Path, settings: Settings, c
     rules = ApiClient(settings).get("/v1/egress/rules", project=report.project)
     assert rules == [{"entry": "127.0.0.1:9", "origin": "up"}, {"entry": "pypi", "origin": "up"}]
     assert {a.briefing for a in report.agents} == {"delivered"}, report.agents
+    # The project's state follows up, down and resume (and the orchestrator's report).
+    assert _state(settings, report.project) in ("running", "complete")
     worktrees = project_repo.parent / f"{project_repo.name}-worktrees"
     assert sorted(p.name for p in worktrees.iterdir()) == ["developer", "orchestrator", "tester"]
 
@@ -100,8 +102,10 @@ def test_up_down_resume_with_demo_team(project_repo: Path, settings: Settings, c
     )
     stopped = launch.down(settings, report.project)
     assert len(stopped) == 3
+    assert _state(settings, report.project) == "stopped"
     wait_until(lambda: time.time() > checkin["due_at"] + 1, timeout_s=30, message="due time")
-    launch.resume(settings, report.project)
+    launch.resume(settings, report.project, rebrief=True)  # `resume --rebrief`
+    assert _state(settings, report.project) == "running"
 
     def checkin_delivered() -> list[dict]:
         return [
@@ -112,6 +116,13 @@ def test_up_down_resume_with_demo_team(project_repo: Path, settings: Settings, c
 
     delivered = wait_until(checkin_delivered, timeout_s=90, message="the check-in after resume")
     assert len(delivered) == 1
+
+    def rebriefed() -> bool:
+        briefings = [m for m in _messages(client, report.project) if m["kind"] == "briefing"]
+        again = [m for m in briefings if m["body"].startswith(launch.REBRIEF_NOTE)]
+        return len(briefings) == 6 and {m["state"] for m in again} == {"delivered"}
+
+    wait_until(rebriefed, timeout_s=90, message="a second briefing delivered to every agent")
     from supervisor.sandboxes import SandboxBackend
 
     pane = SandboxBackend(settings).pane_history(report.project, "tester", lines=2000)
@@ -125,3 +136,8 @@ def test_up_down_resume_with_demo_team(project_repo: Path, settings: Settings, c
     assert SandboxBackend(settings).list(report.project) == []
     assert not any(worktrees.iterdir()) if worktrees.exists() else True
     assert "agent/developer" in git(project_repo, "branch", "--list", "agent/*")
+
+
+def _state(settings: Settings, project: str) -> str:
+    with ApiClient(settings) as client:
+        return next(p["state"] for p in client.get("/v1/projects") if p["name"] == project)

@@ -183,10 +183,11 @@ def test_merge_into_the_start_branch_only_when_named_and_brings_the_checkout_alo
     assert sh(repo, "branch", "--list", INTEGRATION_BRANCH) == ""
 
 
-def test_merge_into_a_new_branch_makes_it_from_the_start_branch(repo: Path) -> None:
-    merge_branches(repo, ["agent/clean"], "main", into="release/1")
+def test_merge_into_a_new_branch_is_refused_and_creates_nothing(repo: Path) -> None:
+    with pytest.raises(Conflict, match=r"into a new branch release/1: .*only into"):
+        merge_branches(repo, ["agent/clean"], "main", into="release/1")
 
-    assert sh(repo, "rev-parse", "release/1^1") == sh(repo, "rev-parse", "main")
+    assert sh(repo, "branch", "--list", "release/1") == ""
 
 
 def test_merge_refuses_any_other_existing_branch(repo: Path) -> None:

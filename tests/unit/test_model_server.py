@@ -73,7 +73,7 @@ def events(raw: bytes) -> list[tuple[str, dict[str, Any]]]:
 def serve(tmp_path: Path) -> Iterator[Any]:
     servers: list[ModelServer] = []
 
-    def start(steps: list[dict[str, Any]]) -> ModelServer:
+    def start(steps: Any) -> ModelServer:
         server = ModelServer(steps, record_path=tmp_path / "record.jsonl").start()
         servers.append(server)
         return server
@@ -219,6 +219,8 @@ def test_last_user_text_reads_text_blocks_and_tool_results():
     ("steps", "message"),
     [
         ({"text": "x"}, "JSON list"),
+        ({"agents": {"developer": {"text": "x"}}}, "steps of 'developer' must be a JSON list"),
+        ({"agents": {"tester": [{"tool": "Bash"}]}}, "needs 'command'"),
         (["text"], "step 0 must be a JSON object"),
         ([{"nothing": 1}], "step 0 needs one of"),
         ([{"tool": "Bash"}], "needs 'command'"),
@@ -261,3 +263,78 @@ def test_gateway_token_is_a_jwt_for_the_claude_gateway_audience():
     _header, claims, _signature = gateway_token().split(".")
     decoded = json.loads(base64.urlsafe_b64decode(claims + "=" * (-len(claims) % 4)))
     assert decoded["aud"] == "claude-gateway"
+
+
+def _reply(raw: bytes) -> dict[str, Any]:
+    """The first content block of a non-streamed answer."""
+    return json.loads(raw)["content"][0]
+
+
+def _turn(server: ModelServer, agent: str, *turns: Any) -> dict[str, Any]:
+    _, _, raw = post(server, conversation(*turns), {"x-agentvisor-agent": f"demo/{agent}"})
+    return _reply(raw)
+
+
+def test_a_team_script_gives_each_agent_its_own_list_in_order(serve):
+    """The documented per-agent format, with a team of three: the developer has its own list,
+    the others share `*` (each its own copy), `{role}` is filled in, a step after a tool step
+    answers only that tool's result, and an agent without steps left gets "OK."."""
+    server = serve(
+        {
+            "agents": {
+                "developer": [{"text": "dev 1"}, {"text": "dev 2", "when": "REVIEW"}],
+                "*": [
+                    {"tool": "Bash", "command": "agent checkin 1 '{role} later'"},
+                    {"text": "{role} scheduled"},
+                ],
+            }
+        }
+    )
+    briefing = user("You are the **orchestrator** of project **demo**")
+    call = _turn(server, "orchestrator", briefing)
+    assert call["type"] == "tool_use" and call["input"]["command"] == (
+        "agent checkin 1 'orchestrator later'"
+    )
+    # The tester's first turn takes its own copy of `*`, not the orchestrator's next step.
+    assert (
+        _turn(server, "tester", user("hi"))["input"]["command"] == "agent checkin 1 'tester later'"
+    )
+    # A message (not the tool's result) does not take the step reserved for the result.
+    assert _turn(server, "orchestrator", user("a message"))["text"] == "OK."
+    assistant = {"role": "assistant", "content": [call]}
+    answered = _turn(server, "orchestrator", briefing, assistant, tool_result(call["id"], "ok"))
+    assert answered["text"] == "orchestrator scheduled"
+    # The developer: its own list, `when` waiting for a matching message.
+    assert _turn(server, "developer", user("briefing"))["text"] == "dev 1"
+    assert _turn(server, "developer", user("unrelated"))["text"] == "OK."
+    assert _turn(server, "developer", user("please REVIEW"))["text"] == "dev 2"
+    assert server.script.remaining == 1  # the tester's answer to its tool result
+    roles = [(r["role"], r["step"]) for r in server.conversation()]
+    assert roles[:2] == [("orchestrator", 0), ("tester", 0)]
+
+
+def test_without_the_brokers_header_the_role_comes_from_the_briefing(serve):
+    server = serve({"agents": {"tester": [{"text": "for the tester"}], "*": []}})
+    body = conversation(user("You are a **tester** on project **demo** ..."))
+    _, _, raw = post(server, {**body, "metadata": {"user_id": "user_abc"}})
+    assert _reply(raw)["text"] == "for the tester"
+    _, _, raw = post(server, conversation(user("You are a **developer** on project **demo**")))
+    assert _reply(raw)["text"] == "OK."  # `*` is empty
+    assert [r["agent"] for r in server.conversation()] == ["user_abc", "developer"]
+
+
+def test_the_dry_run_script_briefs_checks_in_and_reports_for_every_role(serve):
+    server = serve("dry-run")
+    for role in ("orchestrator", "developer", "tester"):
+        briefing = user(f"You are a **{role}** on project **demo**")
+        call = _turn(server, role, briefing)
+        assert call["input"]["command"].startswith("agent checkin 1 'Dry run: ")
+        note = call["input"]["command"].split("'")[1]
+        done = {"role": "assistant", "content": [call]}
+        assert (
+            role
+            in _turn(server, role, briefing, done, tool_result(call["id"], "check-in 1"))["text"]
+        )
+        report = _turn(server, role, user(f"[checkin 1] {note}"))
+        assert report["input"]["command"].startswith("agent done '")
+        assert ("PROJECT COMPLETE" in report["input"]["command"]) == (role == "orchestrator")

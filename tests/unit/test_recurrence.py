@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from supervisor.recurrence import checkin_text, format_duration, plan_firing
+from supervisor.recurrence import checkin_text, format_duration, plan_firing, unfireable
 
 
 def test_one_shot_checkin_closes_after_firing():
@@ -49,3 +50,26 @@ def test_format_duration_reads_well():
     assert format_duration(125) == "2m 5s"
     assert format_duration(7260) == "2h 1m"
     assert format_duration(3 * 86400 + 3600) == "3d 1h"
+
+
+@pytest.mark.parametrize(
+    ("due_at", "every_s"),
+    [
+        (float("-inf"), None),
+        (float("nan"), None),
+        ("soon", None),
+        (None, None),
+        (b"\x00", None),
+        (100.0, 1e-300),
+        (100.0, -60.0),
+        (100.0, float("inf")),
+        (100.0, "60"),
+    ],
+)
+def test_a_stored_check_in_that_cannot_fire_is_named(due_at, every_s):
+    assert unfireable(due_at, every_s)
+
+
+@pytest.mark.parametrize(("due_at", "every_s"), [(100.0, None), (100, 60.0), (0.0, 0)])
+def test_a_sound_stored_check_in_can_fire(due_at, every_s):
+    assert unfireable(due_at, every_s) is None

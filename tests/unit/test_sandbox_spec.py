@@ -24,6 +24,7 @@ from supervisor.sandbox_spec import (
 )
 from supervisor.sandbox_status import cpu_percent, health_of, memory_mb, parse_docker_time
 from supervisor.sandbox_tokens import write_token_file
+from supervisor.sandboxes import last_lines
 from supervisor.worktrees import ensure_worktree
 
 PROJECT, ROLE = "shop", "developer"
@@ -521,3 +522,11 @@ def test_an_unreachable_engine_says_what_to_do(monkeypatch: pytest.MonkeyPatch, 
     with pytest.raises(EngineUnavailable, match=r"Docker engine not reachable at unix://.*"
                        r"no-engine\.sock; run 'make setup' or start dockerd"):  # fmt: skip
         docker_client()
+
+
+def test_last_lines_drops_the_blank_rows_below_the_cursor_and_keeps_the_last_n():
+    captured = "one\ntwo\n\nthree\ndemo> \n\n   \n\n"
+    assert last_lines(captured, 2) == "three\ndemo> \n"
+    assert last_lines(captured, 0) == "one\ntwo\n\nthree\ndemo> \n"
+    assert last_lines(captured, 100) == last_lines(captured, 0)
+    assert last_lines("\n\n", 5) == ""

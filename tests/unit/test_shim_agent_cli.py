@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent_shim.agent_cli import build_parser, describe, resolve_target
+from agent_shim.agent_cli import UsageError, build_parser, describe, resolve_target
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = REPO / "agent_shim" / "bin"
@@ -25,10 +25,19 @@ BIN = REPO / "agent_shim" / "bin"
         ("proj:Developer", "developer"),
         ("proj:tester.0", "tester"),
         (":qa", "qa"),
+        ("documentation_writer", "documentation-writer"),
+        ("proj:QA_Engineer", "qa-engineer"),
+        ("proj:1", "developer"),
+        ("proj:2.0", "tester"),
     ],
 )
 def test_old_tmux_targets_map_to_roles(target: str, role: str):
-    assert resolve_target(target) == role
+    assert resolve_target(target, lambda: ["orchestrator", "developer", "tester"]) == role
+
+
+def test_a_window_number_past_the_team_says_who_is_there():
+    with pytest.raises(UsageError, match=r"window 5 has no agent .*orchestrator, developer"):
+        resolve_target("proj:5", lambda: ["orchestrator", "developer"])
 
 
 def test_checkin_arguments():

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from supervisor import cli
 from supervisor.errors import SpecError
 from supervisor.spec import (
     MAX_GOAL_CHARS,
@@ -50,6 +54,34 @@ def test_path_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 def test_title_is_file_stem_when_spec_has_no_heading(tmp_path: Path) -> None:
     path = write(tmp_path, "Build a tool that renames photos by date.\n", "photo-renamer.md")
     assert load_spec(path).title == "photo-renamer"
+
+
+def test_title_is_an_old_style_project_line_when_spec_has_no_heading(tmp_path: Path) -> None:
+    text = "PROJECT: Photo Renamer\n\nBuild a tool that renames photos by date.\n"
+    assert load_spec(write(tmp_path, text, "spec.md")).title == "Photo Renamer"
+
+
+def test_plan_prints_the_project_name_and_where_it_comes_from(tmp_path: Path) -> None:
+    repo = tmp_path / "Photo_Tools"
+    repo.mkdir()
+    spec = write(repo, "PROJECT: X\n\nBuild a tool that renames photos by date.\n", "spec.md")
+    runner = CliRunner()
+    outside = runner.invoke(cli.app, ["plan", str(spec)])
+    assert outside.exit_code == 0, outside.output
+    assert "spec: X (" in outside.output
+    assert "project: none yet (" in outside.output and "not inside a git repository" in (
+        outside.output
+    )
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "spec.md"], check=True)
+    subprocess.run([*git, "commit", "-qm", "spec"], check=True)
+    inside = runner.invoke(cli.app, ["plan", str(spec), "--json"])
+    assert json.loads(inside.output)["project"] == "photo-tools"
+    named = runner.invoke(cli.app, ["plan", str(spec)])
+    assert f"project: photo-tools, named after the folder of its repository, {repo}" in (
+        named.output
+    )
 
 
 def test_title_is_first_heading_of_any_level(tmp_path: Path) -> None:

@@ -1,0 +1,154 @@
+"""The newcomer's dry run, `agentvisor up SPEC --model scripted[:SCRIPT]`, end to end: the real
+Claude Code in three sandboxes, the scripted model server that `up` starts on the host as the
+project's model upstream, no key and no login anywhere (none on the host either). Every agent
+answers its briefing and schedules its own check-in; at it the teammates report their tasks
+and the orchestrator the project complete; `down` stops the model server, `destroy` too."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from supervisor import cli, dry_run, launch, server
+from supervisor.client import ApiClient
+from supervisor.config import Settings, load_settings
+from supervisor.images import build_sandbox_image
+from supervisor.sandboxes import SandboxBackend
+from supervisor.testing.model_server import DRY_RUN_SCRIPT
+from tests.conftest import require
+from tests.helpers import docker_answers, make_repo, wait_until
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+IMAGE = os.environ.get("AGENTVISOR_CLAUDE_TEST_IMAGE", "agentvisor/sandbox:claude-test")
+ROLES = ("orchestrator", "developer", "tester")
+SPEC = """# Word counter
+
+Build a command-line tool that counts the words of a text file, with tests and a README.
+"""
+
+
+def _quick(script: dict) -> dict:
+    """The built-in dry-run script with check-ins in 3 s instead of a minute."""
+    text = json.dumps(script).replace("agent checkin 1 ", "agent checkin 0.05 ")
+    return json.loads(text)
+
+
+@pytest.fixture
+def settings(short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    require(docker_answers(), "a Docker engine")
+    build_sandbox_image(tag=IMAGE, agent_clis="claude")
+    # The server `up` starts inherits this: no key, no login on the "host".
+    home = short_tmp / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    for name in [n for n in os.environ if n.startswith("AGENTVISOR_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AGENTVISOR_WATCHDOG_INTERVAL_S", "3600")
+    return load_settings(short_tmp / "state", env={}, image=IMAGE, memory_mb=1536)
+
+
+def test_a_dry_run_brings_up_the_real_claude_code_against_the_scripted_model(
+    short_tmp: Path, settings: Settings
+):
+    repo = make_repo(short_tmp / f"wc-{short_tmp.name[-6:].lower()}", SPEC)
+    script = short_tmp / "team.json"
+    script.write_text(json.dumps(_quick(DRY_RUN_SCRIPT)))
+    # As a newcomer types it (the README's tour), with a quicker copy of the built-in script.
+    up = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "supervisor",
+            "--state",
+            str(settings.state_dir),
+            "up",
+            str(repo / "spec.md"),
+            "--roles",
+            ",".join(ROLES),
+            "--model",
+            f"scripted:{script}",
+            "--json",
+        ],
+        env={**os.environ, "AGENTVISOR_IMAGE": IMAGE, "AGENTVISOR_MEMORY_MB": "1536"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert up.returncode == 0, up.stderr[-3000:]
+    report = json.loads(up.stdout)
+    name = report["project"]
+    try:
+        assert report["profile"] == "claude"
+        assert {a["briefing"] for a in report["agents"]} == {"delivered"}, report["agents"]
+        model = dry_run.current(settings, name)
+        assert model is not None and model.url.startswith("http://127.0.0.1:")
+        client = ApiClient(settings)
+
+        def state() -> str:
+            return next(p["state"] for p in client.get("/v1/projects") if p["name"] == name)
+
+        # Briefing -> check-in -> report, for every agent; the orchestrator's closes the project.
+        def reports() -> dict[int, str]:
+            done = client.get("/v1/events", project=name, limit=500)
+            data = [(e["agent_id"], e["data"]) for e in done if e["kind"] == "agent.done"]
+            return {a: (json.loads(d) if isinstance(d, str) else d)["summary"] for a, d in data}
+
+        got = wait_until(
+            lambda: len(r := reports()) == len(ROLES) and r,
+            timeout_s=120,
+            message="a report from every agent",
+        )
+        assert state() == "complete"
+        summaries = sorted(got.values())
+        assert summaries[0].startswith("PROJECT COMPLETE (dry run)")
+        assert summaries[1:] == [
+            "developer: task complete (dry run)",
+            "tester: task complete (dry run)",
+        ]
+        checkins = client.get("/v1/checkins", project=name, state="all")
+        assert {c["note"] for c in checkins} >= {"Dry run: review the team"}
+
+        # The scripted model saw every agent by name and never a credential of the host's.
+        lines = dry_run.requests_file(settings, name).read_text().splitlines()
+        turns = [json.loads(line) for line in lines if '"conversation": true' in line]
+        assert {t["role"] for t in turns} == set(ROLES)
+        assert {t["agent"] for t in turns} == {f"{name}/{role}" for role in ROLES}
+        dry = hashlib.sha256(b"agentvisor-dry-run").hexdigest()
+        assert {t["credential_sha256"] for t in turns} == {dry}
+
+        # Claude Code's first screen asked for nothing (tmux focus-events are on).
+        pane = SandboxBackend(settings).pane_history(name, "developer", lines=0)
+        assert "focus-events" not in pane and "Dry run" in pane
+
+        # `status` shows where it stands; `down` stops the model server with the sandboxes.
+        shown = CliRunner().invoke(cli.app, ["--state", str(settings.state_dir), "status", name])
+        assert shown.exit_code == 0 and "(complete)" in shown.output, shown.output
+        launch.down(settings, name)
+        assert dry_run.current(settings, name) is None
+        assert state() == "stopped"
+        client.close()
+    finally:
+        launch.destroy(settings, name, remove_worktrees=True)
+        assert dry_run.current(settings, name) is None
+        server.stop_server(settings)
+
+
+def test_model_options_other_than_scripted_are_refused_with_what_to_do(tmp_path: Path):
+    with pytest.raises(Exception, match="the only choice is 'scripted'"):
+        dry_run.parse_model("claude-opus")
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"agents": {"developer": {"text": "x"}}}')
+    with pytest.raises(Exception, match="steps of 'developer' must be a JSON list"):
+        dry_run.parse_model(f"scripted:{bad}")
+    assert dry_run.parse_model("scripted") == dry_run.parse_model("scripted:dry-run") == "dry-run"
+    assert dry_run.parse_model(None) is None
