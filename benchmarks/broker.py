@@ -5,6 +5,7 @@ server and the relay run as processes of their own, as they do for real."""
 
 from __future__ import annotations
 
+import os
 import socket
 import statistics
 import subprocess
@@ -74,13 +75,26 @@ def first_byte_ms(client: httpx.Client, path: str, key: str) -> float:
     return elapsed
 
 
-def measure(client: httpx.Client, path: str, key: str) -> list[float]:
-    for _ in range(10):  # warm: connections opened, code paths loaded
-        first_byte_ms(client, path, key)
-    return sorted(first_byte_ms(client, path, key) for _ in range(REQUESTS))
+def measure(clients: list[tuple[httpx.Client, str, str]]) -> list[list[float]]:
+    """TTFB samples of each (client, path, key), taken in turn, one request each: a load that
+    drifts on this shared machine shifts every column alike instead of one of them."""
+    for client, path, key in clients:
+        for _ in range(10):  # warm: connections opened, code paths loaded
+            first_byte_ms(client, path, key)
+    samples: list[list[float]] = [[] for _ in clients]
+    for _ in range(REQUESTS):
+        for column, (client, path, key) in zip(samples, clients, strict=True):
+            column.append(first_byte_ms(client, path, key))
+    return [sorted(column) for column in samples]
 
 
-def ttfb() -> tuple[list[float], list[float], list[float]]:
+def cpu_s(pid: int) -> float:
+    """User and system CPU seconds of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def ttfb() -> tuple[list[float], list[float], list[float], float]:
     from tests.conftest import ServerProcess
 
     with tempfile.TemporaryDirectory(prefix="av-", dir="/tmp") as folder:
@@ -125,16 +139,24 @@ def ttfb() -> tuple[list[float], list[float], list[float]]:
                         timeout=30,
                     )
                     with direct, brokered, socket_only:
-                        straight = measure(direct, "/v1/messages", KEY)
-                        through = measure(brokered, "/model/v1/messages", token)
-                        no_relay = measure(socket_only, "/model/v1/messages", token)
+                        assert server.proc is not None
+                        cpu_before = cpu_s(server.proc.pid)
+                        straight, through, no_relay = measure(
+                            [
+                                (direct, "/v1/messages", KEY),
+                                (brokered, "/model/v1/messages", token),
+                                (socket_only, "/model/v1/messages", token),
+                            ]
+                        )
+                        brokered_requests = 2 * (REQUESTS + 10)
+                        cpu_ms = (cpu_s(server.proc.pid) - cpu_before) * 1000 / brokered_requests
             finally:
                 server.kill()
-    return straight, through, no_relay
+    return straight, through, no_relay, cpu_ms
 
 
 def run() -> list[Result]:
-    straight, through, no_relay = ttfb()
+    straight, through, no_relay, cpu_ms = ttfb()
     direct_ms, broker_ms = statistics.median(straight), statistics.median(through)
     added = broker_ms - direct_ms
     p90 = through[int(len(through) * 0.9) - 1]
@@ -151,4 +173,5 @@ def run() -> list[Result]:
             "",
         ),
         Result("model TTFB added by the broker, median", f"{added:.2f} ms", "< 5 ms", added < 5),
+        Result("server CPU per brokered request (whole answer)", f"{cpu_ms:.2f} ms", ""),
     ]

@@ -47,7 +47,7 @@ from supervisor.errors import AgentvisorError, TooManyRequests
 from supervisor.git_api import git_router
 from supervisor.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from supervisor.metrics import StoreCollector
-from supervisor.model_api import model_router
+from supervisor.model_api import model_credentials, model_router
 from supervisor.quotas import Quotas, retry_after_header
 from supervisor.service import Service
 from supervisor.store import Row
@@ -119,7 +119,8 @@ def create_app(
     svc = service
     app.include_router(git_router(service, auth))
     app.include_router(egress_router(service, auth), responses=_doc(400, 403, 404, 507))
-    app.include_router(model_router(service, auth, model_env), responses=_doc(400, 403, 404, 507))
+    credentials = model_credentials(service, model_env)
+    app.include_router(model_router(service, auth, credentials), responses=_doc(400, 403, 404, 507))
 
     @app.get("/v1/health", responses=errors(413))
     def health() -> dict[str, Any]:
@@ -138,6 +139,9 @@ def create_app(
         result["docker"] = "ok" if problem is None else f"not reachable: {problem}"
         if problem is not None:
             result["ok"] = False
+        login = credentials.problem()  # the host's Claude Code login could not be refreshed
+        if login is not None:
+            result.update(ok=False, model_login=login)
         return result
 
     @app.get("/metrics", response_class=PlainTextResponse, responses=json_errors(413, 503))

@@ -77,6 +77,9 @@ class Settings:
     egress_max_connections: int = 256  # in all; a tunnel takes two threads
     egress_connect_timeout_s: float = 10.0
     egress_idle_timeout_s: float = 300.0  # a connection silent both ways this long is closed
+    # Each agent's egress.request events per minute; the rest of a minute's requests become
+    # one summary event (the counters count them all). 0: no limit.
+    egress_events_per_minute: int = 120
     # The model broker (docs/sandboxes.md#credentials): where it forwards the agents' model
     # requests with the host's credential, and the CA bundle it trusts there (default: the
     # system's). The credential is the server's ANTHROPIC_API_KEY, ANTHROPIC_AUTH_TOKEN or
@@ -84,6 +87,12 @@ class Settings:
     model_upstream: str = "https://api.anthropic.com"
     model_upstream_ca: str | None = None
     claude_credentials_file: str | None = None
+    # The broker refreshes that login this long before it expires (or when the upstream
+    # refuses it) and writes it back; the endpoint and client id are Claude Code 2.1.330's own
+    # (its bundled OAuth config's TOKEN_URL and CLIENT_ID).
+    claude_oauth_token_url: str = "https://platform.claude.com/v1/oauth/token"
+    claude_oauth_client_id: str = "9d1c250a-e61b-44d9-88ed-5944d1962f5e"
+    claude_oauth_refresh_margin_s: float = 300.0
     model_max_request_mb: int = 32  # the largest request body an agent may send the model
     # A 429 whose reset is at least this far away pauses the agent (shorter ones Claude Code
     # retries by itself).

@@ -13,9 +13,6 @@ import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import httpx
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
@@ -33,14 +30,13 @@ from supervisor.model_broker import (
     MAX_JSON_BODY,
     Credential,
     UsageMeter,
-    credential_from_env,
-    credential_from_login,
     downstream_headers,
     error_body,
     reset_time,
     stand_in,
     upstream_headers,
 )
+from supervisor.model_login import CredentialSource, default_login_path
 from supervisor.model_usage import ModelAccounting
 from supervisor.service import Service
 from supervisor.store import Row, project_settings
@@ -49,79 +45,46 @@ log = logging.getLogger("agentvisor.model")
 JSON = "application/json"
 
 
-class ModelUnavailable(AgentvisorError):
-    status = 503
+def model_credentials(service: Service, env: Mapping[str, str] | None = None) -> CredentialSource:
+    """The host's credential as the settings name it; a refresh of its login is an event."""
+    settings = service.settings
+    env = dict(os.environ if env is None else env)
+
+    def told(ok: bool, detail: str) -> None:
+        kind = "model.login_refreshed" if ok else "model.login_refresh_failed"
+        service.store.log_event(kind, data={"detail": detail[:500]})
+        service.metrics.inc("model_login_refreshes" if ok else "model_login_refresh_failures")
+
+    return CredentialSource(
+        env,
+        default_login_path(settings.claude_credentials_file, env),
+        settings.claude_oauth_token_url,
+        settings.claude_oauth_client_id,
+        service.store.clock.now,
+        margin_s=settings.claude_oauth_refresh_margin_s,
+        on_refresh=told,
+    )
 
 
-@dataclass
-class CredentialSource:
-    """The host's credential: its environment's key or token, else its Claude Code login,
-    read again whenever the file changes (Claude Code on the host refreshes it there)."""
-
-    env: Mapping[str, str]
-    login_path: Path
-    clock: Any = time.time
-    _seen: tuple[int, int, int] | None = None
-    _login: Credential | None = field(default=None, repr=False)
-
-    def current(self) -> Credential:
-        from_env = credential_from_env(self.env)
-        if from_env is not None:
-            return from_env
-        try:
-            stat = self.login_path.stat()
-        except OSError:
-            raise ModelUnavailable(
-                "the host has no model credential: set ANTHROPIC_API_KEY (or "
-                "ANTHROPIC_AUTH_TOKEN) where `agentvisor serve` runs, or log in with `claude` "
-                f"on the host ({self.login_path})"
-            ) from None
-        seen = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-        if seen != self._seen:
-            try:
-                text = self.login_path.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                raise ModelUnavailable(
-                    f"cannot read the host's login {self.login_path}: {exc}"
-                ) from None
-            self._login = credential_from_login(text, str(self.login_path))
-            self._seen = seen
-        if self._login is None:
-            raise ModelUnavailable(
-                f"{self.login_path} holds no Claude Code login: log in again with `claude`"
-            )
-        if self._login.expires_at is not None and self._login.expires_at < self.clock():
-            raise ModelUnavailable(
-                f"the host's Claude Code login ({self.login_path}) has expired: run `claude` on "
-                "the host once (it refreshes the login; the broker reads the new one at once)"
-            )
-        return self._login
+# Per request: the answer's first byte may take long (a model thinking), each later one too.
+UPSTREAM_TIMEOUT = httpx.Timeout(connect=15.0, read=600.0, write=60.0, pool=30.0).as_dict()
 
 
-def default_login_path(settings_value: str | None, env: Mapping[str, str]) -> Path:
-    if settings_value:
-        return Path(settings_value).expanduser()
-    return Path(env.get("HOME") or Path.home()) / ".claude" / ".credentials.json"
-
-
-def upstream_client(ca_file: str | None) -> httpx.AsyncClient:
-    """One pooled client for every agent. The upstream's CA: the setting's bundle only when
-    set (a test CA is trusted by the broker and nothing else), else the system's."""
+def upstream_transport(ca_file: str | None) -> httpx.AsyncHTTPTransport:
+    """One connection pool for every agent. The upstream's CA: the setting's bundle only when
+    set (a test CA is trusted by the broker and nothing else), else the system's. Requests go
+    to the transport itself, not through an `httpx.AsyncClient`: its cookie jar, auth and
+    redirect steps, which the broker has no use for, cost a fifth of a request's CPU."""
     verify: ssl.SSLContext | bool = True
     if ca_file:
         verify = ssl.create_default_context(cafile=ca_file)
     # TCP_NODELAY: httpx writes a request's head and body apart; with Nagle the body would
     # wait for the upstream's delayed ACK.
-    transport = httpx.AsyncHTTPTransport(
+    return httpx.AsyncHTTPTransport(
         verify=verify,
+        trust_env=False,  # the host's proxy variables and CA files are not the broker's
         socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         limits=httpx.Limits(max_connections=200, max_keepalive_connections=40),
-    )
-    return httpx.AsyncClient(
-        transport=transport,
-        trust_env=False,  # the host's proxy variables and CA files are not the broker's
-        follow_redirects=False,
-        timeout=httpx.Timeout(connect=15.0, read=600.0, write=60.0, pool=30.0),
     )
 
 
@@ -138,27 +101,24 @@ class BudgetBody(BaseModel):
 
 
 def model_router(
-    service: Service, auth: Authenticator, env: Mapping[str, str] | None = None
+    service: Service, auth: Authenticator, credentials: CredentialSource | None = None
 ) -> APIRouter:
     router = APIRouter()
     settings = service.settings
-    env = dict(os.environ if env is None else env)
-    credentials = CredentialSource(
-        env, default_login_path(settings.claude_credentials_file, env), service.store.clock.now
-    )
+    source = credentials or model_credentials(service)
     accounting = ModelAccounting(service)
     upstream = settings.model_upstream.rstrip("/")
-    clients: list[httpx.AsyncClient] = []
+    pools: list[httpx.AsyncHTTPTransport] = []
     limit = settings.model_max_request_mb * 1024 * 1024
 
-    def client() -> httpx.AsyncClient:
-        if not clients:
-            clients.append(upstream_client(settings.model_upstream_ca))
-        return clients[0]
+    def pool() -> httpx.AsyncHTTPTransport:
+        if not pools:
+            pools.append(upstream_transport(settings.model_upstream_ca))
+        return pools[0]
 
     @router.on_event("shutdown")
     async def _close() -> None:
-        for each in clients:
+        for each in pools:
             await each.aclose()
 
     def _agent(headers: Mapping[str, str]) -> Row:
@@ -185,7 +145,7 @@ def model_router(
         agent = {**agent, "project": project["name"]}
         if refusal:
             return agent, refusal, None, own_url
-        return agent, None, DRY_RUN_CREDENTIAL if own_url else credentials.current(), own_url
+        return agent, None, DRY_RUN_CREDENTIAL if own_url else source.current(), own_url
 
     @router.api_route(
         "/model/{path:path}",
@@ -214,18 +174,32 @@ def model_router(
         except AgentvisorError as exc:
             return _error(exc.status, "request_too_large", exc.message)
         assert credential is not None  # _admit gives one whenever it refuses nothing
-        outgoing_headers = upstream_headers(request.headers, credential)
-        if own_url:
-            outgoing_headers[AGENT_HEADER] = f"{agent['project']}/{agent['role']}"
-        outgoing = client().build_request(
-            request.method,
-            f"{own_url or upstream}/{path}",
-            params=str(request.query_params),
-            headers=outgoing_headers,
-            content=body,
-        )
+
+        async def send(with_credential: Credential) -> httpx.Response:
+            outgoing_headers = upstream_headers(request.headers, with_credential)
+            if own_url:
+                outgoing_headers[AGENT_HEADER] = f"{agent['project']}/{agent['role']}"
+            outgoing = httpx.Request(
+                request.method,
+                f"{own_url or upstream}/{path}",
+                params=str(request.query_params),
+                headers=outgoing_headers,
+                content=body,
+                extensions={"timeout": UPSTREAM_TIMEOUT},
+            )
+            answer = await pool().handle_async_request(outgoing)
+            answer.request = outgoing
+            return answer
+
         try:
-            answer = await client().send(outgoing, stream=True)
+            answer = await send(credential)
+            if answer.status_code == 401 and credential.kind == "oauth":
+                # The login was revoked or rotated early: one refresh, one retry.
+                fresh = await run_in_threadpool(source.after_rejection, credential)
+                if fresh is not None:
+                    await answer.aclose()
+                    credential = fresh
+                    answer = await send(credential)
         except httpx.HTTPError as exc:
             await run_in_threadpool(
                 _record, agent, path, 502, UsageMeter(False), None, None, started

@@ -32,6 +32,7 @@ import h11
 
 from supervisor.config import Settings
 from supervisor.egress.allowlist import EVENT_KIND, rules_for
+from supervisor.egress.event_limit import EventLimit
 from supervisor.egress.rules import (
     Decision,
     RuleError,
@@ -40,7 +41,7 @@ from supervisor.egress.rules import (
     decide_name,
     split_authority,
 )
-from supervisor.egress.tunnel import POLL_S, Conn, shut, splice
+from supervisor.egress.tunnel import POLL_S, Conn, shut, splice, widen
 from supervisor.metrics import Metrics
 from supervisor.store import Row, Store
 
@@ -134,6 +135,9 @@ class EgressProxy:
         self._tasks: set[asyncio.Future[None]] = set()
         self._tunnels: set[tuple[socket.socket, socket.socket]] = set()
         self._per_agent: dict[int, int] = {}
+        self._event_limit = EventLimit(settings.egress_events_per_minute, 60.0)
+        self._flush: asyncio.TimerHandle | None = None
+        self._writes: set[asyncio.Future[None]] = set()
         # Two threads per open tunnel at most (one per direction).
         self._pool = ThreadPoolExecutor(
             max_workers=2 * settings.egress_max_connections, thread_name_prefix="egress"
@@ -153,6 +157,9 @@ class EgressProxy:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._flush is not None:
+            self._flush.cancel()
+        await self._flush_due(everything=True)  # what a flood's unfinished minute held back
         if self._listener is not None:
             self._listener.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -327,6 +334,7 @@ class EgressProxy:
             await upstream.send(early)
             request.bytes_up += len(early)
         pair = (client.sock, upstream.sock)
+        widen(client.sock)
         self._tunnels.add(pair)
         loop = asyncio.get_running_loop()
         idle_s = self.settings.egress_idle_timeout_s
@@ -414,10 +422,40 @@ class EgressProxy:
         )
         self.metrics.inc('egress_bytes|direction="up"', request.bytes_up)
         self.metrics.inc('egress_bytes|direction="down"', request.bytes_down)
+        now = self.store.clock.now()
+        for summary in self._event_limit.due(now):
+            await self._write(summary.project_id, summary.agent_id or None, summary.data)
+        if self._event_limit.admit(request.agent_id, request.project_id, data, now):
+            await self._write(request.project_id, request.agent_id, data)
+        elif self._flush is None:
+            self._flush_soon_later()
+
+    def _flush_soon(self) -> None:
+        self._flush = None
+        task = asyncio.ensure_future(self._flush_due(everything=False))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _flush_due(self, everything: bool) -> None:
+        """The summaries of ended windows, so a flood's last minute is told without waiting
+        for the agent's next request."""
+        for summary in self._event_limit.due(self.store.clock.now(), everything):
+            await self._write(summary.project_id, summary.agent_id or None, summary.data)
+        if not everything and self._event_limit.next_due() is not None and self._flush is None:
+            self._flush_soon_later()
+
+    def _flush_soon_later(self) -> None:
+        due = self._event_limit.next_due()
+        if due is None:
+            return
+        delay = max(0.0, due - self.store.clock.now()) + 0.05
+        self._flush = asyncio.get_running_loop().call_later(delay, self._flush_soon)
+
+    async def _write(
+        self, project_id: int | None, agent_id: int | None, data: dict[str, Any]
+    ) -> None:
         try:
-            await asyncio.to_thread(
-                self.store.log_event, EVENT_KIND, request.project_id, request.agent_id, data
-            )
+            await asyncio.to_thread(self.store.log_event, EVENT_KIND, project_id, agent_id, data)
         except Exception as error:  # the store is full or gone: the counter still has it
             log.warning("egress: cannot record a request: %s", error)
 

@@ -326,11 +326,16 @@ function renderEvents(data) {
   if (!items.length) $("events").append(el("li", { class: "empty" }, "No events yet."));
 }
 
+// A summary row (an agent's requests past egress_events_per_minute) has no port.
+function egressTarget(r) {
+  return r.port == null ? `${r.method} ${r.host}` : `${r.method} ${r.host}:${r.port}`;
+}
+
 function renderEgress(data) {
   const rows = (data.egress || []).map((r) => el("tr", { "data-id": r.id },
     timeCell(r.at),
     el("td", {}, r.role || "–"),
-    el("td", { class: "body", title: `${r.method} ${r.host}:${r.port}` }, `${r.method} ${r.host}:${r.port}`),
+    el("td", { class: "body", title: egressTarget(r) }, egressTarget(r)),
     el("td", { class: "state" }, r.allowed ? badge("allowed", "ok") : badge(`denied: ${r.reason}`, "failed")),
     el("td", { class: "num" }, number(r.bytes_up / 1024, " KiB", 0)),
     el("td", { class: "num" }, number(r.bytes_down / 1024, " KiB", 0)),

@@ -19,6 +19,8 @@ one of:
                                                         counts from when it is sent)
     {"error": {"status": 529, "type": "overloaded_error", "message": "Overloaded"}}
 
+A POST whose credential's sha256 is in `ModelServer.revoked` gets a 401 instead.
+
 and may add `"delay_s": N` (answer that much later: a slow model). When the script runs out the
 model answers "OK.". Requests that are not turns of the conversation (title generation, quota
 checks and other side calls, which have no tools) get a short text without using a step.
@@ -428,6 +430,8 @@ class ModelServer:
         self.script = Script(steps)
         self.record_path = Path(record_path) if record_path else None
         self.requests: list[dict[str, Any]] = []
+        # sha256 of credentials answered with a 401, as an expired or revoked one would be.
+        self.revoked: set[str] = set()
         self._record_lock = threading.Lock()
         self._clock = clock
         self._thread: threading.Thread | None = None
@@ -519,7 +523,15 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._read_body()
         entry = self._begin("POST", body)
         path = self.path.split("?", 1)[0]
-        if path == "/v1/messages/count_tokens":
+        if entry["credential_sha256"] in self.model_server.revoked:
+            entry["rejected"] = True
+            if path == "/v1/messages":
+                self.model_server.record(entry)
+            text = (
+                "OAuth token has expired. Please obtain a new token or refresh your existing token."
+            )
+            self._json(401, error_body("authentication_error", text))
+        elif path == "/v1/messages/count_tokens":
             self._json(200, {"input_tokens": _estimate_tokens(body)})
         elif path == "/v1/messages":
             self._messages(body, entry)
