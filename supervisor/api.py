@@ -175,6 +175,10 @@ def create_app(
             return [svc.store.get_project_by_id(who.agent["project_id"])]
         return svc.store.list_projects()
 
+    @app.post("/v1/projects/{name}/release", responses=_doc(403, 404, 507))
+    def project_release(name: NamePath, who: Caller = Depends(caller)) -> dict[str, int]:
+        return {"released": svc.release_project(who, name)}
+
     @app.post("/v1/projects/{name}/state", responses=_doc(403, 404, 507))
     def project_state(name: NamePath, body: ProjectStateBody, who: Caller = Depends(caller)) -> Row:
         return svc.set_project_state(who, name, body.state)
@@ -272,13 +276,22 @@ def create_app(
         ),
     )
     async def lease(
-        wait_s: float = Query(25.0, ge=0, le=60, allow_inf_nan=False), who: Caller = Depends(caller)
+        request: Request,
+        wait_s: float = Query(25.0, ge=0, le=60, allow_inf_nan=False),
+        who: Caller = Depends(caller),
     ) -> Response:
         agent = who.require_agent()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
+        generation = svc.waiters.begin_poll(agent["id"])
         while True:
             seen = svc.waiters.version(agent["id"])
+            # Nothing for a poll whose shim went away, or that a newer poll or a release
+            # superseded: the message stays queued for the one that asks next.
+            if not svc.waiters.is_current(agent["id"], generation) or (
+                await request.is_disconnected()
+            ):
+                return Response(status_code=204)
             # The store call may wait for SQLite's write lock: keep it off the event loop.
             message = await run_in_threadpool(svc.lease, who)
             if message is not None:

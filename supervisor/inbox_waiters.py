@@ -5,6 +5,11 @@ server's event loop. Each agent has a version that every notification bumps: a r
 before it looks at the inbox and only waits while it is unchanged, so a message queued between
 the look and the wait is never missed. A waiter also re-checks on its own every `recheck_s`,
 which covers messages queued by another process and leases that expire.
+
+Each agent's long polls also have a generation (`begin_poll`): a newer poll, or a release of
+the agent's leases (a new shim starting, a sandbox stopped), supersedes the older ones, which
+then answer "nothing" instead of leasing. So a poll left open by a shim that died cannot take
+the next message for nobody (a ghost lease, held until it ran out 60 s later).
 """
 
 from __future__ import annotations
@@ -19,10 +24,31 @@ class InboxWaiters:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._events: dict[int, set[asyncio.Event]] = defaultdict(set)
         self._versions: dict[int, int] = defaultdict(int)
+        self._polls: dict[int, int] = defaultdict(int)
         self._lock = threading.Lock()
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
+
+    def begin_poll(self, agent_id: int) -> int:
+        """A new long poll of `agent_id`: its generation, which supersedes every older one
+        (woken at once to find it out)."""
+        with self._lock:
+            self._polls[agent_id] += 1
+            generation = self._polls[agent_id]
+        self.notify([agent_id])
+        return generation
+
+    def supersede(self, agent_ids: set[int] | list[int]) -> None:
+        """End every open poll of these agents (their leases were released)."""
+        with self._lock:
+            for agent_id in set(agent_ids):
+                self._polls[agent_id] += 1
+        self.notify(agent_ids)
+
+    def is_current(self, agent_id: int, generation: int) -> bool:
+        with self._lock:
+            return self._polls[agent_id] == generation
 
     def version(self, agent_id: int) -> int:
         """Read this before looking at the inbox; pass it to `wait`."""

@@ -184,6 +184,8 @@ def up(settings: Settings, options: UpOptions, progress: Progress = lambda _: No
             "/v1/projects",
             {"name": name, "path": str(root), "spec_path": str(spec.path), "start_branch": branch},
         )
+        # Running before any sandbox starts: a stopped project's agents lease nothing.
+        client.post(f"/v1/projects/{name}/state", {"state": "running"})
         if options.model is not None:
             _start_scripted_model(settings, client, name, options.model, progress)
         elif project_settings(project).get("model"):  # an earlier dry run's: the real one now
@@ -203,7 +205,6 @@ def up(settings: Settings, options: UpOptions, progress: Progress = lambda _: No
         )  # fmt: skip
         _schedule_routines(settings, client, name, team, options)
         progress("waiting for every briefing to arrive in its pane")
-        client.post(f"/v1/projects/{name}/state", {"state": "running"})
         states = _wait_delivered(client, name, message_ids, options.wait_s)
         report = UpReport(name, root, branch, profile, team)
         for role in team.roles:
@@ -471,9 +472,11 @@ def down(settings: Settings, project: str | None) -> list[str]:
     """Stop the project's sandboxes; state, worktrees and schedule are kept."""
     with ApiClient(settings) as client:
         name = resolve_project(client, project)["name"]
+        # Stopped first: from now on nothing is leased, not even by a sandbox still stopping.
+        client.post(f"/v1/projects/{name}/state", {"state": "stopped"})
         stopped = list(_backend(settings).stop(name))
         dry_run.stop(settings, name)
-        client.post(f"/v1/projects/{name}/state", {"state": "stopped"})
+        client.post(f"/v1/projects/{name}/release")  # what the stopped shims held goes back
     return stopped
 
 
@@ -500,6 +503,7 @@ def resume(
         roles = tuple(a["role"] for a in agents)
         worktrees = _worktrees(root, roles, branch, settings, progress)
         backend = _backend(settings)
+        client.post(f"/v1/projects/{name}/state", {"state": "running"})
         _start_sandboxes(
             settings,
             client,
@@ -521,7 +525,6 @@ def resume(
                 root, None, again=True,
             )  # fmt: skip
             progress(f"briefed {len(roles)} agents again")
-        client.post(f"/v1/projects/{name}/state", {"state": "running"})
         report = UpReport(name, root, branch, profile, None)
         report.agents = _rows(client, backend, name, root)
         return report

@@ -282,7 +282,11 @@ class Service:
 
     # -- the shim's inbox ------------------------------------------------------------------
     def lease(self, caller: Caller) -> Row | None:
+        """The agent's next message, leased; none while its project is stopped (`down`): a
+        message sent then waits, queued and cancellable, for `resume`."""
         agent = caller.require_agent()
+        if self.store.get_project_by_id(agent["project_id"])["state"] == "stopped":
+            return None
         return self.store.lease_next(agent["id"], self.settings.lease_s, self.settings.max_attempts)
 
     def ack(self, caller: Caller, message_id: int, lease_id: str) -> Row:
@@ -311,7 +315,17 @@ class Service:
         return self.store.extend_lease(agent["id"], message_id, lease_id, self.settings.lease_s)
 
     def release(self, caller: Caller) -> int:
-        agent = caller.require_agent()
+        """A new shim takes back its agent's leases (and ends a dead shim's open poll)."""
+        return self._release(caller.require_agent())
+
+    def release_project(self, caller: Caller, name: str) -> int:
+        """The operator's release of every lease of a project whose sandboxes stopped."""
+        caller.require_operator()
+        project = self.project_for(caller, name)
+        return sum(self._release(a) for a in self.store.list_agents(project["id"]))
+
+    def _release(self, agent: Row) -> int:
+        self.waiters.supersede([agent["id"]])
         released = self.store.release_leases(agent["id"])
         if released:
             self.store.log_event(
