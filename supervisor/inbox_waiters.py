@@ -25,6 +25,7 @@ class InboxWaiters:
         self._events: dict[int, set[asyncio.Event]] = defaultdict(set)
         self._versions: dict[int, int] = defaultdict(int)
         self._polls: dict[int, int] = defaultdict(int)
+        self._closed = False
         self._lock = threading.Lock()
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -48,7 +49,15 @@ class InboxWaiters:
 
     def is_current(self, agent_id: int, generation: int) -> bool:
         with self._lock:
-            return self._polls[agent_id] == generation
+            return not self._closed and self._polls[agent_id] == generation
+
+    def close(self) -> None:
+        """The server stops: every open poll answers "nothing" now, so the graceful shutdown
+        does not have to cancel them (one traceback each in the log)."""
+        with self._lock:
+            self._closed = True
+            agents = list(self._events)
+        self.notify(agents)
 
     def version(self, agent_id: int) -> int:
         """Read this before looking at the inbox; pass it to `wait`."""

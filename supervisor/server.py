@@ -147,18 +147,20 @@ def serve(settings: Settings) -> None:
     """Run the server in the foreground until SIGINT/SIGTERM."""
     lock = _lock(settings)
     fd_limit = raise_fd_limit()
-    app, service = build_app(settings)
+    # The TCP port first: a busy one is a one-line error before anything answers anywhere.
+    tcp = _bind_tcp(settings) if settings.tcp_port is not None else None
+    try:
+        app, service = build_app(settings)
+    except OSError as exc:  # a full disk, an unwritable state dir
+        raise ServerUnavailable(
+            f"cannot open the state in {settings.state_dir}: {exc.strerror or exc}"
+        ) from None
     settings.socket_dir.mkdir(parents=True, exist_ok=True)  # mounted by every sandbox
     os.chmod(settings.socket_dir, 0o755)
     sockets = [
         bind_unix_socket(settings.socket_path, settings.sandbox_ids()[1], shared_folder=False)
     ]
-    if settings.tcp_port is not None:
-        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        tcp.bind((settings.tcp_host, settings.tcp_port))
-        tcp.listen(512)
-        tcp.setblocking(False)
+    if tcp is not None:
         sockets.append(tcp)
     settings.pid_path.write_text(f"{os.getpid()}\n", encoding="utf-8")
     gate = ConnectionGate.from_settings(settings, fd_limit)
@@ -186,7 +188,7 @@ def serve(settings: Settings) -> None:
     # below (socket, pid file, lock) runs.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        ApiServer(config, listeners, service.store).run(sockets=sockets)
+        ApiServer(config, listeners, service.store, service.waiters).run(sockets=sockets)
     finally:
         listeners.close()
         for path in (settings.socket_path, settings.pid_path):
@@ -196,14 +198,38 @@ def serve(settings: Settings) -> None:
         lock.close()
 
 
+def _bind_tcp(settings: Settings) -> socket.socket:
+    tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        tcp.bind((settings.tcp_host, settings.tcp_port or 0))
+    except OSError as exc:
+        tcp.close()
+        raise Conflict(
+            f"cannot listen on {settings.tcp_host}:{settings.tcp_port}: "
+            f"{exc.strerror or exc}; choose another --port, or stop what uses it "
+            f"(ss -ltnp 'sport = :{settings.tcp_port}')"
+        ) from None
+    tcp.listen(512)
+    tcp.setblocking(False)
+    return tcp
+
+
 class ApiServer(uvicorn.Server):
     """uvicorn's server, which also serves every sandbox's own socket (with the same
     protocol, hence the same app, limits and graceful shutdown)."""
 
-    def __init__(self, config: uvicorn.Config, listeners: SandboxListeners, store: Store) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        listeners: SandboxListeners,
+        store: Store,
+        waiters: InboxWaiters | None = None,
+    ) -> None:
         super().__init__(config)
         self.listeners = listeners
         self.store = store
+        self.waiters = waiters
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -226,6 +252,8 @@ class ApiServer(uvicorn.Server):
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self.listeners.close()  # accept nothing more; open connections end as uvicorn's do
+        if self.waiters is not None:
+            self.waiters.close()  # long polls answer 204 now rather than being cancelled
         await super().shutdown(sockets)
 
 
@@ -254,12 +282,19 @@ def is_running(settings: Settings) -> bool:
 def start_detached(
     settings: Settings, extra_args: list[str] | None = None, timeout_s: float = 20.0
 ) -> int:
-    """Start `agentvisor serve` in the background; wait until its socket answers."""
+    """Start `agentvisor serve` in the background; return its pid once it answers HTTP on its
+    socket (and on its TCP port, if it has one), else ServerUnavailable with the cause in one
+    line. A server already answering for this state dir is returned as it is."""
     if is_running(settings):
         pid = read_pid(settings)
         return pid or 0
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    log_file = open(settings.log_path, "ab")  # noqa: SIM115
+    try:
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        log_file = open(settings.log_path, "ab")  # noqa: SIM115
+    except OSError as exc:
+        raise ServerUnavailable(
+            f"cannot write the server's log in {settings.state_dir}: {exc.strerror or exc}"
+        ) from None
     args = [
         sys.executable,
         "-m",
@@ -269,6 +304,7 @@ def start_detached(
         "serve",
         *(extra_args or []),
     ]
+    start = log_file.tell()
     proc = subprocess.Popen(
         args,
         stdin=subprocess.DEVNULL,
@@ -278,20 +314,57 @@ def start_detached(
         close_fds=True,
     )
     log_file.close()
+    port = _port_of(extra_args) or settings.tcp_port
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            tail = settings.log_path.read_text(encoding="utf-8", errors="replace")[-2000:]
             raise ServerUnavailable(
-                f"the server exited at start (code {proc.returncode}); "
-                f"log {settings.log_path}:\n{tail}"
+                f"the server did not start: {_last_error(settings.log_path, start)} "
+                f"(exit {proc.returncode}; log {settings.log_path})"
             )
-        if is_running(settings):
+        if answers_http(settings, port) and read_pid(settings) == proc.pid:
             return proc.pid
         time.sleep(0.05)
     raise ServerUnavailable(
         f"the server did not answer within {timeout_s:.0f} s; see {settings.log_path}"
     )
+
+
+def answers_http(settings: Settings, port: int | None = None) -> bool:
+    """Whether a server answers HTTP on the socket (and on `port` of the loopback)."""
+    import httpx
+
+    targets = [(httpx.HTTPTransport(uds=str(settings.socket_path)), "http://agentvisor")]
+    if port:
+        targets.append((httpx.HTTPTransport(), f"http://{settings.tcp_host}:{port}"))
+    for transport, base in targets:
+        try:
+            with httpx.Client(transport=transport, base_url=base, timeout=2.0) as client:
+                client.get("/v1/whoami")  # any answer, a 401 too, is a server serving
+        except httpx.HTTPError:
+            return False
+    return True
+
+
+def _port_of(args: list[str] | None) -> int | None:
+    args = args or []
+    if "--port" in args[:-1]:
+        value = args[args.index("--port") + 1]
+        return int(value) if value.isdigit() else None
+    return None
+
+
+def _last_error(log_path: Path, since: int) -> str:
+    """The line of the server's log (from `since`) that says why it stopped."""
+    try:
+        with log_path.open("rb") as log:
+            log.seek(since)
+            lines = log.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return "no log"
+    lines = [line.strip() for line in lines if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    return (errors or lines or ["no output"])[-1]
 
 
 def stop_server(settings: Settings, timeout_s: float = 10.0) -> bool:

@@ -42,12 +42,35 @@ def stall_of(agent: Row, pending: list[Row], now: float, stall_s: float) -> Stal
     return StallCheck(idle >= stall_s and waiting >= stall_s, idle)
 
 
+REVIVE_WINDOW_S = 3600.0  # revives older than this no longer count toward max_restarts
+
+
+@dataclass
+class ReviveLog:
+    """The watchdog's own restarts of each sandbox (Docker's RestartCount does not count a
+    start after `docker kill`), within the last REVIVE_WINDOW_S; pure, the clock passed in."""
+
+    times: dict[tuple[str, str], list[float]]
+
+    def add(self, key: tuple[str, str], now: float) -> None:
+        self.times.setdefault(key, []).append(now)
+
+    def count(self, key: tuple[str, str], now: float) -> int:
+        recent = [t for t in self.times.get(key, []) if now - t < REVIVE_WINDOW_S]
+        self.times[key] = recent
+        return len(recent)
+
+    def forget(self, key: tuple[str, str]) -> None:
+        self.times.pop(key, None)
+
+
 class Watchdog:
     def __init__(self, service: Any, backend_factory: Callable[[], Any] | None = None) -> None:
         self.service = service
         self.store = service.store
         self.settings = service.settings
         self._backend_factory = backend_factory
+        self.revives = ReviveLog({})
         self._backend: Any = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -95,39 +118,53 @@ class Watchdog:
                 self._nudge(agent, check, now)
 
     def _sandboxes(self, agents: list[Row]) -> None:
+        now = self.store.clock.now()
+        projects = {p["id"]: p["name"] for p in self.store.list_projects()}
+        by_key = {(projects.get(a["project_id"]), a["role"]): a for a in agents}
         try:
             backend = self.backend()
-            backend.revive()
+            for revived in backend.revive():
+                key = (revived.project, revived.role)
+                self.revives.add(key, now)
+                agent = by_key.get(key)
+                if agent is not None:
+                    self.store.log_event("sandbox.revived", agent["project_id"], agent["id"])
             sandboxes = backend.list()
         except AgentvisorError as exc:  # engine down: health shows it; try again next pass
             log.warning("sandboxes not checked: %s", exc)
             return
+
+        def restarts(sandbox: Any) -> int:  # Docker's own and the watchdog's
+            return int(sandbox.restart_count) + self.revives.count(
+                (sandbox.project, sandbox.role), now
+            )
+
         self.service.metrics.set_gauge(
             "sandbox_restarts",
-            "Restarts of each sandbox since it was last started by hand.",
-            (({"project": s.project, "role": s.role}, s.restart_count) for s in sandboxes),
+            "Restarts of each sandbox since it was last started by hand (Docker's, and the "
+            "watchdog's within the last hour).",
+            (({"project": s.project, "role": s.role}, restarts(s)) for s in sandboxes),
         )
-        projects = {p["id"]: p["name"] for p in self.store.list_projects()}
-        by_key = {(projects.get(a["project_id"]), a["role"]): a for a in agents}
         for sandbox in sandboxes:
             agent = by_key.get((sandbox.project, sandbox.role))
             if agent is None or agent["state"] == "failed":
                 continue
-            if sandbox.restart_count >= self.settings.max_restarts:
-                self._give_up(agent, sandbox)
+            if restarts(sandbox) >= self.settings.max_restarts:
+                self._give_up(agent, sandbox, restarts(sandbox))
+                self.revives.forget((sandbox.project, sandbox.role))
 
-    def _give_up(self, agent: Row, sandbox: Any) -> None:
+    def _give_up(self, agent: Row, sandbox: Any, restarts: int) -> None:
         with contextlib.suppress(AgentvisorError):
             self.backend().stop(sandbox.project, sandbox.role)
         self.store.update_agent(agent["id"], state="failed")
         self.store.log_event(
-            "sandbox.failed", agent["project_id"], agent["id"], {"restarts": sandbox.restart_count}
+            "sandbox.failed", agent["project_id"], agent["id"], {"restarts": restarts}
         )
         self.service.metrics.inc("sandboxes_given_up")
         self._tell_orchestrator(
             agent,
             f"The sandbox of {agent['role']} crashed "
-            f"{sandbox.restart_count} times and was stopped; its "
+            f"{restarts} times and was stopped; its "
             "messages are kept. Run 'agentvisor resume' after "
             "fixing the cause.",
             f"failed-{agent['id']}",

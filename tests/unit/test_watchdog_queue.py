@@ -60,3 +60,47 @@ def test_specs_expand_from_folders_and_globs(tmp_path: Path):
     assert [p.name for p in expand_specs([str(tmp_path / "*.md")])] == ["a.md", "b.md"]
     with pytest.raises(InvalidInput, match="no spec files"):
         expand_specs([str(tmp_path / "*.rst")])
+
+
+def test_the_watchdogs_own_revives_count_toward_max_restarts(tmp_path: Path):
+    """`docker kill` leaves Docker's RestartCount at 0 when the watchdog starts the sandbox
+    again: its own revives count, so a sandbox killed again and again is given up."""
+    from supervisor.clock import SystemClock
+    from supervisor.config import Settings
+    from supervisor.inbox_waiters import InboxWaiters
+    from supervisor.metrics import Metrics
+    from supervisor.sandbox_status import SandboxInfo
+    from supervisor.service import Service
+    from supervisor.store import Store
+    from supervisor.watchdog import Watchdog
+
+    settings = Settings(state_dir=tmp_path, max_restarts=3)
+    store = Store(tmp_path / "db.sqlite", SystemClock())
+    project = store.upsert_project("demo", str(tmp_path))
+    store.register_agent(project["id"], "orchestrator")
+    store.register_agent(project["id"], "developer")
+    info = SandboxInfo("demo", "developer", "agentvisor-demo-developer", "c1", "running", None,
+                       None, 0, "img", None, "unless-stopped")  # fmt: skip
+
+    class KilledEachPass:
+        stopped: list[str] = []
+
+        def revive(self, project=None):
+            return [info]
+
+        def list(self, project=None):
+            return [info]
+
+        def stop(self, project, role):
+            self.stopped.append(role)
+
+    backend = KilledEachPass()
+    watchdog = Watchdog(Service(settings, store, None, InboxWaiters(), Metrics()), lambda: backend)
+    for _ in range(2):
+        watchdog.run_once()
+    assert backend.stopped == []
+    watchdog.run_once()  # the third revive: at max_restarts
+    assert backend.stopped == ["developer"]
+    assert store.get_agent(project["id"], "developer")["state"] == "failed"
+    kinds = [e["kind"] for e in store.list_events(project["id"], limit=50)]
+    assert kinds.count("sandbox.revived") == 3 and "sandbox.failed" in kinds
