@@ -5,6 +5,7 @@ back to the model. A server limited to another role is not there."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -16,8 +17,9 @@ import pytest
 from supervisor import dry_run, server
 from supervisor.config import Settings, load_settings
 from supervisor.docker_engine import docker_client
+from supervisor.errors import AgentvisorError
 from supervisor.images import build_sandbox_image
-from supervisor.launch import destroy
+from supervisor.launch import destroy, project_name
 from supervisor.sandbox_policy import HOME
 from supervisor.sandbox_spec import container_name
 from tests.conftest import require
@@ -71,29 +73,30 @@ def test_an_mcp_server_from_the_state_dir_answers_the_agents_claude_code(
     )
     script = short_tmp / "script.json"
     script.write_text(json.dumps(SCRIPT))
-    up = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "supervisor",
-            "--state",
-            str(state),
-            "up",
-            str(repo / "spec.md"),
-            "--roles",
-            "developer",
-            "--model",
-            f"scripted:{script}",
-            "--json",
-        ],
-        env={**os.environ, "AGENTVISOR_IMAGE": IMAGE, "AGENTVISOR_MEMORY_MB": "1536"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert up.returncode == 0, up.stderr[-3000:]
-    name = json.loads(up.stdout)["project"]
+    name = project_name(repo)  # known before `up`: cleaned up whatever happens
     try:
+        up = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "supervisor",
+                "--state",
+                str(state),
+                "up",
+                str(repo / "spec.md"),
+                "--roles",
+                "developer",
+                "--model",
+                f"scripted:{script}",
+                "--json",
+            ],
+            env={**os.environ, "AGENTVISOR_IMAGE": IMAGE, "AGENTVISOR_MEMORY_MB": "1536"},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert up.returncode == 0, up.stderr[-3000:]
+        assert json.loads(up.stdout)["project"] == name
         requests = dry_run.requests_file(settings, name)
 
         def developer_turns() -> list[dict]:
@@ -116,5 +119,7 @@ def test_an_mcp_server_from_the_state_dir_answers_the_agents_claude_code(
         servers = json.loads(config.output)["mcpServers"]
         assert set(servers) == {"echo"} and servers["echo"]["command"] == "python3"
     finally:
-        destroy(settings, name, remove_worktrees=True)
+        with contextlib.suppress(AgentvisorError):  # `up` may have failed before the project
+            destroy(settings, name, remove_worktrees=True)
+        dry_run.stop(settings, name)
         server.stop_server(settings)

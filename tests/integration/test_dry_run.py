@@ -6,6 +6,7 @@ and the orchestrator the project complete; `down` stops the model server, `destr
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -19,7 +20,9 @@ from typer.testing import CliRunner
 from supervisor import cli, dry_run, launch, server
 from supervisor.client import ApiClient
 from supervisor.config import Settings, load_settings
+from supervisor.errors import AgentvisorError
 from supervisor.images import build_sandbox_image
+from supervisor.launch import project_name
 from supervisor.sandboxes import SandboxBackend
 from supervisor.testing.model_server import DRY_RUN_SCRIPT
 from tests.conftest import require
@@ -64,30 +67,31 @@ def test_a_dry_run_brings_up_the_real_claude_code_against_the_scripted_model(
     script = short_tmp / "team.json"
     script.write_text(json.dumps(_quick(DRY_RUN_SCRIPT)))
     # As a newcomer types it (the README's tour), with a quicker copy of the built-in script.
-    up = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "supervisor",
-            "--state",
-            str(settings.state_dir),
-            "up",
-            str(repo / "spec.md"),
-            "--roles",
-            ",".join(ROLES),
-            "--model",
-            f"scripted:{script}",
-            "--json",
-        ],
-        env={**os.environ, "AGENTVISOR_IMAGE": IMAGE, "AGENTVISOR_MEMORY_MB": "1536"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert up.returncode == 0, up.stderr[-3000:]
-    report = json.loads(up.stdout)
-    name = report["project"]
+    name = project_name(repo)  # known before `up`: cleaned up whatever happens
     try:
+        up = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "supervisor",
+                "--state",
+                str(settings.state_dir),
+                "up",
+                str(repo / "spec.md"),
+                "--roles",
+                ",".join(ROLES),
+                "--model",
+                f"scripted:{script}",
+                "--json",
+            ],
+            env={**os.environ, "AGENTVISOR_IMAGE": IMAGE, "AGENTVISOR_MEMORY_MB": "1536"},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert up.returncode == 0, up.stderr[-3000:]
+        report = json.loads(up.stdout)
+        assert report["project"] == name
         assert report["profile"] == "claude"
         assert {a["briefing"] for a in report["agents"]} == {"delivered"}, report["agents"]
         model = dry_run.current(settings, name)
@@ -138,9 +142,11 @@ def test_a_dry_run_brings_up_the_real_claude_code_against_the_scripted_model(
         assert state() == "stopped"
         client.close()
     finally:
-        launch.destroy(settings, name, remove_worktrees=True)
-        assert dry_run.current(settings, name) is None
+        with contextlib.suppress(AgentvisorError):  # `up` may have failed before the project
+            launch.destroy(settings, name, remove_worktrees=True)
+        dry_run.stop(settings, name)
         server.stop_server(settings)
+    assert dry_run.current(settings, name) is None
 
 
 def test_model_options_other_than_scripted_are_refused_with_what_to_do(tmp_path: Path):
