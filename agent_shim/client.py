@@ -71,6 +71,11 @@ class Lease:
         return str(self.message["body"])
 
     @property
+    def sender(self) -> str:
+        """Who sent it, as the server recorded it from the sender's token."""
+        return str(self.message.get("sender") or "")
+
+    @property
     def first_lease(self) -> bool:
         """The message was never handed out before this lease, so it was never typed. False
         when the server does not say (an older server): the pane is searched then."""

@@ -1,7 +1,7 @@
 """A scripted agent CLI for demos and tests: it runs in the pane like a real one (prompt,
 bracketed paste, raw input) and follows an agentvisor briefing with real git and `agent` calls.
 
-Prompts it understands (after the `[av-…] ` marker the shim types first):
+Prompts it understands (after the `[av-…] from SENDER: ` header the shim types first):
 - `# agentvisor briefing: ROLE on PROJECT` as first line: do the role's scripted work;
 - `DEMO:usage-limit TEXT`: print TEXT verbatim (to test usage-limit detection);
 - `DEMO:busy SECONDS`: work that long without a prompt; `DEMO:exit`: exit;
@@ -28,7 +28,7 @@ from pathlib import Path
 PROMPT = "demo> "
 PASTE_START, PASTE_END = "\x1b[200~", "\x1b[201~"
 ECHO_PASTE_MAX_CHARS = 200
-MARKER = re.compile(r"^\[(av-[0-9a-z]+)\] ?")
+MARKER = re.compile(r"^\[(av-[0-9a-z]+)\] ?(?:from (?P<sender>[a-z][a-z0-9-]*): )?")
 BRIEFING = re.compile(r"^#\s*agentvisor briefing:\s*(?P<role>[\w.-]+)\s+on\s+(?P<project>\S+)")
 
 
@@ -128,8 +128,16 @@ def _partial_suffix(text: str, token: str) -> int:
 
 
 def split_marker(prompt: str) -> tuple[str | None, str]:
+    marker, _, rest = split_header(prompt)
+    return marker, rest
+
+
+def split_header(prompt: str) -> tuple[str | None, str | None, str]:
+    """The marker and sender of the header the shim typed, and the body after it."""
     found = MARKER.match(prompt)
-    return (found.group(1), prompt[found.end() :]) if found else (None, prompt)
+    if not found:
+        return None, None, prompt
+    return found.group(1), found.group("sender"), prompt[found.end() :]
 
 
 def say(text: str) -> None:
@@ -223,7 +231,7 @@ def handle(prompt: str) -> None:
             file.write(json.dumps({"prompt": prompt}) + "\n")
     if not prompt.strip():
         return
-    marker, rest = split_marker(prompt)
+    marker, sender, rest = split_header(prompt)
     say(
         f"got {marker or 'a prompt without marker'}: "
         f"{rest.count(chr(10)) + 1} lines, {len(rest)} chars"
@@ -246,7 +254,12 @@ def handle(prompt: str) -> None:
         follow_briefing(briefing["role"], briefing["project"], rest)
         return
     completion = COMPLETION.match(rest.strip())
-    if completion and os.environ.get("AGENTVISOR_ROLE") == "orchestrator":
+    # A report counts only from the teammate it names: the header says who really sent it.
+    if (
+        completion
+        and sender in (None, completion["role"])
+        and os.environ.get("AGENTVISOR_ROLE") == "orchestrator"
+    ):
         note_completion(completion["role"])
         return
     say(f"ok: received {marker}")

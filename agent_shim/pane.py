@@ -20,8 +20,8 @@ import libtmux
 from agent_shim import screen
 from agent_shim.profiles import Profile
 from agent_shim.text import (
-    marker_prefix,
     marker_token,
+    message_header,
     needs_paste,
     prepare_body,
     send_keys_literal_arg,
@@ -135,14 +135,15 @@ class AgentPane:
 
     # Writing.
 
-    def type_message(self, marker: str, body: str) -> None:
-        """Type `[marker] ` and the sanitised body, without submitting, in ONE tmux command:
-        the marker and the text reach the pane together or not at all, so a marker in the
-        pane always comes with its whole text. The marker is typed as keys before a pasted
-        body so that it stays visible when the CLI folds a long paste into a placeholder
-        such as `[Pasted text #1 +40 lines]`."""
+    def type_message(self, marker: str, body: str, sender: str) -> None:
+        """Type the header `[marker] from SENDER: ` and the prepared body (`text.prepare_body`),
+        without submitting, in ONE tmux command: the header and the text reach the pane
+        together or not at all, so a marker in the pane always comes with its whole text. The
+        header is typed as keys before a pasted body so that it (marker and sender) stays
+        visible when the CLI folds a long paste into a placeholder such as
+        `[Pasted text #1 +40 lines]`."""
         text = prepare_body(body)
-        prefix = marker_prefix(marker)
+        prefix = message_header(marker, sender)
         with self._write_lock:
             self._leave_copy_mode()
             if needs_paste(prefix + text):

@@ -307,7 +307,7 @@ class Shim:
         if not pane.wait_until(self._ready, max(wait_s, 0.0)):
             self._nack(lease, f"the agent did not show its ready prompt within {wait_s:.0f} s")
             return
-        pane.type_message(marker, lease.body)
+        pane.type_message(marker, lease.body, lease.sender)
         verify_s = self.config.verify_timeout_s
         if not (
             pane.wait_until(lambda lines: token in "\n".join(lines), verify_s)

@@ -5,6 +5,9 @@ Pure functions: no tmux, no I/O. The pane adapter (`pane.py`) and the tests call
 
 from __future__ import annotations
 
+import re
+import unicodedata
+
 # Above this many characters even a single line goes through a tmux paste buffer:
 # `send-keys` passes its text on the command line, and tmux limits one command to ~16 KB.
 SEND_KEYS_MAX_CHARS = 1024
@@ -48,10 +51,52 @@ def marker_prefix(marker: str) -> str:
     return marker_token(marker) + " "
 
 
+# Senders are role names, `operator` or `agentvisor` (supervisor/team.py checks role names).
+_SENDER = re.compile(r"[a-z][a-z0-9-]{0,39}")
+UNKNOWN_SENDER = "unknown"
+
+
+def sender_name(sender: object) -> str:
+    """The sender as the header shows it: a plain name, never text that could act as more."""
+    text = str(sender or "")
+    return text if _SENDER.fullmatch(text) else UNKNOWN_SENDER
+
+
+def message_header(marker: str, sender: object) -> str:
+    """What starts every delivered message, typed by the shim and never taken from the body:
+    `[av-1z3k] from developer: `. The body follows on the same line."""
+    return f"{marker_prefix(marker)}from {sender_name(sender)}: "
+
+
+_HEADER_START = "[av"
+_INVISIBLE_LEAD = frozenset({"Cf", "Zs", "Zl", "Zp", "Mn", "Me"})
+
+
+def _reads_as_header(line: str) -> bool:
+    """Whether `line` begins, to a reader, like a header: `[av` after blanks, invisible
+    characters and compatibility look-alikes (fullwidth `［ａｖ`) are set aside."""
+    probe = unicodedata.normalize("NFKC", line)
+    start = 0
+    while start < len(probe) and (
+        probe[start].isspace() or unicodedata.category(probe[start]) in _INVISIBLE_LEAD
+    ):
+        start += 1
+    return probe[start : start + len(_HEADER_START)].casefold() == _HEADER_START
+
+
+def escape_header_lookalikes(text: str) -> str:
+    """Keep a body from imitating a header or holding a marker: every `[av-` becomes
+    `[av\\-` (no marker token `[av-…]` can then appear in a body, so none can pass for a
+    witness of another message in the pane), and every line that still reads like the start
+    of a header gets a leading backslash. A body line can never begin the way a header does."""
+    text = text.replace("[av-", "[av\\-")
+    return "\n".join("\\" + line if _reads_as_header(line) else line for line in text.split("\n"))
+
+
 def prepare_body(body: str) -> str:
     """The body as typed: sanitised, without trailing blank space (a trailing newline would
-    submit early in a pane without bracketed paste)."""
-    return sanitise(body).rstrip()
+    submit early in a pane without bracketed paste), with no line that reads like a header."""
+    return escape_header_lookalikes(sanitise(body).rstrip())
 
 
 def needs_paste(text: str) -> bool:

@@ -1,4 +1,4 @@
-"""Run the benchmarks and print a table: `python -m benchmarks [core|sandbox|up|claude ...]`."""
+"""Run the benchmarks and print a table: `python -m benchmarks [core|sandbox|abuse|up ...]`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-SUITES = ["core", "egress", "sandbox", "up", "claude", "broker"]
+SUITES = ["core", "egress", "sandbox", "abuse", "up", "claude", "broker"]
 
 
 def main(argv: list[str]) -> int:

@@ -13,9 +13,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from supervisor import __version__
+from supervisor.api_limits import RequestSizeLimit, quota_gate
 from supervisor.api_models import (
     COMMON_ERRORS,
     ActionBody,
@@ -43,33 +43,14 @@ from supervisor.auth import Authenticator, Caller
 from supervisor.dashboard import dashboard_router
 from supervisor.doctor import docker_problem
 from supervisor.egress.routes import egress_router
-from supervisor.errors import AgentvisorError
+from supervisor.errors import AgentvisorError, TooManyRequests
 from supervisor.git_api import git_router
+from supervisor.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from supervisor.metrics import StoreCollector
 from supervisor.model_api import model_credentials, model_router
+from supervisor.quotas import Quotas, retry_after_header
 from supervisor.service import Service
 from supervisor.store import Row
-
-MAX_REQUEST_BYTES = 2 * 1024 * 1024
-
-
-class RequestSizeLimit:
-    """Refuse a body declared over MAX_REQUEST_BYTES (413). Plain ASGI rather than
-    `@app.middleware("http")`, which would pass every streamed answer (the model broker's, the
-    git channel's, the pane stream's) through an extra queue and task."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not scope["path"].startswith(("/git/", "/model/")):
-            length = dict(scope["headers"]).get(b"content-length", b"")
-            if length.isdigit() and int(length) > MAX_REQUEST_BYTES:
-                detail = (
-                    f"request of {int(length)} bytes is over the {MAX_REQUEST_BYTES}-byte limit"
-                )
-                await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
 
 
 def _error(detail: str, status: int) -> JSONResponse:
@@ -98,12 +79,20 @@ def create_app(
         title="agentvisor host API",
         version=__version__,
         description="Messages, check-ins and the agents' inboxes. See docs/contracts.md.",
+        dependencies=[Depends(quota_gate(Quotas(service.settings, service.store), auth))],
     )
     app.state.service = service
 
     @app.exception_handler(AgentvisorError)
     async def _domain_error(_: Request, exc: AgentvisorError) -> JSONResponse:
         return _error(exc.message, exc.status)
+
+    @app.exception_handler(TooManyRequests)
+    async def _over_quota(_: Request, exc: TooManyRequests) -> JSONResponse:
+        retry = retry_after_header(exc.retry_after_s)
+        return JSONResponse(
+            {"detail": exc.message}, status_code=429, headers={"Retry-After": retry}
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -156,24 +145,10 @@ def create_app(
         return result
 
     @app.get("/metrics", response_class=PlainTextResponse, responses=json_errors(413, 503))
-    def metrics() -> str:
-        by_state = svc.store.count_messages_by_state()
-        agents: dict[str, float] = {}
-        for agent in svc.store.list_agents():
-            key = f'state="{agent["state"] or "unknown"}"'
-            agents[key] = agents.get(key, 0) + 1
-        gauges: dict[str, tuple[str, dict[str, float]]] = {
-            "messages": (
-                "Messages by delivery state.",
-                {f'state="{k}"': v for k, v in by_state.items()},
-            ),
-            "checkins_pending": (
-                "Check-ins waiting to fire.",
-                {"": svc.store.count_pending_checkins()},
-            ),
-            "agents": ("Agents by state.", agents),
-        }
-        return svc.metrics.render(gauges)
+    def metrics() -> PlainTextResponse:
+        # prometheus_client writes the text, escaping every label value (supervisor/metrics.py).
+        text = svc.metrics.render(StoreCollector(svc.store))
+        return PlainTextResponse(text, media_type=METRICS_CONTENT_TYPE)
 
     @app.get("/v1/whoami", responses=_doc())
     def whoami(who: Caller = Depends(caller)) -> dict[str, Any]:
@@ -211,6 +186,10 @@ def create_app(
     @app.post("/v1/agents", status_code=201, responses=_doc(400, 403, 404, 507))
     def register_agent(body: AgentBody, who: Caller = Depends(caller)) -> dict[str, Any]:
         agent, token = svc.register_agent(who, body.project, body.role, body.profile)
+        # The sandbox's own socket (supervisor/sandbox_sockets.py), when the server serves one.
+        on_registered = getattr(app.state, "on_agent_registered", None)
+        if on_registered is not None:
+            on_registered(body.project, agent["role"])
         return {**_public_agent(agent), "token": token}
 
     @app.get("/v1/agents", responses=_doc(400, 403, 404))
@@ -219,7 +198,9 @@ def create_app(
 
     # -- messages --------------------------------------------------------------------------
     @app.post(
-        "/v1/messages", status_code=201, responses=_doc(400, 403, 404, 413, 507, ok=_REPLAYED)
+        "/v1/messages",
+        status_code=201,
+        responses=_doc(400, 403, 404, 413, 429, 507, ok=_REPLAYED),
     )
     def send(body: SendBody, response: Response, who: Caller = Depends(caller)) -> Row:
         message, created = svc.send(
@@ -245,7 +226,9 @@ def create_app(
 
     # -- check-ins -------------------------------------------------------------------------
     @app.post(
-        "/v1/checkins", status_code=201, responses=_doc(400, 403, 404, 413, 507, ok=_REPLAYED)
+        "/v1/checkins",
+        status_code=201,
+        responses=_doc(400, 403, 404, 413, 429, 507, ok=_REPLAYED),
     )
     def schedule(body: CheckinBody, response: Response, who: Caller = Depends(caller)) -> Row:
         checkin, created = svc.schedule(
@@ -341,7 +324,7 @@ def create_app(
     def heartbeat(body: HeartbeatBody, who: Caller = Depends(caller)) -> dict[str, Any]:
         return svc.heartbeat(who, body.state, body.info)
 
-    @app.post("/v1/events", status_code=201, responses=_doc(400, 403, 507))
+    @app.post("/v1/events", status_code=201, responses=_doc(400, 403, 429, 507))
     def post_event(body: EventBody, who: Caller = Depends(caller)) -> Row:
         return svc.event(who, body.kind, body.data)
 

@@ -228,6 +228,7 @@ _MEANINGS = {
     409: "The thing is not in a state that allows this (already cancelled, lease expired).",
     413: "The request body, or a text in it, is over its size limit.",
     422: "A field is missing, of the wrong type or outside its bounds.",
+    429: "Over one of the agent's quotas (docs/limits.md); Retry-After says when to retry.",
     503: "The state database is busy or unavailable; retry shortly.",
     507: "The disk holding the state is full; nothing new can be accepted.",
 }

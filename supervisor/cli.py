@@ -262,11 +262,12 @@ def checkins(
         roles = _role_names(client)
     listing(
         "check-ins",
-        ["id", "for", "due", "every", "state", "fired", "note"],
+        ["id", "for", "by", "due", "every", "state", "fired", "note"],
         rows,
         lambda r: [
             r["id"],
             roles.get(r["recipient_id"], r["recipient_id"]),
+            r.get("creator"),
             when(r["due_at"]),
             f"{r['every_s'] / 60:g} min" if r["every_s"] else "",
             r["state"],

@@ -8,11 +8,21 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from supervisor import dry_run, launch
 from supervisor.cli_args import finite_float
 from supervisor.config import Settings, load_settings
-from supervisor.render import console, err_console, print_json, table, when
+from supervisor.render import (
+    cell,
+    console,
+    err_console,
+    print_json,
+    safe_table,
+    table,
+    visible,
+    when,
+)
 from supervisor.spec import load_spec
 from supervisor.team import describe_plan, plan_team
 
@@ -355,7 +365,7 @@ def _status_table(
     data: tuple[dict[str, Any], list[launch.StatusRow]] | None = None,
 ) -> Table:
     row, rows = data or launch.status(settings, project)
-    t = Table(title=f"{row['name']} ({row['state']}) {row['path']}", title_justify="left")
+    t = safe_table(f"{row['name']} ({row['state']}) {row['path']}")
     for column in (
         "role",
         "state",
@@ -368,21 +378,23 @@ def _status_table(
         t.add_column(column)
     for r in rows:
         t.add_row(
-            r.role,
-            r.state,
-            r.sandbox,
-            when(r.last_seen_at),
-            when(r.next_checkin_at),
-            str(r.pending),
-            when(r.paused_until) if r.paused_until else "",
+            *(
+                cell(value, 60)
+                for value in (
+                    r.role,
+                    r.state,
+                    r.sandbox,
+                    when(r.last_seen_at),
+                    when(r.next_checkin_at),
+                    str(r.pending),
+                    when(r.paused_until) if r.paused_until else "",
+                )
+            )
         )
+    notes = []
     if row.get("failed_checkins"):
-        t.caption = (t.caption + "\n" if t.caption else "") + failed_checkins_line(
-            row["failed_checkins"]
-        )
-    for r in rows:
-        if r.paused_reason:
-            t.caption = (
-                t.caption + "\n" if t.caption else ""
-            ) + f"{r.role} paused: {r.paused_reason}"
+        notes.append(visible(failed_checkins_line(row["failed_checkins"]), 200))
+    notes += [f"{r.role} paused: {visible(r.paused_reason, 200)}" for r in rows if r.paused_reason]
+    if notes:
+        t.caption = Text("\n".join(notes))
     return t

@@ -16,7 +16,7 @@ import typer
 from supervisor.client import ApiClient
 from supervisor.config import Settings, load_settings
 from supervisor.errors import SandboxError, ServerUnavailable
-from supervisor.render import listing
+from supervisor.render import listing, visible
 from supervisor.sandboxes import SandboxBackend, health_of
 
 ProjectOpt = Annotated[
@@ -74,10 +74,11 @@ def logs(
         typer.Option("--lines", "-n", min=0, help="Last lines to print; 0 = the whole scrollback."),
     ] = 200,
 ) -> None:
-    """Print the last lines of the agent's pane, scrollback included."""
+    """Print the last lines of the agent's pane, scrollback included (control characters
+    made visible)."""
     backend = SandboxBackend(_settings(ctx))
     text = backend.pane_history(project_of(backend, project, role), role, lines)
-    sys.stdout.write(text)
+    sys.stdout.write(visible(text, keep_lines=True))
 
 
 def sandbox_rows(

@@ -16,6 +16,7 @@ from supervisor.errors import (
     ServerUnavailable,
     StorageFull,
     TooLarge,
+    TooManyRequests,
     Unauthorized,
 )
 
@@ -27,6 +28,7 @@ _ERRORS: dict[int, type[AgentvisorError]] = {
     409: Conflict,
     413: TooLarge,
     422: InvalidInput,
+    429: TooManyRequests,
     507: StorageFull,
 }
 

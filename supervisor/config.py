@@ -50,6 +50,9 @@ class Settings:
     # May an agent rewrite its own branch (force-push)? Every update is recorded either way.
     allow_force_push: bool = True
     max_push_mb: int = 512  # the largest push an agent may send, in MiB
+    # May an agent list every message and check-in of its project? Off: only the ones it sent,
+    # scheduled or is the recipient of (docs/contracts.md#who-may-do-what).
+    agents_read_team_messages: bool = False
     agent: str = "auto"  # auto | claude | demo | generic
     agent_command: str | None = None  # generic profile
     ready_pattern: str | None = None  # generic profile
@@ -98,6 +101,29 @@ class Settings:
     budget_agent_tokens_per_day: int = 0
     budget_project_tokens: int = 0
     budget_project_hours: float = 0.0
+    # Quotas per agent (docs/limits.md): over one, 429 with Retry-After; 0 turns one off.
+    # The operator's requests are never counted.
+    agent_messages_per_minute: int = 120
+    agent_events_per_minute: int = 240
+    agent_pending_checkins_max: int = 200
+    project_stored_mb_max: int = 128  # message bodies, check-in notes and event data
+    # Connections to the API (docs/limits.md): each sandbox has a socket of its own, counted
+    # before any request is read; the host's socket (the operator's) has room of its own.
+    api_max_connections_per_sandbox: int = 64
+    api_max_connections: int = 4096  # all sandboxes together
+    api_operator_max_connections: int = 256
+    api_max_requests_per_sandbox: int = 16  # in the app at once; more wait their turn
+    # Sandboxes' requests at work at once, taken in turns (round robin over sandboxes)
+    api_sandbox_request_slots: int = 4
+    # A sandbox's requests per second, on average (bursts of twice that); past it they are
+    # paced (they wait), never refused. 0: no pacing.
+    api_sandbox_requests_per_second: float = 50.0
+    api_header_timeout_s: float = 10.0  # a connection that sends no request head is closed
+    api_keep_alive_s: float = 5.0  # an idle connection between requests is closed
+    # The same log line (same logger and format) at most this often per interval; then one
+    # line says how many were dropped.
+    log_repeat_max: int = 5
+    log_repeat_interval_s: float = 60.0
 
     @property
     def db_path(self) -> Path:
@@ -109,7 +135,10 @@ class Settings:
 
     @property
     def socket_path(self) -> Path:
-        return self.socket_dir / "api.sock"
+        """The host's API socket (the operator's CLI, the dashboard's tools): in the state
+        folder, never mounted into a sandbox; each sandbox has a socket of its own
+        (supervisor/sandbox_sockets.py, docs/limits.md)."""
+        return self.state_dir / "api.sock"
 
     @property
     def operator_token_path(self) -> Path:

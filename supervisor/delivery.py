@@ -15,6 +15,7 @@ import secrets
 import string
 from enum import StrEnum
 
+from agent_shim.text import message_header, prepare_body
 from supervisor.errors import Conflict
 
 
@@ -83,7 +84,9 @@ def new_marker(message_id: int) -> str:
     return f"av-{base36(message_id)}{salt}"
 
 
-def delivered_text(marker: str, body: str) -> str:
-    """What is typed into the pane: the marker first, so a crash between typing and ack can be
-    told from a message that never arrived."""
-    return f"[{marker}] {body}"
+def delivered_text(marker: str, body: str, sender: str) -> str:
+    """What the shim types into the pane (`agent_shim.text`, docs/delivery.md): the header
+    `[marker] from SENDER: ` first (the marker tells a crash between typing and ack from a
+    message that never arrived; the sender is the one the token said), then the body, in which
+    no line can begin like a header."""
+    return message_header(marker, sender) + prepare_body(body)

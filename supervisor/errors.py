@@ -40,6 +40,16 @@ class TooLarge(AgentvisorError):
     status = 413
 
 
+class TooManyRequests(AgentvisorError):
+    """Over a quota (docs/limits.md): the API answers 429 with `Retry-After`."""
+
+    status = 429
+
+    def __init__(self, message: str, retry_after_s: float = 60.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class SpecError(AgentvisorError):
     """The spec file cannot be used (missing, empty, not UTF-8, no recognisable goal)."""
 

@@ -208,6 +208,21 @@ def _v6(db: sqlite_utils.Database) -> None:
     db.table("events").create_index(["kind", "id"], if_not_exists=True)
 
 
+def _v7(db: sqlite_utils.Database) -> None:
+    """Every check-in knows the agent that scheduled it (`created_by`, NULL: the operator or
+    agentvisor); an agent may cancel only its own. Rows from before get the agent their
+    `creator` names, which was always the caller's own role; any other row counts as the
+    operator's."""
+    if "created_by" in db.table("checkins").columns_dict:
+        return
+    db.execute("ALTER TABLE checkins ADD COLUMN created_by INTEGER REFERENCES agents(id)")
+    db.execute(
+        "UPDATE checkins SET created_by = (SELECT agents.id FROM agents "
+        "WHERE agents.project_id = checkins.project_id AND agents.role = checkins.creator) "
+        "WHERE creator NOT IN ('operator', 'agentvisor')"
+    )
+
+
 MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [
     (1, _v1),
     (2, _v2),
@@ -215,6 +230,7 @@ MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [
     (4, _v4),
     (5, _v5),
     (6, _v6),
+    (7, _v7),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -12,8 +12,8 @@ from typing import Any
 from supervisor.auth import Caller
 from supervisor.errors import AgentvisorError, InvalidInput
 from supervisor.model_broker import Budget, BudgetHit, Usage, budget_hit, day_start
-from supervisor.service import Service
-from supervisor.store import OPERATOR, Row
+from supervisor.service import Service, UsageLimitSource
+from supervisor.store import AGENTVISOR, Row
 from supervisor.usage_store import UsageStore
 
 BUDGET_REASON = "budget"  # agents.paused_reason starts with it: `budget: <message>`
@@ -92,7 +92,7 @@ class ModelAccounting:
         if hit.until:
             store.add_checkin(
                 project["id"],
-                OPERATOR,
+                AGENTVISOR,
                 agent["id"],
                 "Your daily token budget has renewed. Continue where you left off.",
                 until,
@@ -117,7 +117,7 @@ class ModelAccounting:
             orchestrator = store.get_agent(project["id"], "orchestrator")
             store.add_message(
                 project["id"],
-                OPERATOR,
+                AGENTVISOR,
                 orchestrator["id"],
                 text,
                 kind="notice",
@@ -163,9 +163,7 @@ class ModelAccounting:
                     agent["id"],
                     {"role": agent["role"], "status": status, "reset_at": reset_at},
                 )
-                self.service.pause_for_usage_limit(
-                    agent, reset_at, "the model API answered 429 (seen by the broker)"
-                )
+                self.service.pause_for_usage_limit(agent, reset_at, UsageLimitSource.BROKER)
 
     # -- the operator's side ---------------------------------------------------------------
     def set_budget(self, caller: Caller, project_name: str, values: dict[str, float]) -> Row:
@@ -185,7 +183,7 @@ class ModelAccounting:
                 store.update_agent(agent["id"], paused_until=None, paused_reason=None, state="idle")
                 store.add_message(
                     project["id"],
-                    OPERATOR,
+                    AGENTVISOR,
                     agent["id"],
                     "Your budget was raised. Continue where you left off.",
                     kind="notice",

@@ -30,6 +30,7 @@ from supervisor.sandbox_policy import (
     committed_project_config,
     parse_project_config,
 )
+from supervisor.sandbox_sockets import API_DIR_TARGET, prepare_folder
 from supervisor.worktrees import is_agent_clone
 
 LABEL_MANAGED = "agentvisor.managed"
@@ -243,6 +244,7 @@ def build_spec(
 
     uid, gid = settings.sandbox_ids()
     socket_dir = Path(settings.socket_dir).resolve()
+    api_dir = prepare_folder(settings, project, role).resolve()  # its own API socket
     token = Path(token_file).resolve()
     for path, what, hint in (
         (worktree, "the worktree", "make it with ensure_worktree first"),
@@ -260,13 +262,14 @@ def build_spec(
     binds = [
         Mount(worktree, Path(WORKDIR), False),
         Mount(socket_dir, Path(SOCKET_DIR_TARGET), False),
+        Mount(api_dir, Path(API_DIR_TARGET), False),
         Mount(token, Path(TOKEN_TARGET), True),
     ]
     fixed_targets = [str(m.target) for m in binds] + [HOME]
     extra: list[Mount] = []
     for mount in credential_mounts:
         extra.append(checked_extra_mount(mount, fixed_targets, "credential mount"))
-    allowed_state = {socket_dir, token}
+    allowed_state = {socket_dir, api_dir, token}
     for mount in [*binds, *extra]:
         check_mount_source(mount.source, settings, allowed_state, engine_sockets)
     check_unique_targets([*fixed_targets, *(str(m.target) for m in extra)])
@@ -337,7 +340,8 @@ def _environment(
     settings: Settings, project: str, role: str, profile: str, resume: bool
 ) -> dict[str, str]:
     env = {
-        "AGENTVISOR_SOCKET": f"{SOCKET_DIR_TARGET}/api.sock",
+        # The sandbox's own socket: no other sandbox can reach it (docs/limits.md).
+        "AGENTVISOR_SOCKET": f"{API_DIR_TARGET}/api.sock",
         "AGENTVISOR_TOKEN_FILE": TOKEN_TARGET,
         "AGENTVISOR_PROJECT": project,
         "AGENTVISOR_ROLE": role,

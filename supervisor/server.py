@@ -19,7 +19,10 @@ from typing import IO
 import uvicorn
 from fastapi import FastAPI
 
+from supervisor import log_limit
 from supervisor.api import create_app
+from supervisor.api_connections import ConnectionGate, gated_protocol, raise_fd_limit
+from supervisor.api_limits import SandboxRequestLimit
 from supervisor.auth import Authenticator, ensure_operator_token
 from supervisor.clock import Clock, FileClock, SystemClock
 from supervisor.config import Settings
@@ -28,12 +31,15 @@ from supervisor.errors import Conflict, ServerUnavailable
 from supervisor.inbox_waiters import InboxWaiters
 from supervisor.metrics import Metrics
 from supervisor.project_queue import QueueRunner
+from supervisor.sandbox_sockets import SandboxListeners
 from supervisor.scheduler import Scheduler
 from supervisor.service import Service
 from supervisor.store import Store
 from supervisor.watchdog import Watchdog
 
 log = logging.getLogger("agentvisor.server")
+
+BACKLOG = 1024  # connections waiting to be accepted, per socket
 
 
 def make_clock(settings: Settings) -> Clock:
@@ -97,22 +103,26 @@ async def start_egress(settings: Settings, store: Store, metrics: Metrics) -> Eg
     return proxy
 
 
-def bind_unix_socket(path: Path, gid: int | None = None) -> socket.socket:
-    """Bind the API socket with mode 0660 (no window with looser permissions)."""
+def bind_unix_socket(
+    path: Path, gid: int | None = None, mode: int = 0o660, shared_folder: bool = True
+) -> socket.socket:
+    """Bind a Unix socket with `mode` (no window with looser permissions); a shared folder
+    (the one sandboxes mount) is made 0755, anything else is left as it is."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o755)
+    if shared_folder:
+        os.chmod(path.parent, 0o755)
     with contextlib.suppress(FileNotFoundError):
         path.unlink()  # stale: the server lock proves no live server owns it
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old_umask = os.umask(0o117)
+    old_umask = os.umask(0o777 & ~mode)
     try:
         sock.bind(str(path))
     finally:
         os.umask(old_umask)
-    os.chmod(path, 0o660)
+    os.chmod(path, mode)
     if gid is not None and os.getuid() == 0:
         os.chown(path, -1, gid)  # sandboxes run as that group
-    sock.listen(512)
+    sock.listen(BACKLOG)
     sock.setblocking(False)
     return sock
 
@@ -136,8 +146,13 @@ def _lock(settings: Settings) -> IO[str]:
 def serve(settings: Settings) -> None:
     """Run the server in the foreground until SIGINT/SIGTERM."""
     lock = _lock(settings)
+    fd_limit = raise_fd_limit()
     app, service = build_app(settings)
-    sockets = [bind_unix_socket(settings.socket_path, settings.sandbox_ids()[1])]
+    settings.socket_dir.mkdir(parents=True, exist_ok=True)  # mounted by every sandbox
+    os.chmod(settings.socket_dir, 0o755)
+    sockets = [
+        bind_unix_socket(settings.socket_path, settings.sandbox_ids()[1], shared_folder=False)
+    ]
     if settings.tcp_port is not None:
         tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -146,25 +161,72 @@ def serve(settings: Settings) -> None:
         tcp.setblocking(False)
         sockets.append(tcp)
     settings.pid_path.write_text(f"{os.getpid()}\n", encoding="utf-8")
+    gate = ConnectionGate.from_settings(settings, fd_limit)
     config = uvicorn.Config(
-        app,
+        SandboxRequestLimit(
+            app,
+            str(settings.state_dir / "asock"),
+            settings.api_max_requests_per_sandbox,
+            settings.api_sandbox_request_slots,
+            settings.api_sandbox_requests_per_second,
+        ),
         log_level="warning",
         access_log=False,
-        timeout_keep_alive=30,
+        timeout_keep_alive=settings.api_keep_alive_s,  # type: ignore[arg-type]  # a float works
         timeout_graceful_shutdown=3,
+        # Connections are limited per sandbox and per socket by the gate, not by uvicorn's
+        # `limit_concurrency`, which would refuse the operator too (docs/limits.md).
+        http=gated_protocol(gate),
+        backlog=BACKLOG,
     )
+    log_limit.install(settings.log_repeat_max, settings.log_repeat_interval_s)
+    listeners = SandboxListeners(settings, gate, bind_unix_socket)
+    app.state.on_agent_registered = listeners.ensure
     # uvicorn re-raises SIGTERM after its graceful shutdown; turn it into an exit so the clean-up
     # below (socket, pid file, lock) runs.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        uvicorn.Server(config).run(sockets=sockets)
+        ApiServer(config, listeners, service.store).run(sockets=sockets)
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            settings.socket_path.unlink()
-        with contextlib.suppress(FileNotFoundError):
-            settings.pid_path.unlink()
+        listeners.close()
+        for path in (settings.socket_path, settings.pid_path):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
         service.store.close()
         lock.close()
+
+
+class ApiServer(uvicorn.Server):
+    """uvicorn's server, which also serves every sandbox's own socket (with the same
+    protocol, hence the same app, limits and graceful shutdown)."""
+
+    def __init__(self, config: uvicorn.Config, listeners: SandboxListeners, store: Store) -> None:
+        super().__init__(config)
+        self.listeners = listeners
+        self.store = store
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        import asyncio
+
+        config = self.config
+
+        def protocol() -> asyncio.Protocol:
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state, app_state=self.lifespan.state
+            )
+
+        projects = {p["id"]: p["name"] for p in self.store.list_projects()}
+        agents = [
+            (projects[a["project_id"]], a["role"])
+            for a in self.store.list_agents()
+            if a["project_id"] in projects
+        ]
+        self.listeners.start(asyncio.get_running_loop(), protocol, agents)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.listeners.close()  # accept nothing more; open connections end as uvicorn's do
+        await super().shutdown(sockets)
 
 
 def read_pid(settings: Settings) -> int | None:

@@ -10,6 +10,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from supervisor.auth import Caller
@@ -20,7 +21,7 @@ from supervisor.inbox_waiters import InboxWaiters
 from supervisor.metrics import Metrics
 from supervisor.recurrence import format_duration
 from supervisor.scheduler import Fired, Scheduler
-from supervisor.store import OPERATOR, Row, Store
+from supervisor.store import AGENTVISOR, OPERATOR, Row, Store
 from supervisor.team import validate_role_name
 
 MIN_DELAY_MINUTES = 0.01
@@ -35,6 +36,18 @@ MAX_USAGE_PAUSE_S = 8 * 24 * 3600.0
 MAX_INFO_BYTES = 16 * 1024
 MAX_STATE_CHARS = 40
 _KIND = re.compile(r"[a-z][a-z0-9_.-]{0,39}")
+
+
+class UsageLimitSource(StrEnum):
+    """Who saw a usage limit: the agent's shim on its screen, or the model broker."""
+
+    SCREEN = "screen"
+    BROKER = "broker"
+
+    def describe(self, role: str) -> str:
+        if self is UsageLimitSource.BROKER:
+            return f"the model API answered {role}'s request with 429"
+        return f"{role}'s sandbox reported a usage-limit notice on its screen"
 
 
 @dataclass
@@ -156,7 +169,10 @@ class Service:
             proj = self.project_for(caller, project)
             scope = proj["id"]
             recipient_id = self._recipient(proj, recipient)["id"]
-        return self.store.list_messages(scope, recipient_id, state, _limit(limit))
+        party = None
+        if caller.agent is not None and not self.settings.agents_read_team_messages:
+            party = (int(caller.agent["id"]), str(caller.agent["role"]))
+        return self.store.list_messages(scope, recipient_id, state, _limit(limit), party=party)
 
     def change_message(self, caller: Caller, message_id: int, action: str) -> Row:
         caller.require_operator()
@@ -231,6 +247,7 @@ class Service:
             due_at,
             every_s,
             self._key(idempotency_key),
+            created_by=None if caller.agent is None else int(caller.agent["id"]),
         )
         if created and self.scheduler is not None:
             self.scheduler.wake(checkin["due_at"])
@@ -239,11 +256,28 @@ class Service:
     def checkins(
         self, caller: Caller, project: str | None, state: str | None, limit: int = 200
     ) -> list[Row]:
+        party = None
+        if caller.agent is not None and not self.settings.agents_read_team_messages:
+            party = int(caller.agent["id"])
         return self.store.list_checkins(
-            self.listing_scope(caller, project), state or None, limit=_limit(limit, 1000)
+            self.listing_scope(caller, project),
+            state or None,
+            limit=_limit(limit, 1000),
+            party=party,
         )
 
     def cancel_checkin(self, caller: Caller, checkin_id: int) -> Row:
+        """The operator may cancel any check-in; an agent only one it scheduled itself, never
+        the operator's (routine check-ins, commit reminders) nor agentvisor's."""
+        if caller.agent is not None:
+            checkin = self.store.get_checkin(checkin_id)
+            if checkin["project_id"] != caller.project_id:
+                raise NotFound(f"no check-in with id {checkin_id} in this project")
+            if checkin["created_by"] != caller.agent["id"]:
+                raise Forbidden(
+                    f"check-in {checkin_id} was scheduled by {_scheduled_by(checkin)}; "
+                    "an agent may cancel only the check-ins it scheduled itself"
+                )
         return self.store.cancel_checkin(checkin_id, caller.project_id)
 
     # -- the shim's inbox ------------------------------------------------------------------
@@ -256,7 +290,7 @@ class Service:
         before = self.store.get_message(message_id)
         message = self.store.ack(agent["id"], message_id, lease_id)
         if before["state"] != "delivered":
-            self.metrics.inc('deliveries|state="delivered"')
+            self.metrics.inc("deliveries", labels={"state": "delivered"})
             self.metrics.observe_delivery_latency(
                 max(0.0, (message["delivered_at"] or 0) - message["created_at"])
             )
@@ -268,7 +302,7 @@ class Service:
         message = self.store.nack(
             agent["id"], message_id, lease_id, reason[:2000], retry, self.settings.max_attempts
         )
-        self.metrics.inc(f'deliveries|state="{message["state"]}"')
+        self.metrics.inc("deliveries", labels={"state": message["state"]})
         self.waiters.notify([agent["id"]])
         return message
 
@@ -361,7 +395,9 @@ class Service:
             reset_at = self._reset_time((data or {}).get("paused_until"))
         event = self.store.log_event(f"agent.{kind}", agent["project_id"], agent["id"], data)
         if kind == "usage_limit":
-            self.pause_for_usage_limit(agent, reset_at, str((data or {}).get("notice") or ""))
+            # The agent's own `notice` stays in the event for the operator; what the
+            # orchestrator is told is composed here and names no text of the agent's.
+            self.pause_for_usage_limit(agent, reset_at, UsageLimitSource.SCREEN)
         return event
 
     def _reset_time(self, value: Any) -> float | None:
@@ -382,9 +418,11 @@ class Service:
             )
         return float(value)
 
-    def pause_for_usage_limit(self, agent: Row, reset_at: Any, notice: str) -> float:
+    def pause_for_usage_limit(self, agent: Row, reset_at: Any, source: UsageLimitSource) -> float:
         """Hold the agent's deliveries until its usage limit resets (plus a margin), then tell
-        it to continue: a check-in at that time does both, as nothing is leased before it."""
+        it to continue: a check-in at that time does both, as nothing is leased before it.
+        Both that check-in and the orchestrator's notice come from `agentvisor`, with text
+        composed here: nothing an agent wrote is relayed."""
         now = self.store.clock.now()
         try:
             reset = float(reset_at)
@@ -409,7 +447,7 @@ class Service:
         )
         self.store.add_checkin(
             agent["project_id"],
-            OPERATOR,
+            AGENTVISOR,
             agent["id"],
             "Your usage limit has reset. Continue where you left off.",
             resume_at,
@@ -422,10 +460,10 @@ class Service:
                 orchestrator = self.store.get_agent(agent["project_id"], "orchestrator")
                 self.store.add_message(
                     agent["project_id"],
-                    OPERATOR,
+                    AGENTVISOR,
                     orchestrator["id"],
-                    f"{agent['role']} hit its usage limit ({notice or 'no details'}); its "
-                    f"messages are held until it resumes in "
+                    f"{agent['role']} hit its usage limit ({source.describe(agent['role'])}); "
+                    f"its messages are held until it resumes in "
                     f"{format_duration(resume_at - now)}.",
                     kind="notice",
                     idempotency_key=f"usage-notice-{agent['id']}-{int(resume_at // 60)}",
@@ -435,7 +473,13 @@ class Service:
         return resume_at
 
     def events(self, caller: Caller, project: str | None, limit: int) -> list[Row]:
-        return self.store.list_events(self.listing_scope(caller, project), _limit(limit, 1000))
+        # An agent's view, unless opted in: its own events (others' hold their summaries).
+        own = None
+        if caller.agent is not None and not self.settings.agents_read_team_messages:
+            own = int(caller.agent["id"])
+        return self.store.list_events(
+            self.listing_scope(caller, project), _limit(limit, 1000), agent_id=own
+        )
 
     # -- the project queue -----------------------------------------------------------------
     def queue_add(
@@ -472,7 +516,13 @@ class Service:
         return QueueStore(self.store).cancel(queue_id)
 
     def typed_text(self, message: Row) -> str:
-        return delivered_text(message["marker"], message["body"])
+        return delivered_text(message["marker"], message["body"], message["sender"])
+
+
+def _scheduled_by(checkin: Row) -> str:
+    if checkin["created_by"] is None:
+        return "agentvisor" if checkin["creator"] == AGENTVISOR else "the operator"
+    return f"another agent ({checkin['creator']})"
 
 
 def _stored_info(text: str | None) -> dict[str, Any]:

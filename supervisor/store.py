@@ -27,11 +27,11 @@ from supervisor.delivery import PENDING_STATES, Event, MessageState, new_marker,
 from supervisor.errors import Conflict, InvalidInput, NotFound, StorageFull
 from supervisor.migrations import migrate
 from supervisor.recurrence import checkin_text, plan_firing, unfireable
-from supervisor.team import OPERATOR
+from supervisor.team import AGENTVISOR, OPERATOR
 
 Row = dict[str, Any]
 log = logging.getLogger("agentvisor.scheduler")
-__all__ = ["OPERATOR", "Fired", "Row", "Store", "hash_token", "new_token"]
+__all__ = ["AGENTVISOR", "OPERATOR", "Fired", "Row", "Store", "hash_token", "new_token"]
 
 
 def hash_token(token: str) -> str:
@@ -182,13 +182,18 @@ class Store:
         return row
 
     def list_events(
-        self, project_id: int | None = None, limit: int = 100, kind: str | None = None
+        self,
+        project_id: int | None = None,
+        limit: int = 100,
+        kind: str | None = None,
+        agent_id: int | None = None,
     ) -> list[Row]:
         where: list[str] = ["1=1"]
         params: list[Any] = []
-        if project_id is not None:
-            where.append("project_id = ?")
-            params.append(project_id)
+        for column, value in (("project_id", project_id), ("agent_id", agent_id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
         if kind:
             where.append("kind = ?")
             params.append(kind)
@@ -416,8 +421,11 @@ class Store:
         recipient_id: int | None = None,
         state: str | None = None,
         limit: int = 50,
+        party: tuple[int, str] | None = None,
     ) -> list[Row]:
-        where, params = ["1=1"], []
+        """`party` (agent id, role): only the messages that agent sent or receives."""
+        where: list[str] = ["1=1"]
+        params: list[Any] = []
         for column, value in (
             ("project_id", project_id),
             ("recipient_id", recipient_id),
@@ -426,6 +434,9 @@ class Store:
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
+        if party is not None:
+            where.append("(recipient_id = ? OR sender = ?)")
+            params += list(party)
         return self.fetch_all(
             f"SELECT * FROM messages WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
             (*params, limit),
@@ -606,7 +617,10 @@ class Store:
         due_at: float,
         every_s: float | None = None,
         idempotency_key: str | None = None,
+        created_by: int | None = None,
     ) -> tuple[Row, bool]:
+        """Schedule a check-in. `created_by`: the agent that asked for it; None for the
+        operator and for agentvisor, whose check-ins no agent may cancel."""
         with self.transaction() as db:
             if idempotency_key:
                 first = self.fetch_one(
@@ -623,6 +637,7 @@ class Store:
                 {
                     "project_id": project_id,
                     "creator": creator,
+                    "created_by": created_by,
                     "recipient_id": recipient_id,
                     "note": note,
                     "due_at": due_at,
@@ -647,8 +662,11 @@ class Store:
         state: str | None = "pending",
         recipient_id: int | None = None,
         limit: int = 200,
+        party: int | None = None,
     ) -> list[Row]:
-        where, params = ["1=1"], []
+        """`party`: only the check-ins this agent scheduled or receives."""
+        where: list[str] = ["1=1"]
+        params: list[Any] = []
         for column, value in (
             ("project_id", project_id),
             ("state", state),
@@ -657,6 +675,9 @@ class Store:
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
+        if party is not None:
+            where.append("(created_by = ? OR recipient_id = ?)")
+            params += [party, party]
         return self.fetch_all(
             f"SELECT * FROM checkins WHERE {' AND '.join(where)} ORDER BY due_at LIMIT ?",
             (*params, limit),

@@ -14,6 +14,16 @@ from supervisor.errors import InvalidInput
 
 ORCHESTRATOR = "orchestrator"
 OPERATOR = "operator"  # the human who runs agentvisor; the orchestrator reports to them
+# agentvisor itself: the sender of the notices it composes (usage limits, budgets, watchdog).
+# No token maps to it, and no role may take its name (nor the operator's).
+AGENTVISOR = "agentvisor"
+# What a pane header shows for a sender that is not a plain name (agent_shim/text.py).
+UNKNOWN_SENDER = "unknown"
+RESERVED_NAMES = {
+    OPERATOR: "the human who runs agentvisor",
+    AGENTVISOR: "the notices agentvisor itself sends",
+    UNKNOWN_SENDER: "a sender that cannot be shown",
+}
 ROLE_NAME = re.compile(r"[a-z][a-z0-9-]*\Z")
 MAX_ROLE_NAME_CHARS = 32
 MAX_TEAM_SIZE = 16  # every agent is a container; more than this is almost surely a mistake
@@ -292,10 +302,9 @@ def validate_role_name(role: str) -> str:
             f"role name {role!r} is not valid; use 1 to {MAX_ROLE_NAME_CHARS} characters: "
             "a lowercase letter, then lowercase letters, digits or hyphens (e.g. developer-2)."
         )
-    if role == OPERATOR:
+    if role in RESERVED_NAMES:
         raise InvalidInput(
-            f"role name {OPERATOR!r} is reserved for the human who runs agentvisor; "
-            "choose another name."
+            f"role name {role!r} is reserved for {RESERVED_NAMES[role]}; choose another name."
         )
     return role
 

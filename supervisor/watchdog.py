@@ -16,7 +16,7 @@ from typing import Any
 
 from supervisor.errors import AgentvisorError
 from supervisor.recurrence import format_duration
-from supervisor.store import OPERATOR, Row
+from supervisor.store import AGENTVISOR, Row
 
 log = logging.getLogger("agentvisor.watchdog")
 
@@ -105,7 +105,7 @@ class Watchdog:
         self.service.metrics.set_gauge(
             "sandbox_restarts",
             "Restarts of each sandbox since it was last started by hand.",
-            {f'project="{s.project}",role="{s.role}"': s.restart_count for s in sandboxes},
+            (({"project": s.project, "role": s.role}, s.restart_count) for s in sandboxes),
         )
         projects = {p["id"]: p["name"] for p in self.store.list_projects()}
         by_key = {(projects.get(a["project_id"]), a["role"]): a for a in agents}
@@ -156,7 +156,7 @@ class Watchdog:
             return
         self.store.add_message(
             agent["project_id"],
-            OPERATOR,
+            AGENTVISOR,
             orchestrator["id"],
             text,
             kind="notice",

@@ -61,8 +61,8 @@ class Demo:
         assert self.pane.wait_until_ready(DEMO, 10)
         return self.prompts()
 
-    def deliver(self, marker: str, body: str) -> None:
-        self.pane.type_message(marker, body)
+    def deliver(self, marker: str, body: str, sender: str = "operator") -> None:
+        self.pane.type_message(marker, body, sender)
         self.pane.send_keys("Enter")
 
 
@@ -92,7 +92,7 @@ def test_demo_agent_is_ready_at_its_prompt_and_busy_while_working(demo: Demo):
 def test_five_line_message_arrives_as_one_prompt(demo: Demo):
     body = "\n".join(f"line {i}: do the thing" for i in range(1, 6))
     demo.deliver("av-5l", body)
-    assert demo.wait_for_prompts(1) == ["[av-5l] " + body]
+    assert demo.wait_for_prompts(1) == ["[av-5l] from operator: " + body]
     assert demo.pane.capture_history().count("ok: received av-5l") == 1
 
 
@@ -104,7 +104,7 @@ def test_twenty_kb_message_arrives_whole(demo: Demo, shape: str):
         body = "".join(f"<{i:05d}>" for i in range(3000))
     assert len(body.encode()) > 20_000
     demo.deliver("av-20k", body)
-    assert demo.wait_for_prompts(1) == ["[av-20k] " + prepare_body(body)]
+    assert demo.wait_for_prompts(1) == ["[av-20k] from operator: " + prepare_body(body)]
 
 
 def test_escape_sequences_are_typed_as_visible_text(demo: Demo):
@@ -113,14 +113,14 @@ def test_escape_sequences_are_typed_as_visible_text(demo: Demo):
         "\nend of paste \x1b[201~ then \x1b[200~ and a bell \x07 and \r carriage"
     )
     demo.deliver("av-esc", body)
-    assert demo.wait_for_prompts(1) == ["[av-esc] " + prepare_body(body)]
+    assert demo.wait_for_prompts(1) == ["[av-esc] from operator: " + prepare_body(body)]
     assert "^[[31mred" in demo.prompts()[0]
     assert demo.pane.info("#{pane_title}") != "pwn"
 
 
 def test_escape_in_a_short_single_line_is_typed_visibly_too(demo: Demo):
     demo.deliver("av-esc1", "stop \x1b[201~\x1b[2J now")
-    assert demo.wait_for_prompts(1) == ["[av-esc1] stop ^[[201~^[[2J now"]
+    assert demo.wait_for_prompts(1) == ["[av-esc1] from operator: stop ^[[201~^[[2J now"]
 
 
 @pytest.mark.parametrize(
@@ -138,13 +138,13 @@ def test_escape_in_a_short_single_line_is_typed_visibly_too(demo: Demo):
 )
 def test_tmux_key_names_and_syntax_are_typed_literally(demo: Demo, body: str):
     demo.deliver("av-key", body)
-    assert demo.wait_for_prompts(1) == ["[av-key] " + body]
+    assert demo.wait_for_prompts(1) == ["[av-key] from operator: " + body]
 
 
 def test_key_names_inside_a_pasted_block_are_literal(demo: Demo):
     body = "C-c\nEnter\nEscape\nC-d"
     demo.deliver("av-keys", body)
-    assert demo.wait_for_prompts(1) == ["[av-keys] " + body]
+    assert demo.wait_for_prompts(1) == ["[av-keys] from operator: " + body]
 
 
 def test_marker_is_found_in_history_after_it_scrolled_off_screen(tmux_server: libtmux.Server):
@@ -164,7 +164,7 @@ def test_marker_is_found_in_history_after_it_scrolled_off_screen(tmux_server: li
         "cat",
     )
     pane = AgentPane(tmux_server, created.stdout[0])
-    pane.type_message("av-old", "first message")
+    pane.type_message("av-old", "first message", "operator")
     pane.send_keys("Enter")
     for i in range(100):
         pane.type_text(f"filler {i}")
@@ -176,12 +176,12 @@ def test_marker_is_found_in_history_after_it_scrolled_off_screen(tmux_server: li
 
 
 def test_typed_but_unsubmitted_text_is_seen_as_pending(demo: Demo):
-    demo.pane.type_message("av-pend", "wait for it")
+    demo.pane.type_message("av-pend", "wait for it", "operator")
     assert demo.pane.wait_until(lambda lines: screen.pending_marker(DEMO, lines) == "av-pend", 5)
     assert demo.prompts() == []
     demo.pane.send_keys("Enter")
     assert demo.pane.wait_until(lambda lines: screen.pending_marker(DEMO, lines) is None, 5)
-    assert demo.wait_for_prompts(1) == ["[av-pend] wait for it"]
+    assert demo.wait_for_prompts(1) == ["[av-pend] from operator: wait for it"]
 
 
 def test_a_usage_limit_notice_printed_by_the_agent_is_detected(demo: Demo):
@@ -197,7 +197,7 @@ def test_typing_leaves_copy_mode_and_leaves_no_paste_buffer(
     demo.pane._tmux("copy-mode")
     assert demo.pane.info("#{pane_in_mode}") == "1"
     demo.deliver("av-cm", "a\nb")
-    assert demo.wait_for_prompts(1) == ["[av-cm] a\nb"]
+    assert demo.wait_for_prompts(1) == ["[av-cm] from operator: a\nb"]
     buffers = tmux_server.cmd("list-buffers", "-F", "#{buffer_name}").stdout
     assert not [name for name in buffers if name.startswith("agentvisor-")]
 
@@ -214,7 +214,7 @@ def test_an_agent_that_exits_is_restarted_in_the_same_pane(demo: Demo):
     assert pane.pane_id == demo.pane.pane_id
     assert pane.wait_until_ready(DEMO, 10)
     demo.deliver("av-back", "hello again")
-    assert demo.wait_for_prompts(2)[-1] == "[av-back] hello again"
+    assert demo.wait_for_prompts(2)[-1] == "[av-back] from operator: hello again"
 
 
 def test_the_session_is_created_on_a_foreground_tmux_server_like_supervisords(
@@ -268,9 +268,9 @@ def test_the_agents_last_output_survives_its_restart_in_the_pane_history(demo: D
     pane = wait_until(demo.session.ensure, timeout_s=10, message="the agent to restart")
     assert pane.wait_until_ready(DEMO, 10)
     history = pane.capture_history()
-    assert history.count("[av-ra] RESPAWN-A") == 1, history
-    assert history.count("[av-rc] RESPAWN-C DEMO:exit") == 1, history
+    assert history.count("[av-ra] from operator: RESPAWN-A") == 1, history
+    assert history.count("[av-rc] from operator: RESPAWN-C DEMO:exit") == 1, history
     assert history.index("RESPAWN-C") < history.rindex("demo>")  # old above, new prompt below
     demo.deliver("av-after", "after the restart")
-    assert demo.wait_for_prompts(3)[-1] == "[av-after] after the restart"
+    assert demo.wait_for_prompts(3)[-1] == "[av-after] from operator: after the restart"
     assert pane.capture_history().count("[av-rc]") == 1

@@ -15,6 +15,7 @@ from supervisor.docker_engine import docker_client
 from supervisor.errors import EngineUnavailable, SandboxError
 from supervisor.git_run import git_common_dir
 from supervisor.mounts import Mount
+from supervisor.sandbox_sockets import sandbox_socket_dir
 from supervisor.sandbox_spec import (
     LABEL_CONFIG,
     SandboxSpec,
@@ -103,7 +104,7 @@ def test_spec_names_labels_and_contract_environment(settings, repo, worktree, to
     assert spec.labels["agentvisor.role"] == ROLE
     assert spec.labels["agentvisor.managed"] == "1"
     assert spec.labels["agentvisor.state_dir"] == str(settings.state_dir.resolve())
-    assert spec.env["AGENTVISOR_SOCKET"] == "/run/agentvisor/sock/api.sock"
+    assert spec.env["AGENTVISOR_SOCKET"] == "/run/agentvisor/api/api.sock"  # its own
     assert spec.env["AGENTVISOR_TOKEN_FILE"] == "/run/agentvisor/token"
     assert spec.env["AGENTVISOR_PROJECT"] == PROJECT
     assert spec.env["AGENTVISOR_ROLE"] == ROLE
@@ -140,6 +141,12 @@ def test_spec_mounts_the_agents_own_clone_and_nothing_of_the_projects_git(
     assert [(m.kind, m.source, m.target, m.read_only) for m in spec.mounts] == [
         ("bind", str(worktree), "/workspace", False),
         ("bind", str(settings.socket_dir.resolve()), "/run/agentvisor/sock", False),
+        (
+            "bind",
+            str(sandbox_socket_dir(settings, "shop", "developer").resolve()),
+            "/run/agentvisor/api",
+            False,
+        ),
         ("bind", str(token.resolve()), "/run/agentvisor/token", True),
         ("volume", "agentvisor-home-shop-developer", "/home/agent", False),
     ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent_shim.demo_agent import Echo, LineEditor, Submit, split_marker
+from agent_shim.demo_agent import Echo, LineEditor, Submit, split_header, split_marker
 
 
 def prompts(events: list[Echo | Submit]) -> list[str]:
@@ -52,3 +52,12 @@ def test_other_keys_and_backspace_and_ctrl_c():
 def test_the_marker_is_split_from_the_prompt():
     assert split_marker("[av-1z9] # agentvisor briefing") == ("av-1z9", "# agentvisor briefing")
     assert split_marker("no marker") == (None, "no marker")
+
+
+def test_the_header_gives_marker_sender_and_body():
+    assert split_header("[av-1z9] from tester: Completion report from tester: ok") == (
+        "av-1z9",
+        "tester",
+        "Completion report from tester: ok",
+    )
+    assert split_header("[av-1z9] old shim, no sender") == ("av-1z9", None, "old shim, no sender")
