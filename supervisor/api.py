@@ -33,6 +33,7 @@ from supervisor.api_models import (
     ProjectModelBody,
     ProjectStateBody,
     QueueBody,
+    RoutingBody,
     RowId,
     SendBody,
     errors,
@@ -174,6 +175,17 @@ def create_app(
         if who.agent is not None:
             return [svc.store.get_project_by_id(who.agent["project_id"])]
         return svc.store.list_projects()
+
+    @app.get("/v1/projects/{name}/routing", responses=_doc(403, 404))
+    def project_routing(name: NamePath, who: Caller = Depends(caller)) -> Row:
+        project = svc.project_for(who, name)
+        return {"project": project["name"], **svc.routing(project).as_dict()}
+
+    @app.post("/v1/projects/{name}/routing", responses=_doc(403, 404, 507))
+    def set_project_routing(
+        name: NamePath, body: RoutingBody, who: Caller = Depends(caller)
+    ) -> Row:
+        return svc.set_routing(who, name, body.model_dump(exclude_none=True))
 
     @app.post("/v1/projects/{name}/release", responses=_doc(403, 404, 507))
     def project_release(name: NamePath, who: Caller = Depends(caller)) -> dict[str, int]:

@@ -179,6 +179,18 @@ class ProjectBody(Strict):
     start_branch: Annotated[str, Field(min_length=1, max_length=250), CleanText] | None = None
 
 
+Pattern = Annotated[str, Field(min_length=1, max_length=200), CleanText]
+
+
+class RoutingBody(Strict):
+    """The project's own routing policy; a field left out keeps its value."""
+
+    copy_to: Name | None = None
+    copy_kinds: list[Kind] | None = Field(default=None, max_length=50)
+    copy_patterns: list[Pattern] | None = Field(default=None, max_length=50)
+    hub_only: bool | None = None
+
+
 class ProjectStateBody(Strict):
     state: Literal["running", "stopped", "complete", "failed"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -295,9 +295,18 @@ def messages(
     cancel: Annotated[
         int | None, typer.Option("--cancel", help="Cancel this queued message.")
     ] = None,
+    audit: Annotated[
+        bool,
+        typer.Option(
+            "--audit", help="Who said what to whom, and who got a copy (from the event log)."
+        ),
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Recent messages with their delivery states."""
+    if audit:
+        _audit(ctx, project, limit, json_out)
+        return
     with ctx_of(ctx).client() as client:
         for message_id, action in ((retry, "retry"), (cancel, "cancel")):
             if message_id is not None:
@@ -322,6 +331,74 @@ def messages(
         ],
         json_out,
     )
+
+
+def _audit(ctx: typer.Context, project: str | None, limit: int, json_out: bool) -> None:
+    with ctx_of(ctx).client() as client:
+        events = client.get("/v1/events", project=project, limit=500)
+    sent = [e for e in events if e["kind"] == "message.sent"][:limit]
+    listing(
+        "messages sent, newest first",
+        ["at", "message", "from", "to", "kind", "copied to"],
+        sent,
+        lambda e: [
+            when(e["at"]),
+            e["data"].get("id"),
+            e["data"].get("from"),
+            e["data"].get("to"),
+            e["data"].get("kind"),
+            ", ".join(e["data"].get("copied_to") or []),
+        ],
+        json_out,
+    )
+
+
+@app.command()
+def routing(
+    ctx: typer.Context,
+    project: Annotated[str | None, typer.Argument()] = None,
+    copy_to: Annotated[
+        str | None, typer.Option("--copy-to", help="The role that gets the copies.")
+    ] = None,
+    copy_kind: Annotated[
+        list[str] | None,
+        typer.Option("--copy-kind", help="Copy messages of this kind (repeatable; replaces)."),
+    ] = None,
+    copy_pattern: Annotated[
+        list[str] | None,
+        typer.Option("--copy-pattern", help="Copy messages holding this text (repeatable)."),
+    ] = None,
+    hub_only: Annotated[
+        bool | None,
+        typer.Option("--hub-only/--no-hub-only", help="Agents may message only the hub."),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """The project's routing: copies of critical messages to the orchestrator, strict hub-spoke."""
+    changes: dict[str, Any] = {}
+    if copy_to is not None:
+        changes["copy_to"] = copy_to
+    if copy_kind is not None:
+        changes["copy_kinds"] = [k for k in copy_kind if k]
+    if copy_pattern is not None:
+        changes["copy_patterns"] = [p for p in copy_pattern if p]
+    if hub_only is not None:
+        changes["hub_only"] = hub_only
+    from supervisor.launch import resolve_project
+
+    with ctx_of(ctx).client() as client:
+        name = project or resolve_project(client, None)["name"]
+        path = f"/v1/projects/{name}/routing"
+        policy = client.post(path, changes) if changes else client.get(path)
+    if json_out:
+        print_json(policy)
+        return
+    console.print(f"routing of {policy['project']}:")
+    console.print(f"  copies of messages between agents go to: {policy['copy_to']}")
+    console.print(f"  when their kind is: {', '.join(policy['copy_kinds']) or '(none)'}")
+    console.print(f"  or they hold: {', '.join(policy['copy_patterns']) or '(none)'}")
+    hub = "yes: agents message only the hub" if policy["hub_only"] else "no"
+    console.print(f"  strict hub-spoke: {hub}")
 
 
 @app.command()

@@ -101,6 +101,13 @@ class Settings:
     budget_agent_tokens_per_day: int = 0
     budget_project_tokens: int = 0
     budget_project_hours: float = 0.0
+    # Hub-spoke routing (docs/guides/operations.md): copies of critical messages between two
+    # agents to `routing_copy_to`; `routing_hub_only` refuses agent-to-agent messages that do
+    # not go through it. A project's own: `agentvisor routing PROJECT ...`.
+    routing_copy_to: str = "orchestrator"
+    routing_copy_kinds: tuple[str, ...] = ("completion", "failure", "blocked", "deploy")
+    routing_copy_patterns: tuple[str, ...] = ("task complete", "deploy", "failed", "blocked")
+    routing_hub_only: bool = False
     # Quotas per agent (docs/limits.md): over one, 429 with Retry-After; 0 turns one off.
     # The operator's requests are never counted.
     agent_messages_per_minute: int = 120

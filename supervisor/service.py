@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from supervisor import routing
 from supervisor.auth import Caller
 from supervisor.config import Settings
 from supervisor.delivery import Event, delivered_text
@@ -21,7 +22,7 @@ from supervisor.inbox_waiters import InboxWaiters
 from supervisor.metrics import Metrics
 from supervisor.recurrence import format_duration
 from supervisor.scheduler import Fired, Scheduler
-from supervisor.store import AGENTVISOR, OPERATOR, Row, Store
+from supervisor.store import AGENTVISOR, OPERATOR, Row, Store, project_settings
 from supervisor.team import validate_role_name
 
 MIN_DELAY_MINUTES = 0.01
@@ -127,13 +128,69 @@ class Service:
         self._text(body, "message body", self.settings.max_body_bytes)
         if not _KIND.fullmatch(kind or ""):
             raise InvalidInput(f"message kind '{kind}' is not valid: use a short lowercase word")
+        policy = self.routing(proj)
+        if caller.agent is not None:
+            refused = routing.refusal(policy, caller.name, recipient["role"])
+            if refused:
+                raise Forbidden(refused)
         message, created = self.store.add_message(
             proj["id"], caller.name, recipient["id"], body, kind, self._key(idempotency_key)
         )
         if created:
             self.metrics.inc("messages_accepted")
-            self.waiters.notify([recipient["id"]])
+            notify = [recipient["id"]]
+            copies = (
+                routing.copy_roles(policy, caller.name, recipient["role"], kind, body)
+                if caller.agent is not None
+                else []
+            )
+            for role in copies:
+                notify += self._copy(proj, message, caller.name, recipient["role"], role)
+            self.store.log_event(
+                "message.sent",
+                proj["id"],
+                caller.agent["id"] if caller.agent else None,
+                {"id": message["id"], "from": caller.name, "to": recipient["role"], "kind": kind,
+                 "copied_to": copies},
+            )  # fmt: skip
+            self.waiters.notify(notify)
         return message, created
+
+    def routing(self, project: Row) -> routing.RoutingPolicy:
+        """The project's routing policy: the settings', with the project's own over it."""
+        default = routing.RoutingPolicy(
+            self.settings.routing_copy_to,
+            self.settings.routing_copy_kinds,
+            self.settings.routing_copy_patterns,
+            self.settings.routing_hub_only,
+        )
+        return routing.policy_from(default, project_settings(project).get("routing"))
+
+    def set_routing(self, caller: Caller, name: str, changes: dict[str, Any]) -> Row:
+        caller.require_operator()
+        project = self.project_for(caller, name)
+        own = {**(project_settings(project).get("routing") or {}), **changes}
+        self.store.set_project_setting(project["id"], "routing", own)
+        return {
+            "project": project["name"],
+            **self.routing(self.project_for(caller, name)).as_dict(),
+        }
+
+    def _copy(self, project: Row, original: Row, sender: str, to: str, role: str) -> list[int]:
+        """A copy of `original` for `role` (once per original), if the project has that role."""
+        try:
+            hub = self.store.get_agent(project["id"], role)
+        except NotFound:
+            return []
+        self.store.add_message(
+            project["id"],
+            sender,
+            hub["id"],
+            routing.copy_body(sender, to, original["body"]),
+            "copy",
+            f"copy-{original['id']}-{role}",
+        )
+        return [hub["id"]]
 
     def done(self, caller: Caller, summary: str) -> Row:
         agent = caller.require_agent()
