@@ -30,6 +30,7 @@ from agent_shim.tmux_control import ControlledServer
 
 POLL_INTERVAL_S = 0.025  # the longest wait between two looks at the screen
 MIN_INTERVAL_S = 0.002  # the shortest, when the pane keeps writing
+VERIFY_STEP_S = 0.5  # how often the recent history is searched for a typed text's marker
 
 # One write lock per pane, shared by every AgentPane object for it: texts never interleave.
 _WRITE_LOCKS: dict[tuple[str, str], threading.Lock] = {}
@@ -71,6 +72,36 @@ class AgentPane:
     def capture_history(self) -> str:
         """The whole pane: scrollback history and visible screen, wrapped lines joined."""
         return "\n".join(self._tmux("capture-pane", "-p", "-J", "-S", "-"))
+
+    def wait_shown(self, marker: str, body: str, timeout_s: float) -> bool:
+        """Whether a text just typed showed: its marker on the screen, or in the recent
+        history when the CLI echoed a long paste in full and the marker scrolled off the
+        screen (looked for every VERIFY_STEP_S, so such a delivery does not wait out
+        `timeout_s`), or at the end anywhere in the history."""
+        token = marker_token(marker)
+        width = max(1, int(self.info("#{pane_width}") or 80))
+        height = int(self.info("#{pane_height}") or 50)
+        # Physical lines the text may take once wrapped, three times over (the terminal's
+        # echo of a paste and the CLI's own copy of it), and two screens of margin.
+        wrapped = sum(len(line) // width + 1 for line in body.split("\n"))
+        recent = 3 * wrapped + 2 * height
+        deadline = time.monotonic() + timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            step = max(0.0, min(VERIFY_STEP_S, remaining))
+            if self.wait_until(lambda lines: token in "\n".join(lines), step):
+                return True
+            if self.recent_contains(marker, recent):
+                return True
+            if remaining <= step:
+                return self.pane_contains(marker)
+
+    def recent_contains(self, marker: str, lines: int) -> bool:
+        """Whether the marker is in the last `lines` lines of history or on the screen: where
+        a text just typed is, even when the CLI echoed so much of it that its start scrolled
+        off the screen (cheaper than the whole history)."""
+        recent = self._tmux("capture-pane", "-p", "-J", "-S", f"-{max(lines, 1)}")
+        return marker_token(marker) in "\n".join(recent)
 
     def pane_contains(self, marker: str) -> bool:
         """Whether the marker of a message (its bracketed form) is anywhere in the pane."""

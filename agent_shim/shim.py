@@ -309,10 +309,7 @@ class Shim:
             return
         pane.type_message(marker, lease.body, lease.sender)
         verify_s = self.config.verify_timeout_s
-        if not (
-            pane.wait_until(lambda lines: token in "\n".join(lines), verify_s)
-            or pane.pane_contains(marker)
-        ):
+        if not pane.wait_shown(marker, lease.body, verify_s):
             self._nack(lease, f"the typed text did not show in the pane within {verify_s:.0f} s")
             return
         # From here the text is in the pane: record it before anything else can fail.

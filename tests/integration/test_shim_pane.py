@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -274,3 +275,23 @@ def test_the_agents_last_output_survives_its_restart_in_the_pane_history(demo: D
     demo.deliver("av-after", "after the restart")
     assert demo.wait_for_prompts(3)[-1] == "[av-after] from operator: after the restart"
     assert pane.capture_history().count("[av-rc]") == 1
+
+
+def test_a_long_paste_echoed_in_full_is_verified_as_soon_as_its_marker_shows(
+    tmux_server: libtmux.Server,
+):
+    """`cat` echoes every line of a paste: the marker scrolls off a 10-line screen at once.
+    The typed text is seen in the recent history, not after the whole verify timeout."""
+    created = tmux_server.cmd(
+        "new-session", "-d", "-s", "echo", "-x", "80", "-y", "10", "-P", "-F", "#{pane_id}",
+        "--", "cat",
+    )  # fmt: skip
+    pane = AgentPane(tmux_server, created.stdout[0])
+    body = "\n".join(f"line {i} of a long report" for i in range(300))
+    started = time.monotonic()
+    pane.type_message("av-long", body, "developer")
+    assert pane.wait_shown("av-long", body, timeout_s=15)
+    took = time.monotonic() - started
+    assert marker_token("av-long") not in "\n".join(pane.capture_screen())  # scrolled off
+    assert took < 7.5, f"verified after {took:.1f} s: it waited for the timeout"
+    assert not pane.wait_shown("av-none", "never typed", timeout_s=1)
