@@ -2,7 +2,7 @@
 is 0 answers 5xx and 0 schema violations (undocumented status codes, bodies or content types
 that do not match the schema, schema-invalid input accepted). The number of cases is printed.
 
-Each run is bounded by AGENTVISOR_FUZZ_S seconds (60 in `make test`; `make fuzz` runs longer).
+Each run is bounded by AGENTVISOR_FUZZ_S seconds (30 in `make test`; `make fuzz` runs longer).
 schemathesis speaks HTTP over TCP, so the server also listens on a loopback port
 (`agentvisor serve --port`), exactly the server the Unix socket serves.
 
@@ -28,7 +28,7 @@ import pytest
 
 from tests.conftest import REPO, ServerProcess
 
-FUZZ_S = int(os.environ.get("AGENTVISOR_FUZZ_S", "60"))
+FUZZ_S = int(os.environ.get("AGENTVISOR_FUZZ_S", "30"))
 CHECKS = ",".join(
     [
         "not_a_server_error",
