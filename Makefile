@@ -24,8 +24,12 @@ image: setup
 image-test: setup
 	$(PYTHON_VENV) -m supervisor.images --agent-clis none --tag agentvisor/sandbox:test
 
+# Two workers, whole files to one worker (module fixtures such as a team of sandboxes are made
+# once): most tests wait on real servers, sandboxes and timers, so two halve the wall time on
+# two cores. TEST_WORKERS=0 runs them in this process, one after the other.
+TEST_WORKERS ?= 2
 test: setup image-test lint
-	$(PYTHON_VENV) -m pytest -q -ra --color=no --durations=10 $(PYTEST_ARGS)
+	$(PYTHON_VENV) -m pytest -q -ra --color=no --durations=10 -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # schemathesis over the live server's schema, as an agent and as the operator, for FUZZ_S
 # seconds each (`make test` runs the same test for 60 s). The bar: 0 answers 5xx, 0 schema
