@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from supervisor.server import answers_http
 from tests.conftest import REPO, ServerProcess
 
 FUZZ_S = int(os.environ.get("AGENTVISOR_FUZZ_S", "30"))
@@ -82,11 +83,9 @@ class TcpServer(ServerProcess):
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise AssertionError("server exited: " + self.log_tail())
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return True
-            except OSError:
-                return False
+            # An HTTP answer on both the socket and the port: the port is bound (and accepts
+            # connections) before the app serves.
+            return answers_http(self.settings, self.port)
 
         wait_until(up, timeout_s=30, message="the server's TCP port")
         return self
