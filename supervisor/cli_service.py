@@ -9,7 +9,7 @@ import typer
 
 from supervisor import server as server_process
 from supervisor import systemd_unit
-from supervisor.config import load_settings
+from supervisor.config import Settings, load_settings
 from supervisor.errors import InvalidInput
 from supervisor.render import console
 
@@ -80,8 +80,7 @@ def register(app: typer.Typer) -> None:
         unit_dir: DirOpt = None,
     ) -> None:
         """Whether the unit is installed, and what systemd says of it."""
-        settings = load_settings(ctx.obj.state)
-        plan = systemd_unit.plan_unit(settings, user_mode=user, name=name, directory=unit_dir)
+        settings, plan = _installed(ctx, user, name, unit_dir)
         if not plan.path.exists():
             console.print(f"not installed ({plan.path} does not exist)", markup=False)
             raise typer.Exit(3)
@@ -102,8 +101,7 @@ def register(app: typer.Typer) -> None:
         unit_dir: DirOpt = None,
     ) -> None:
         """Stop and disable the service and remove its unit (the state dir stays)."""
-        settings = load_settings(ctx.obj.state)
-        plan = systemd_unit.plan_unit(settings, user_mode=user, name=name, directory=unit_dir)
+        _, plan = _installed(ctx, user, name, unit_dir)
         if not plan.path.exists():
             console.print(f"nothing to remove: {plan.path} does not exist", markup=False)
             return
@@ -113,3 +111,11 @@ def register(app: typer.Typer) -> None:
         if systemd_unit.systemd_running():
             systemd_unit.systemctl(plan, "daemon-reload")
         console.print(f"removed {plan.path}", markup=False, highlight=False)
+
+
+def _installed(
+    ctx: typer.Context, user: bool, name: str, unit_dir: Path | None
+) -> tuple[Settings, systemd_unit.UnitPlan]:
+    """The settings and the unit `install` wrote (or would write) for these options."""
+    settings = load_settings(ctx.obj.state)
+    return settings, systemd_unit.plan_unit(settings, user_mode=user, name=name, directory=unit_dir)

@@ -134,3 +134,24 @@ def server(short_tmp: Path) -> Iterator[ServerProcess]:
     proc = ServerProcess(short_tmp / "state").start()
     yield proc
     proc.kill(signal.SIGTERM)
+
+
+CLAUDE_TEST_IMAGE = os.environ.get("AGENTVISOR_CLAUDE_TEST_IMAGE", "agentvisor/sandbox:claude-test")
+
+
+@pytest.fixture
+def dry_run_host(short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """A host with no model key and no Claude login (the server `up` starts inherits this
+    environment) and the Claude test image: what `up --model scripted` needs, nothing more."""
+    from supervisor.images import build_sandbox_image
+    from tests.helpers import docker_answers
+
+    require(docker_answers(), "a Docker engine")
+    build_sandbox_image(tag=CLAUDE_TEST_IMAGE, agent_clis="claude")
+    home = short_tmp / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    for name in [n for n in os.environ if n.startswith(("AGENTVISOR_", "ANTHROPIC_"))]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AGENTVISOR_WATCHDOG_INTERVAL_S", "3600")
+    return load_settings(short_tmp / "state", env={}, image=CLAUDE_TEST_IMAGE, memory_mb=1536)

@@ -76,3 +76,21 @@ def remove_labelled(engine: object, label: str, value: str) -> None:
         volume.remove(force=True)
     for network in engine.networks.list(filters=selector):  # type: ignore[attr-defined]
         network.remove()
+
+
+def scripted_up(
+    settings: object, spec: Path, roles: tuple[str, ...], script: Path, image: str
+) -> subprocess.CompletedProcess[str]:
+    """`agentvisor up SPEC --roles ... --model scripted:SCRIPT --json`, as a user types it."""
+    import sys
+
+    state = str(settings.state_dir)  # type: ignore[attr-defined]
+    command = [sys.executable, "-m", "supervisor", "--state", state, "up", str(spec)]
+    command += ["--roles", ",".join(roles), "--model", f"scripted:{script}", "--json"]
+    return subprocess.run(
+        command,
+        env={**os.environ, "AGENTVISOR_IMAGE": image, "AGENTVISOR_MEMORY_MB": "1536"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )

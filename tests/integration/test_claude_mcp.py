@@ -7,27 +7,23 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from supervisor import dry_run, server
-from supervisor.config import Settings, load_settings
+from supervisor.config import Settings
 from supervisor.docker_engine import docker_client
 from supervisor.errors import AgentvisorError
-from supervisor.images import build_sandbox_image
 from supervisor.launch import destroy, project_name
 from supervisor.sandbox_policy import HOME
 from supervisor.sandbox_spec import container_name
-from tests.conftest import require
-from tests.helpers import docker_answers, make_repo, wait_until
+from tests.conftest import CLAUDE_TEST_IMAGE
+from tests.helpers import make_repo, scripted_up, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-IMAGE = os.environ.get("AGENTVISOR_CLAUDE_TEST_IMAGE", "agentvisor/sandbox:claude-test")
+IMAGE = CLAUDE_TEST_IMAGE
 ECHO_SERVER = (Path(__file__).parents[1] / "data" / "mcp_echo_server.py").read_text()
 SCRIPT = {
     "agents": {
@@ -39,22 +35,10 @@ SCRIPT = {
 }
 
 
-@pytest.fixture
-def settings(short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    require(docker_answers(), "a Docker engine")
-    build_sandbox_image(tag=IMAGE, agent_clis="claude")
-    home = short_tmp / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    for name in [n for n in os.environ if n.startswith(("AGENTVISOR_", "ANTHROPIC_"))]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("AGENTVISOR_WATCHDOG_INTERVAL_S", "3600")
-    return load_settings(short_tmp / "state", env={}, image=IMAGE, memory_mb=1536)
-
-
 def test_an_mcp_server_from_the_state_dir_answers_the_agents_claude_code(
-    short_tmp: Path, settings: Settings
+    short_tmp: Path, dry_run_host: Settings
 ):
+    settings = dry_run_host
     state = settings.state_dir
     state.mkdir(parents=True)
     (state / "mcp.json").write_text(
@@ -75,26 +59,7 @@ def test_an_mcp_server_from_the_state_dir_answers_the_agents_claude_code(
     script.write_text(json.dumps(SCRIPT))
     name = project_name(repo)  # known before `up`: cleaned up whatever happens
     try:
-        up = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "supervisor",
-                "--state",
-                str(state),
-                "up",
-                str(repo / "spec.md"),
-                "--roles",
-                "developer",
-                "--model",
-                f"scripted:{script}",
-                "--json",
-            ],
-            env={**os.environ, "AGENTVISOR_IMAGE": IMAGE, "AGENTVISOR_MEMORY_MB": "1536"},
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        up = scripted_up(settings, repo / "spec.md", ("developer",), script, IMAGE)
         assert up.returncode == 0, up.stderr[-3000:]
         assert json.loads(up.stdout)["project"] == name
         requests = dry_run.requests_file(settings, name)

@@ -9,9 +9,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,18 +16,17 @@ from typer.testing import CliRunner
 
 from supervisor import cli, dry_run, launch, server
 from supervisor.client import ApiClient
-from supervisor.config import Settings, load_settings
+from supervisor.config import Settings
 from supervisor.errors import AgentvisorError
-from supervisor.images import build_sandbox_image
 from supervisor.launch import project_name
 from supervisor.sandboxes import SandboxBackend
 from supervisor.testing.model_server import DRY_RUN_SCRIPT
-from tests.conftest import require
-from tests.helpers import docker_answers, make_repo, wait_until
+from tests.conftest import CLAUDE_TEST_IMAGE
+from tests.helpers import make_repo, scripted_up, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-IMAGE = os.environ.get("AGENTVISOR_CLAUDE_TEST_IMAGE", "agentvisor/sandbox:claude-test")
+IMAGE = CLAUDE_TEST_IMAGE
 ROLES = ("orchestrator", "developer", "tester")
 SPEC = """# Word counter
 
@@ -44,51 +40,17 @@ def _quick(script: dict) -> dict:
     return json.loads(text)
 
 
-@pytest.fixture
-def settings(short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    require(docker_answers(), "a Docker engine")
-    build_sandbox_image(tag=IMAGE, agent_clis="claude")
-    # The server `up` starts inherits this: no key, no login on the "host".
-    home = short_tmp / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    for name in [n for n in os.environ if n.startswith("AGENTVISOR_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("AGENTVISOR_WATCHDOG_INTERVAL_S", "3600")
-    return load_settings(short_tmp / "state", env={}, image=IMAGE, memory_mb=1536)
-
-
 def test_a_dry_run_brings_up_the_real_claude_code_against_the_scripted_model(
-    short_tmp: Path, settings: Settings
+    short_tmp: Path, dry_run_host: Settings
 ):
+    settings = dry_run_host
     repo = make_repo(short_tmp / f"wc-{short_tmp.name[-6:].lower()}", SPEC)
     script = short_tmp / "team.json"
     script.write_text(json.dumps(_quick(DRY_RUN_SCRIPT)))
     # As a newcomer types it (the README's tour), with a quicker copy of the built-in script.
     name = project_name(repo)  # known before `up`: cleaned up whatever happens
     try:
-        up = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "supervisor",
-                "--state",
-                str(settings.state_dir),
-                "up",
-                str(repo / "spec.md"),
-                "--roles",
-                ",".join(ROLES),
-                "--model",
-                f"scripted:{script}",
-                "--json",
-            ],
-            env={**os.environ, "AGENTVISOR_IMAGE": IMAGE, "AGENTVISOR_MEMORY_MB": "1536"},
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        up = scripted_up(settings, repo / "spec.md", ROLES, script, IMAGE)
         assert up.returncode == 0, up.stderr[-3000:]
         report = json.loads(up.stdout)
         assert report["project"] == name
