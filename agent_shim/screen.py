@@ -47,13 +47,33 @@ def pending_marker(profile: Profile, lines: Sequence[str]) -> str | None:
     return found.group(1) if found else None
 
 
-def find_usage_limit(profile: Profile, lines: Sequence[str]) -> str | None:
-    """The usage-limit notice near the bottom of the screen, if there is one."""
+_TYPED_HEADER = re.compile(r"\[av-[0-9a-z]+\] from ")
+
+
+def find_usage_limit(
+    profile: Profile, lines: Sequence[str], typed: Sequence[str] = ()
+) -> str | None:
+    """The agent CLI's own usage-limit notice near the bottom of the screen, if there is one.
+    What the shim typed is not the CLI's notice, even where it quotes one (a teammate's
+    report): a message's header line, and the lines of its body below it (known from `typed`,
+    the bodies typed lately), are passed over."""
     if not profile.usage_limit_pattern:
         return None
-    for line in reversed(nonempty_tail(lines, USAGE_TAIL_LINES)):
-        if re.search(profile.usage_limit_pattern, line):
-            return line.strip()
+    tail = nonempty_tail(lines, USAGE_TAIL_LINES)
+    typed_lines: set[int] = set()
+    for index, line in enumerate(tail):
+        header = _TYPED_HEADER.search(line)
+        if header is None:
+            continue
+        typed_lines.add(index)
+        rest = line[header.end() :]
+        body = next((b for b in typed if b.split("\n", 1)[0].strip() in rest), None)
+        if body is not None:  # its other lines, as nonempty_tail counts them
+            more = sum(1 for rest_line in body.split("\n")[1:] if rest_line.strip())
+            typed_lines.update(range(index + 1, index + 1 + more))
+    for index in reversed(range(len(tail))):
+        if index not in typed_lines and re.search(profile.usage_limit_pattern, tail[index]):
+            return tail[index].strip()
     return None
 
 
@@ -136,9 +156,10 @@ class UsageLimitGate:
         self._screen_key: str | None = None
         self._waited_key: str | None = None
 
-    def observe(self, lines: Sequence[str], now: datetime) -> bool:
-        """Whether deliveries must wait, given the screen `lines` at `now` (aware)."""
-        notice = find_usage_limit(self.profile, lines)
+    def observe(self, lines: Sequence[str], now: datetime, typed: Sequence[str] = ()) -> bool:
+        """Whether deliveries must wait, given the screen `lines` at `now` (aware) and the
+        bodies the shim typed lately (`typed`: never the CLI's own notice)."""
+        notice = find_usage_limit(self.profile, lines, typed)
         if notice is None:
             self.notice = self.reset_at = self.paused_until = None
             self._screen_key = self._waited_key = None

@@ -12,6 +12,7 @@ import os
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime
 from types import FrameType
@@ -38,6 +39,7 @@ SETTLE_TIMEOUT_S = 3.0
 # A turn whose end no hook reported (interrupted with Esc, the CLI restarted) is taken as over
 # once the screen has shown the idle prompt this long.
 TURN_STALE_S = 20.0
+TYPED_KEPT = 20  # bodies remembered as typed (the screen shows a few at most)
 
 
 class Backoff:
@@ -98,6 +100,8 @@ class Shim:
         self._in_long_poll = False
         self._states = StateLog()
         self._gate = screen.UsageLimitGate(self.profile)
+        # The bodies typed lately: a usage-limit notice quoted in one is not the agent's own.
+        self._typed: deque[str] = deque(maxlen=TYPED_KEPT)
         self._usage_limited = False
         self._submit_tried: set[str] = set()
         self._nudge = threading.Event()  # asked for by the server in a heartbeat answer
@@ -247,7 +251,7 @@ class Shim:
 
     def _usage_limit_holds(self, lines: list[str]) -> bool:
         now = datetime.fromtimestamp(self._clock()).astimezone()
-        held = self._gate.observe(lines, now)
+        held = self._gate.observe(lines, now, self._typed)
         if held and not self._usage_limited:
             until = self._gate.paused_until
             log.warning(
@@ -308,6 +312,7 @@ class Shim:
             self._nack(lease, f"the agent did not show its ready prompt within {wait_s:.0f} s")
             return
         pane.type_message(marker, lease.body, lease.sender)
+        self._typed.append(lease.body)
         verify_s = self.config.verify_timeout_s
         if not pane.wait_shown(marker, lease.body, verify_s):
             self._nack(lease, f"the typed text did not show in the pane within {verify_s:.0f} s")

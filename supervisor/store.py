@@ -31,6 +31,8 @@ from supervisor.team import AGENTVISOR, OPERATOR
 
 Row = dict[str, Any]
 log = logging.getLogger("agentvisor.scheduler")
+NOTICE_WAIT_S = 30.0  # the longest a due notice of agentvisor's holds back the messages after it
+
 __all__ = ["AGENTVISOR", "OPERATOR", "Fired", "Row", "Store", "hash_token", "new_token"]
 
 
@@ -473,11 +475,20 @@ class Store:
             agent = self.fetch_one("SELECT paused_until FROM agents WHERE id = ?", (agent_id,))
             if agent and agent["paused_until"] and agent["paused_until"] > now:
                 return None
+            # agentvisor's own notice ("your usage limit has reset") comes before what was held
+            # meanwhile: wait for the scheduler to fire one just due (it does within
+            # milliseconds; never longer than NOTICE_WAIT_S), then take it first.
+            if self.fetch_one(
+                "SELECT 1 AS x FROM checkins WHERE recipient_id = ? AND creator = ? "
+                "AND state = 'pending' AND due_at <= ? AND due_at > ? LIMIT 1",
+                (agent_id, AGENTVISOR, now, now - NOTICE_WAIT_S),
+            ):
+                return None
             while True:
                 head = self.fetch_one(
                     "SELECT * FROM messages WHERE recipient_id = ? AND state IN (?, ?) "
-                    "ORDER BY id LIMIT 1",
-                    (agent_id, *PENDING_STATES),
+                    "ORDER BY (state = ?) DESC, (sender = ?) DESC, id LIMIT 1",
+                    (agent_id, *PENDING_STATES, MessageState.LEASED.value, AGENTVISOR),
                 )
                 if head is None:
                     return None

@@ -46,10 +46,12 @@ def test_usage_limit_pauses_then_resumes_at_the_named_time(short_tmp: Path):
         assert any("usage limit" in m["body"] for m in notices)
 
         offset.write_text(str(3600 + 61))  # the reset time plus the margin has come
+        # First agentvisor's notice (as documented), then what was held, in its order.
         first = wait_until(lambda: dev.post("/v1/inbox/lease", wait_s=1), timeout_s=20)
-        assert first["message"]["body"] == "held while paused"  # order kept
+        assert "usage limit has reset" in first["message"]["body"]
+        assert first["message"]["sender"] == "agentvisor"
         dev.post(f"/v1/inbox/{first['message']['id']}/ack", {"lease_id": first["lease_id"]})
         second = wait_until(lambda: dev.post("/v1/inbox/lease", wait_s=1), timeout_s=20)
-        assert "usage limit has reset" in second["message"]["body"]
+        assert second["message"]["body"] == "held while paused"
     finally:
         server.kill()

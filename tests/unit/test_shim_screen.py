@@ -142,6 +142,27 @@ def test_ordinary_text_about_limits_is_not_a_usage_limit(text: str):
     assert find_usage_limit(CLAUDE, [text]) is None
 
 
+def test_a_notice_quoted_in_a_message_the_shim_typed_is_not_the_agents_own():
+    """The orchestrator's pane showing a teammate's report that quotes that teammate's limit
+    notice: neither the header line nor the report's own lines pause the orchestrator."""
+    report = "Blocked. My screen said:\nYou've hit your 5-hour limit · resets 3pm (UTC)\nbye"
+    screen = [
+        "❯ [av-7k2x] from developer: Blocked. My screen said:",
+        "  You've hit your 5-hour limit · resets 3pm (UTC)",
+        "  bye",
+        "⏺ Noted, I will give the task to the tester.",
+        "│ >  │",
+    ]
+    assert find_usage_limit(CLAUDE, screen, typed=[report]) is None
+    inline = ["❯ [av-7k2x] from developer: You've hit your 5-hour limit · resets 3pm", "│ >  │"]
+    assert find_usage_limit(CLAUDE, inline) is None
+    # The CLI's own notice, below what was typed, still counts.
+    own = [*screen, "  ⎿  You've hit your 5-hour limit · resets 10:48am (UTC)", "│ >  │"]
+    assert find_usage_limit(CLAUDE, own, typed=[report]) == (
+        "⎿  You've hit your 5-hour limit · resets 10:48am (UTC)"
+    )
+
+
 def test_a_notice_far_up_the_screen_is_not_current():
     screen = ["5-hour limit reached ∙ resets 3pm", *[f"line {i}" for i in range(20)]]
     assert find_usage_limit(CLAUDE, screen) is None

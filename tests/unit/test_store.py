@@ -10,7 +10,7 @@ from supervisor.clock import FakeClock
 from supervisor.delivery import Event, transition
 from supervisor.errors import Conflict, NotFound
 from supervisor.migrations import SCHEMA_VERSION
-from supervisor.store import Store
+from supervisor.store import AGENTVISOR, Store
 
 
 @pytest.fixture
@@ -265,3 +265,23 @@ def test_messages_from_before_lease_counts_are_never_taken_for_first_leases(
 
     lease = upgraded.lease_next(agent["id"], 60, 5)
     assert lease["id"] == message["id"] and lease["leases"] == 2
+
+
+def test_the_usage_limit_reset_notice_comes_before_the_messages_held_meanwhile(
+    store: Store, team: dict[str, int], clock: FakeClock
+):
+    """At the end of a pause the held messages are due at the same moment as agentvisor's "your
+    usage limit has reset" check-in: the check-in is delivered first, even when the scheduler
+    fires it a little after the pause ended."""
+    store.update_agent(team["developer"], paused_until=clock.now() + 60, state="paused")
+    store.add_checkin(team["project"], AGENTVISOR, team["developer"], "reset", clock.now() + 60)
+    for body in ("held 1", "held 2"):
+        store.add_message(team["project"], "operator", team["developer"], body)
+    clock.advance(60.04)  # the pause is over; the scheduler has not fired the check-in yet
+    assert store.lease_next(team["developer"], 60, 5) is None
+    store.fire_due()
+    got = []
+    while (lease := store.lease_next(team["developer"], 60, 5)) is not None:
+        got.append(lease["body"])
+        store.ack(team["developer"], lease["id"], lease["lease_id"])
+    assert got[0].endswith("reset") and got[1:] == ["held 1", "held 2"]
