@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import os
 import shlex
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -24,10 +23,6 @@ PANE_SIZE = (200, 50)
 HEALTHY_RUN_S = 60.0  # a CLI that ran this long before exiting is restarted at once
 QUICK_EXIT_S = 10.0  # a resume command that dies this fast is replaced by the fresh command
 MAX_RESTART_DELAY_S = 60.0
-# tmux clears the visible screen when it respawns a pane (only the lines above it stay in the
-# history), so the dead CLI's last screen is printed again first: it scrolls up into the
-# history as the new CLI writes, once, and stays the witness of what was typed there.
-REPLAY = ("sh", "-c", 'cat -- "$0" 2>/dev/null; rm -f -- "$0"; exec "$@"')
 
 
 @dataclass
@@ -138,24 +133,6 @@ class AgentSession:
         self._restarts = _Restarts(started_at=self._clock(), resumed=resume is not None)
         log.info("started the agent in tmux session %r: %s", self.name, shlex.join(command))
 
-    def _save_screen(self, pane_id: str) -> str | None:
-        """The dead pane's visible screen in a private file for REPLAY; None when empty or
-        when it cannot be read (the restart goes on without it)."""
-        result = self.server.cmd("capture-pane", "-p", "-J", "-t", pane_id)
-        lines = list(result.stdout) if result.returncode == 0 else []
-        while lines and not lines[-1].strip():
-            lines.pop()
-        if not lines:
-            return None
-        try:
-            fd, path = tempfile.mkstemp(prefix="agentvisor-screen-", suffix=".txt")
-            with os.fdopen(fd, "w", encoding="utf-8") as file:
-                file.write("\n".join(lines) + "\n")
-        except OSError as exc:
-            log.warning("could not keep the agent's last screen before its restart: %s", exc)
-            return None
-        return path
-
     def _respawn(self, pane_id: str, status: str) -> bool:
         restarts, now = self._restarts, self._clock()
         if restarts.dead_since is None:  # first sight of this exit
@@ -181,10 +158,8 @@ class AgentSession:
             restarts.resumed and restarts.ran_s is not None and restarts.ran_s < QUICK_EXIT_S
         )
         command = resume if resume and not resume_failed else self.profile.command
-        saved = self._save_screen(pane_id)
-        spawned = [*REPLAY, saved, *command] if saved else list(command)
         result = self.server.cmd(
-            "respawn-pane", "-k", "-t", pane_id, *self._spawn_options(), "--", *spawned
+            "respawn-pane", "-k", "-t", pane_id, *self._spawn_options(), "--", *command
         )
         if result.returncode != 0:
             raise PaneError(

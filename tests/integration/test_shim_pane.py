@@ -259,24 +259,6 @@ def test_a_session_to_resume_starts_with_the_resume_command_and_falls_back_when_
     )
 
 
-def test_the_agents_last_output_survives_its_restart_in_the_pane_history(demo: Demo):
-    """tmux clears the visible screen of a respawned pane: what the agent printed last, and
-    the markers of what was typed there (the exactly-once witnesses), must stay, once."""
-    demo.deliver("av-ra", "RESPAWN-A")
-    demo.wait_for_prompts(1)
-    demo.deliver("av-rc", "RESPAWN-C DEMO:exit")
-    wait_until(lambda: demo.pane.info("#{pane_dead}") == "1", timeout_s=10, message="the exit")
-    pane = wait_until(demo.session.ensure, timeout_s=10, message="the agent to restart")
-    assert pane.wait_until_ready(DEMO, 10)
-    history = pane.capture_history()
-    assert history.count("[av-ra] from operator: RESPAWN-A") == 1, history
-    assert history.count("[av-rc] from operator: RESPAWN-C DEMO:exit") == 1, history
-    assert history.index("RESPAWN-C") < history.rindex("demo>")  # old above, new prompt below
-    demo.deliver("av-after", "after the restart")
-    assert demo.wait_for_prompts(3)[-1] == "[av-after] from operator: after the restart"
-    assert pane.capture_history().count("[av-rc]") == 1
-
-
 def test_a_long_paste_echoed_in_full_is_verified_as_soon_as_its_marker_shows(
     tmux_server: libtmux.Server,
 ):
