@@ -170,11 +170,8 @@ class Service:
         caller.require_operator()
         project = self.project_for(caller, name)
         own = {**(project_settings(project).get("routing") or {}), **changes}
-        self.store.set_project_setting(project["id"], "routing", own)
-        return {
-            "project": project["name"],
-            **self.routing(self.project_for(caller, name)).as_dict(),
-        }
+        updated = self.store.set_project_setting(project["id"], "routing", own)
+        return {"project": updated["name"], **self.routing(updated).as_dict()}
 
     def _copy(self, project: Row, original: Row, sender: str, to: str, role: str) -> list[int]:
         """A copy of `original` for `role` (once per original), if the project has that role."""
