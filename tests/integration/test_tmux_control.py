@@ -106,8 +106,10 @@ def test_without_a_session_commands_fork_and_the_connection_comes_back(
     server: ControlledServer,
 ):
     assert over_control(server)
-    server.cmd("kill-session", "-t", "=agent")
+    # "other" first: killing the server's last session would end the server itself, and a
+    # command racing its exit could find no server at all.
     server.cmd("new-session", "-d", "-s", "other", *SIZE, "--", "cat")
+    server.cmd("kill-session", "-t", "=agent")
 
     # The connection ended with its session: forked clients answer meanwhile.
     wait_until(lambda: not over_control(server), message="the connection to end")
