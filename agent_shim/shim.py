@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import signal
 import threading
@@ -30,6 +31,7 @@ log = logging.getLogger("agent_shim")
 
 BUSY_POLL_S = 0.25  # how often a busy agent's screen is looked at for its prompt
 USAGE_LIMIT_POLL_S = 5.0
+HEARTBEAT_QUIET_FACTOR = 2  # an unchanged heartbeat is sent every second interval
 DEAD_AGENT_POLL_S = 0.5
 LEASE_MARGIN_S = 5.0  # stop waiting for the agent this long before the lease runs out
 SUBMIT_TIMEOUT_S = 5.0  # the text must leave the input box this long after the submit key
@@ -403,6 +405,11 @@ class Shim:
     # Heartbeat.
 
     def _heartbeat_loop(self) -> None:
+        # The agent is looked at every interval; the server hears of it when something changed,
+        # and otherwise every HEARTBEAT_QUIET_FACTOR intervals: an idle sandbox costs the
+        # server a request every 10 s, not every 5 s.
+        last: tuple[str, dict[str, str | None]] | None = None
+        last_sent = -math.inf
         while not self._stop.is_set():
             state, pane_hash = self._observe()
             info: dict[str, str | None] = {"pane_hash": pane_hash, "profile": self.profile.name}
@@ -413,8 +420,13 @@ class Shim:
                 info["turn"] = "open" if turn.in_turn else "closed"
                 if turn.attention:
                     info["attention"] = turn.attention
+            quiet_s = self.config.heartbeat_interval_s * HEARTBEAT_QUIET_FACTOR
+            if last == (state, info) and time.monotonic() - last_sent < quiet_s:
+                self._stop.wait(self.config.heartbeat_interval_s)
+                continue
             try:
                 answer = self.client.heartbeat(state, info)
+                last, last_sent = (state, info), time.monotonic()
                 self._states.report("api", "ok", "host API reachable again")
                 if isinstance(answer, dict) and answer.get("nudge"):
                     self._nudge.set()

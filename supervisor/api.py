@@ -53,6 +53,9 @@ from supervisor.quotas import Quotas, retry_after_header
 from supervisor.service import Service
 from supervisor.store import Row
 
+# How often a long poll looks at its inbox when nothing woke it (docs/delivery.md).
+INBOX_RECHECK_S = 5.0
+
 
 def _error(detail: str, status: int) -> JSONResponse:
     # A detail echoing bad input must still encode: a lone surrogate becomes its escape.
@@ -114,7 +117,9 @@ def create_app(
 
     app.add_middleware(RequestSizeLimit)
 
-    def caller(authorization: str | None = Header(default=None)) -> Caller:
+    # Async, so on the event loop: a token check is one indexed read, cheaper than the hop to
+    # a worker thread that FastAPI makes for a plain `def` dependency.
+    async def caller(authorization: str | None = Header(default=None)) -> Caller:
         return auth.caller(authorization)
 
     svc = service
@@ -304,8 +309,12 @@ def create_app(
                 await request.is_disconnected()
             ):
                 return Response(status_code=204)
-            # The store call may wait for SQLite's write lock: keep it off the event loop.
-            message = await run_in_threadpool(svc.lease, who)
+            # A plain read on the loop first (an empty inbox is the common case); the lease
+            # itself may wait for SQLite's write lock: off the event loop.
+            message = None
+            pending = svc.store.has_pending(agent["id"])
+            if pending:
+                message = await run_in_threadpool(svc.lease, who)
             if message is not None:
                 return JSONResponse(
                     {
@@ -317,9 +326,14 @@ def create_app(
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return Response(status_code=204)
-            # Woken at once by a new message for this agent; the periodic re-check covers
-            # messages queued by another process and leases that expire.
-            await svc.waiters.wait(agent["id"], min(remaining, 1.0), seen)
+            # Woken at once by a new message for this agent (and by a release); the re-check
+            # comes when a lease held on its messages runs out, and every INBOX_RECHECK_S
+            # for anything else (a message queued by another process, a pause that ended).
+            pause = min(remaining, INBOX_RECHECK_S)
+            expiry = svc.store.next_lease_expiry(agent["id"]) if pending else None
+            if expiry is not None:
+                pause = min(pause, max(expiry - svc.store.clock.now(), 0.0) + 0.01)
+            await svc.waiters.wait(agent["id"], pause, seen)
 
     @app.post("/v1/inbox/{message_id}/ack", responses=_doc(403, 404, 409, 507))
     def ack(message_id: RowId, body: LeaseRef, who: Caller = Depends(caller)) -> Row:

@@ -400,7 +400,7 @@ def dashboard_router(
     router = APIRouter()
     accounting = ModelAccounting(service)
 
-    def reader(request: Request, authorization: str | None = Header(default=None)) -> None:
+    async def reader(request: Request, authorization: str | None = Header(default=None)) -> None:
         if authorization:
             auth.caller(authorization).require_operator()
         elif not is_loopback_request(request.scope, request.headers.get("host", "")):

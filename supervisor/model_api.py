@@ -259,8 +259,8 @@ def model_router(
             log.exception("could not record model usage of agent %s", agent["id"])
 
     # -- usage and budgets -----------------------------------------------------------------
-    def caller(authorization: str | None = Header(default=None)) -> Caller:
-        return auth.caller(authorization)
+    async def caller(authorization: str | None = Header(default=None)) -> Caller:
+        return auth.caller(authorization)  # on the loop: one indexed read (see api.py)
 
     @router.get("/v1/usage")
     def usage(

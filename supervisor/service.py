@@ -133,11 +133,13 @@ class Service:
             refused = routing.refusal(policy, caller.name, recipient["role"])
             if refused:
                 raise Forbidden(refused)
-        message, created = self.store.add_message(
-            proj["id"], caller.name, recipient["id"], body, kind, self._key(idempotency_key)
-        )
-        if created:
-            self.metrics.inc("messages_accepted")
+        # The message, its copies and its event in one transaction: one commit, all or none.
+        with self.store.transaction():
+            message, created = self.store.add_message(
+                proj["id"], caller.name, recipient["id"], body, kind, self._key(idempotency_key)
+            )
+            if not created:
+                return message, created
             notify = [recipient["id"]]
             copies = (
                 routing.copy_roles(policy, caller.name, recipient["role"], kind, body)
@@ -153,7 +155,8 @@ class Service:
                 {"id": message["id"], "from": caller.name, "to": recipient["role"], "kind": kind,
                  "copied_to": copies},
             )  # fmt: skip
-            self.waiters.notify(notify)
+        self.metrics.inc("messages_accepted")
+        self.waiters.notify(notify)
         return message, created
 
     def routing(self, project: Row) -> routing.RoutingPolicy:
@@ -418,7 +421,12 @@ class Service:
         nudge = bool(agent["nudge_at"])
         if nudge:
             fields["nudge_at"] = None
-        self.store.touch_agent(agent["id"], **fields)
+        # A heartbeat that changes nothing writes nothing, unless the stored sign of life is
+        # getting old: idle sandboxes then cost the server no fsync every few seconds.
+        changed = any(agent.get(key) != value for key, value in fields.items())
+        seen = agent.get("last_seen_at")
+        if changed or seen is None or now - seen >= self.settings.heartbeat_timeout_s / 3:
+            self.store.touch_agent(agent["id"], **fields)
         return {"ok": True, "nudge": nudge}
 
     # -- agents, projects, events ----------------------------------------------------------

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 import secrets
 import sqlite3
 import threading
@@ -25,6 +26,7 @@ import sqlite_utils
 from supervisor.clock import Clock, SystemClock
 from supervisor.delivery import PENDING_STATES, Event, MessageState, new_marker, transition
 from supervisor.errors import Conflict, InvalidInput, NotFound, StorageFull
+from supervisor.group_commit import GroupCommit
 from supervisor.migrations import migrate
 from supervisor.recurrence import checkin_text, plan_firing, unfireable
 from supervisor.team import AGENTVISOR, OPERATOR
@@ -66,23 +68,19 @@ def _storage_errors(exc: sqlite3.OperationalError) -> Exception:
     return exc
 
 
-# One writer at a time per database file within this process. SQLite lets one write
-# transaction in at a time anyway; threads that find it taken would sleep in its busy
-# handler, in steps growing to 100 ms, and a burst of writes (30 shims acking at once) then
-# comes out in 100 ms steps. Waiting on a lock hands the write over the moment it is free.
-# Other processes on the same file still meet SQLite's busy timeout.
-_WRITERS: dict[Path, threading.RLock] = {}
-_WRITERS_GUARD = threading.Lock()
-
-
-def _writer_lock(path: Path) -> threading.RLock:
-    with _WRITERS_GUARD:
-        return _WRITERS.setdefault(path.resolve(), threading.RLock())
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
 
 
 def insert_row(db: sqlite_utils.Database, table: str, row: dict[str, Any]) -> int:
-    """Insert `row` into `table`; the new row's id."""
-    pk = db.table(table).insert(row).last_pk
+    """Insert `row` into `table`; the new row's id. A plain INSERT: sqlite-utils' `insert`
+    reads the schema on every call, the biggest cost of a write on the API's hot path.
+    Dicts and lists are stored as JSON, as sqlite-utils stores them."""
+    names = [table, *row]
+    if not all(_IDENTIFIER.fullmatch(name) for name in names):
+        raise ValueError(f"not a table or column name in {names!r}")
+    values = [json.dumps(v) if isinstance(v, dict | list | tuple) else v for v in row.values()]
+    sql = f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})"
+    pk = db.execute(sql, values).lastrowid
     if not isinstance(pk, int):
         raise TypeError(f"{table} gave no integer id for a new row: {pk!r}")
     return pk
@@ -101,47 +99,45 @@ class Store:
         self._synchronous = synchronous.upper()
         self._local = threading.local()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = _writer_lock(self.path)
+        # Every write of this process goes through one writer connection, its transactions
+        # committed in groups (group_commit.py): one fsync for a burst of API writes.
+        self._group = GroupCommit(self._connect, _storage_errors)
+        self._writer_db: sqlite_utils.Database | None = None
         with self.transaction() as db:
             migrate(db)
 
     # -- connections and transactions ------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False
+        )
+        conn.row_factory = sqlite3.Row
+        conn.text_factory = _text
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        return conn
+
     @property
     def db(self) -> sqlite_utils.Database:
+        """This thread's connection; inside a transaction, the writer connection it holds."""
+        if self._group.in_transaction:
+            conn = self._group.connection
+            if self._writer_db is None or self._writer_db.conn is not conn:
+                self._writer_db = sqlite_utils.Database(conn)
+            return self._writer_db
         db = getattr(self._local, "db", None)
         if db is None:
-            conn = sqlite3.connect(
-                str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False
-            )
-            conn.row_factory = sqlite3.Row
-            conn.text_factory = _text
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA busy_timeout=30000")
-            conn.execute(f"PRAGMA synchronous={self._synchronous}")
-            conn.execute("PRAGMA foreign_keys=ON")
-            db = sqlite_utils.Database(conn)
+            db = sqlite_utils.Database(self._connect())
             self._local.db = db
         return db
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite_utils.Database]:
-        with self._writer:
-            db = self.db
-            try:
-                db.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise _storage_errors(exc) from exc
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            try:
-                db.execute("COMMIT")
-            except sqlite3.OperationalError as exc:
-                with contextlib.suppress(sqlite3.OperationalError):
-                    db.execute("ROLLBACK")
-                raise _storage_errors(exc) from exc
+        """A write transaction; when the block exits, it is durable (or it raised)."""
+        with self._group.transaction():
+            yield self.db
 
     def fetch_one(self, sql: str, params: tuple | dict = ()) -> Row | None:
         """The first row of a query as a dict, on this thread's connection (inside its
@@ -154,10 +150,13 @@ class Store:
         return [dict(r) for r in self.db.execute(sql, params).fetchall()]
 
     def close(self) -> None:
+        """Close this thread's connection and the writer connection."""
         db = getattr(self._local, "db", None)
         if db is not None:
             db.conn.close()
             self._local.db = None
+        self._group.close()
+        self._writer_db = None
 
     # -- events ----------------------------------------------------------------------------
     def log_event(
@@ -454,6 +453,22 @@ class Store:
         rows = self.fetch_all("SELECT state, COUNT(*) AS n FROM messages GROUP BY state")
         return {r["state"]: r["n"] for r in rows}
 
+    def has_pending(self, agent_id: int) -> bool:
+        """Whether the agent has a message queued or leased: one indexed read, no lock."""
+        row = self.fetch_one(
+            "SELECT 1 AS x FROM messages WHERE recipient_id = ? AND state IN (?, ?) LIMIT 1",
+            (agent_id, *PENDING_STATES),
+        )
+        return row is not None
+
+    def next_lease_expiry(self, agent_id: int) -> float | None:
+        """When the earliest lease on the agent's messages runs out, if one is held."""
+        row = self.fetch_one(
+            "SELECT MIN(lease_expires_at) AS at FROM messages WHERE recipient_id = ? AND state = ?",
+            (agent_id, MessageState.LEASED.value),
+        )
+        return None if row is None or row["at"] is None else float(row["at"])
+
     def lease_next(self, agent_id: int, lease_s: float, max_attempts: int) -> Row | None:
         """Lease the recipient's oldest pending message, in order, one at a time.
 
@@ -463,13 +478,7 @@ class Store:
         now = self.clock.now()
         # A plain read first: an empty inbox (the common case for a long-poll re-check) then
         # costs no write lock.
-        if (
-            self.fetch_one(
-                "SELECT 1 AS x FROM messages WHERE recipient_id = ? AND state IN (?, ?) LIMIT 1",
-                (agent_id, *PENDING_STATES),
-            )
-            is None
-        ):
+        if not self.has_pending(agent_id):
             return None
         with self.transaction() as db:
             agent = self.fetch_one("SELECT paused_until FROM agents WHERE id = ?", (agent_id,))

@@ -29,7 +29,7 @@ def egress_router(service: Service, auth: Authenticator) -> APIRouter:
     router = APIRouter()
     store, settings = service.store, service.settings
 
-    def operator(authorization: str | None = Header(default=None)) -> Caller:
+    async def operator(authorization: str | None = Header(default=None)) -> Caller:
         who = auth.caller(authorization)
         who.require_operator()
         return who
