@@ -12,19 +12,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import re
+import subprocess
 import sys
 import threading
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import libtmux
-
-log = logging.getLogger("agent_shim")
+if TYPE_CHECKING:  # `agentvisor logs` runs this module in the sandbox: no libtmux import cost
+    import libtmux
 
 HISTORY_LIMIT = 100_000  # lines of scrollback: the evidence that a marker was typed
 SEAM_TEXT = "[agentvisor: the agent CLI restarted here (restart {restart_id})]"
@@ -175,14 +175,27 @@ def default_screens_path(env: Mapping[str, str]) -> Path:
     return Path(home, ".local", "state", "agentvisor-shim", "screens")
 
 
-def tmux_server_from_env(env: Mapping[str, str]) -> libtmux.Server:
-    """The tmux server the shim uses (AGENTVISOR_TMUX_SOCKET: a path or a name)."""
+def tmux_argv(env: Mapping[str, str]) -> list[str]:
+    """`tmux` on the shim's server (AGENTVISOR_TMUX_SOCKET: a path or a name)."""
     socket = env.get("AGENTVISOR_TMUX_SOCKET") or None
     if not socket:
-        return libtmux.Server()
-    if "/" in socket:
-        return libtmux.Server(socket_path=socket)
-    return libtmux.Server(socket_name=socket)
+        return ["tmux"]
+    return ["tmux", "-S" if "/" in socket else "-L", socket]
+
+
+def read_history(env: Mapping[str, str], session: str, lines: int = 0) -> list[str]:
+    """`capture_spliced` for a reader outside the shim, on a forked tmux client (libtmux's
+    import alone would double the time `agentvisor logs` takes)."""
+    start = "-" if lines <= 0 else f"-{lines}"
+    argv = [*tmux_argv(env), "capture-pane", "-p", "-J", "-S", start, "-t", f"={session}:^"]
+    result = subprocess.run(argv, capture_output=True, check=False)
+    if result.returncode != 0:
+        detail = result.stderr.decode(errors="replace").strip()
+        raise HistoryError(detail or f"tmux exit {result.returncode}")
+    captured = result.stdout.decode(errors="backslashreplace").split("\n")
+    while captured and captured[-1] == "":
+        captured.pop()
+    return splice(captured, SavedScreens(default_screens_path(env)).load())  # after tmux
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -193,14 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--lines", type=int, default=0, help="the last LINES lines (0: all)")
     parser.add_argument("--session", default="agent", help="the agent's tmux session")
     args = parser.parse_args(argv)
-    env = os.environ
     try:
-        lines = capture_spliced(
-            tmux_server_from_env(env),
-            f"={args.session}:^",
-            SavedScreens(default_screens_path(env)),
-            args.lines,
-        )
+        lines = read_history(os.environ, args.session, args.lines)
     except HistoryError as error:
         print(f"no agent pane: {error}", file=sys.stderr)
         return 1
