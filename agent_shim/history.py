@@ -31,7 +31,7 @@ SEAM_TEXT = "[agentvisor: the agent CLI restarted here (restart {restart_id})]"
 _SEAM = re.compile(r"\[agentvisor: the agent CLI restarted here \(restart ([0-9a-f]{12})\)\]$")
 # Runs the CLI's argv after printing the seam line ($0) on the cleared screen. No argument
 # ends with ";" (tmux would take it for a command separator).
-RESTART_WRAPPER = ("sh", "-c", 'printf "%s\\n" "$0"; exec "$@"')
+RESTART_WRAPPER = ("/bin/sh", "-c", 'printf "%s\\n" "$0"; exec "$@"')
 
 
 def new_restart_id() -> str:

@@ -1,5 +1,6 @@
 """The tmux session `agent` whose first window runs the agent CLI: created when missing, its
-pane respawned (with the profile's resume command) when the CLI exits.
+pane respawned (with the profile's resume command) when the CLI exits, the screen that the
+respawn clears kept in the saved screens (agent_shim.history).
 """
 
 from __future__ import annotations
