@@ -15,6 +15,7 @@ from agent_shim.channel import Relay
 from agent_shim.client import ApiClient
 from agent_shim.config import ConfigError, ShimConfig
 from agent_shim.git_publish import GitBranch, Publisher
+from agent_shim.history import SavedScreens
 from agent_shim.journal import DeliveryJournal
 from agent_shim.profiles import ProfileError
 from agent_shim.receipts import Receipts
@@ -74,6 +75,7 @@ def main() -> int:
         pane_env,
         name=config.session_name,
         resume_at_start=resume,
+        screens=SavedScreens(config.screens_path),
     )
     shim = Shim(
         config,

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent_shim.client import DEFAULT_SOCKET, DEFAULT_TOKEN_FILE
+from agent_shim.history import default_screens_path
 from agent_shim.profiles import Profile, load_profile
 from agent_shim.receipts import DEFAULT_RECEIPTS
 
@@ -45,6 +46,8 @@ class ShimConfig:
     tmux_socket: str | None = None  # a path (tmux -S) or a name (tmux -L); None: default
     session_name: str = "agent"
     journal_path: Path = Path("delivered-markers")  # from_env puts it under $HOME
+    # The screens cleared at the CLI's restarts (agent_shim.history); from_env: beside it.
+    screens_path: Path = Path("saved-screens")
     heartbeat_interval_s: float = 5.0
     lease_wait_s: float = 25.0
     ready_timeout_s: float = 120.0  # a leased message waits this long for the agent's prompt
@@ -86,6 +89,7 @@ class ShimConfig:
             workdir=env.get("AGENTVISOR_WORKDIR", "/workspace"),
             tmux_socket=env.get("AGENTVISOR_TMUX_SOCKET") or None,
             journal_path=Path(journal),
+            screens_path=default_screens_path(env),
             heartbeat_interval_s=_seconds(env, "AGENTVISOR_SHIM_HEARTBEAT_S", 5.0),
             lease_wait_s=_seconds(env, "AGENTVISOR_SHIM_LEASE_WAIT_S", 25.0),
             ready_timeout_s=_seconds(env, "AGENTVISOR_SHIM_READY_TIMEOUT_S", 120.0),

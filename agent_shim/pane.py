@@ -18,6 +18,7 @@ from collections.abc import Callable
 import libtmux
 
 from agent_shim import screen
+from agent_shim.history import HistoryError, SavedScreens, capture_spliced
 from agent_shim.profiles import Profile
 from agent_shim.text import (
     marker_token,
@@ -48,11 +49,15 @@ class PaneError(Exception):
 
 
 class AgentPane:
-    """One tmux pane running an agent CLI. Writes to a pane are serialised by its lock."""
+    """One tmux pane running an agent CLI. Writes to a pane are serialised by its lock.
+    `screens`: where the screens cleared at the CLI's restarts are kept, part of its history."""
 
-    def __init__(self, server: libtmux.Server, pane_id: str) -> None:
+    def __init__(
+        self, server: libtmux.Server, pane_id: str, screens: SavedScreens | None = None
+    ) -> None:
         self.server = server
         self.pane_id = pane_id
+        self.screens = screens
         self._write_lock = _write_lock(server, pane_id)
 
     def _tmux(self, *args: str, target: bool = True) -> list[str]:
@@ -70,8 +75,12 @@ class AgentPane:
         return self._tmux("capture-pane", "-p", "-J")
 
     def capture_history(self) -> str:
-        """The whole pane: scrollback history and visible screen, wrapped lines joined."""
-        return "\n".join(self._tmux("capture-pane", "-p", "-J", "-S", "-"))
+        """The whole pane: scrollback history and visible screen, wrapped lines joined, with
+        the screens cleared at the CLI's restarts back in place (agent_shim.history)."""
+        try:
+            return "\n".join(capture_spliced(self.server, self.pane_id, self.screens))
+        except HistoryError as error:
+            raise PaneError(f"tmux capture-pane on pane {self.pane_id} failed: {error}") from None
 
     def wait_shown(self, marker: str, body: str, timeout_s: float) -> bool:
         """Whether a text just typed showed: its marker on the screen, or in the recent

@@ -1,5 +1,6 @@
 """The tmux session `agent` whose first window runs the agent CLI: created when missing, its
-pane respawned (with the profile's resume command) when the CLI exits.
+pane respawned (with the profile's resume command) when the CLI exits, the screen that the
+respawn clears kept in the saved screens (agent_shim.history).
 """
 
 from __future__ import annotations
@@ -13,12 +14,18 @@ from dataclasses import dataclass
 
 import libtmux
 
+from agent_shim.history import (
+    HISTORY_LIMIT,
+    SavedScreens,
+    new_restart_id,
+    respawn_argv,
+    screen_to_save,
+)
 from agent_shim.pane import AgentPane, PaneError
 from agent_shim.profiles import Profile
 
 log = logging.getLogger("agent_shim")
 
-HISTORY_LIMIT = 100_000  # lines of scrollback: the evidence that a marker was typed
 PANE_SIZE = (200, 50)
 HEALTHY_RUN_S = 60.0  # a CLI that ran this long before exiting is restarted at once
 QUICK_EXIT_S = 10.0  # a resume command that dies this fast is replaced by the fresh command
@@ -46,6 +53,7 @@ class AgentSession:
         name: str = "agent",
         clock: Callable[[], float] = time.monotonic,
         resume_at_start: bool = False,
+        screens: SavedScreens | None = None,
     ) -> None:
         self.server = server
         self.profile = profile
@@ -58,6 +66,8 @@ class AgentSession:
         self.resume_at_start = resume_at_start
         self._restarts = _Restarts()
         self._pane: AgentPane | None = None
+        # Where the screen a respawn clears is kept (agent_shim.history); None: not kept.
+        self.screens = screens
 
     @property
     def target(self) -> str:
@@ -86,7 +96,7 @@ class AgentSession:
         if dead and not self._respawn(pane_id, status):
             return None
         if self._pane is None or self._pane.pane_id != pane_id:
-            self._pane = AgentPane(self.server, pane_id)
+            self._pane = AgentPane(self.server, pane_id, self.screens)
         return self._pane
 
     def current(self) -> AgentPane | None:
@@ -94,7 +104,7 @@ class AgentSession:
         found = self._find()
         if found is None or found[1]:
             return None
-        return AgentPane(self.server, found[0])
+        return AgentPane(self.server, found[0], self.screens)
 
     def _find(self) -> tuple[str, bool, str] | None:
         result = self.server.cmd(
@@ -158,15 +168,32 @@ class AgentSession:
             restarts.resumed and restarts.ran_s is not None and restarts.ran_s < QUICK_EXIT_S
         )
         command = resume if resume and not resume_failed else self.profile.command
-        result = self.server.cmd(
-            "respawn-pane", "-k", "-t", pane_id, *self._spawn_options(), "--", *command
-        )
+        self._respawn_keeping_screen(pane_id, command)
+        log.info("restarted the agent CLI: %s", shlex.join(command))
+        restarts.started_at, restarts.dead_since = now, None
+        restarts.resumed = command == resume
+        return True
+
+    def _respawn_keeping_screen(self, pane_id: str, command: tuple[str, ...]) -> None:
+        """Respawn the pane with `command`; the screen the respawn clears is saved. Captured
+        in the same tmux command as the respawn, so that no line can scroll from the screen
+        into the history in between (tmux writes "Pane is dead" when it learns the status)
+        and be kept twice; saved after it, so a shim killed in between loses only that
+        screen, never doubles it."""
+        restart_id = new_restart_id()
+        keep = self.screens is not None
+        argv = respawn_argv(restart_id, command) if keep else list(command)
+        capture = ["capture-pane", "-p", "-J", "-t", pane_id, ";"] if keep else []
+        respawn = ["respawn-pane", "-k", "-t", pane_id, *self._spawn_options(), "--", *argv]
+        result = self.server.cmd(*capture, *respawn)
         if result.returncode != 0:
             raise PaneError(
                 f"cannot restart the agent CLI in pane {pane_id}: "
                 + (" ".join(result.stderr) or f"exit {result.returncode}")
             )
-        log.info("restarted the agent CLI: %s", shlex.join(command))
-        restarts.started_at, restarts.dead_since = now, None
-        restarts.resumed = command == resume
-        return True
+        if self.screens is None:
+            return
+        try:
+            self.screens.save(screen_to_save(restart_id, result.stdout))
+        except OSError as error:
+            log.warning("the agent's last screen before its restart was not kept: %s", error)

@@ -63,6 +63,8 @@ __all__ = [
 log = logging.getLogger("agentvisor.sandboxes")
 T = TypeVar("T")
 TMUX_SESSION = "agent"
+# Prints the pane's history with the screens lost at restarts of the agent CLI spliced in.
+HISTORY_COMMAND = ("python3", "-m", "agent_shim.history")
 STOP_TIMEOUT_S = 15  # the shim needs up to 10 s (supervisord's stopwaitsecs) to let go
 NO_RESTART = {"Name": "no", "MaximumRetryCount": 0}
 
@@ -258,20 +260,30 @@ class SandboxBackend:
                 "tmux", "attach", "-t", TMUX_SESSION]  # fmt: skip
 
     def pane_history(self, project: str, role: str, lines: int = 200) -> str:
-        """The last `lines` lines of the agent's pane, scrollback included (joined lines);
+        """The last `lines` lines of the agent's pane, scrollback included (joined lines), with
+        the screens that restarts of the agent CLI cleared put back (agent_shim.history);
         `lines=0` gives the whole scrollback."""
         container = self._running(project, role)
-        start = "-" if lines <= 0 else f"-{lines}"
-        command = ["tmux", "capture-pane", "-p", "-J", "-S", start, "-t", TMUX_SESSION]
-        result = self._call(f"read the pane of {container.name}", container.exec_run, command,
-                            user=self._user(container))  # fmt: skip
-        output = (result.output or b"").decode(errors="replace")
-        if result.exit_code != 0:
+        command = [*HISTORY_COMMAND, "--lines", str(max(lines, 0)), "--session", TMUX_SESSION]
+        code, output, errors = self._exec(container, command)
+        if code != 0 and f"No module named {HISTORY_COMMAND[-1]}" in errors:
+            # An image older than the saved screens: tmux's own history.
+            start = "-" if lines <= 0 else f"-{lines}"
+            tmux = ["tmux", "capture-pane", "-p", "-J", "-S", start, "-t", TMUX_SESSION]
+            code, output, errors = self._exec(container, tmux)
+        if code != 0:
             raise SandboxError(
-                f"no agent pane in {container.name} yet ({output.strip() or 'tmux failed'}); "
+                f"no agent pane in {container.name} yet ({errors.strip() or 'tmux failed'}); "
                 f"the shim starts it: see 'docker logs {container.name}'"
             )
         return last_lines(output, lines)
+
+    def _exec(self, container: Container, argv: builtins.list[str]) -> tuple[int, str, str]:
+        """Run `argv` in the sandbox as its user: exit code, stdout, stderr."""
+        result = self._call(f"read the pane of {container.name}", container.exec_run, argv,
+                            user=self._user(container), demux=True)  # fmt: skip
+        stdout, stderr = result.output or (None, None)
+        return int(result.exit_code or 0), _text(stdout), _text(stderr)
 
     def wait_ready(
         self,
@@ -452,6 +464,10 @@ def _why(exc: docker.errors.APIError) -> str:
     if isinstance(explanation, bytes):
         explanation = explanation.decode(errors="replace")
     return str(explanation or exc)
+
+
+def _text(raw: bytes | None) -> str:
+    return (raw or b"").decode(errors="replace")
 
 
 def last_lines(captured: str, lines: int) -> str:

@@ -9,8 +9,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
-from supervisor import launch, server
+from supervisor import cli, launch, server
 from supervisor.client import ApiClient
 from supervisor.config import Settings, load_settings
 from supervisor.sandboxes import SandboxBackend
@@ -132,7 +133,33 @@ def test_escape_sequences_and_key_names_are_typed_literally(team: Team):
     assert "ok: received " + message["marker"] in pane  # the agent is alive and answered
 
 
+def test_the_agents_last_output_survives_its_restart_in_agentvisor_logs(team: Team):
+    """Issue 14's reproduction: tmux's respawn clears the screen that shows RESPAWN-A and
+    RESPAWN-C; `agentvisor logs` still shows each once, and what came after."""
+    first = team.delivered(team.send("orchestrator", "RESPAWN-A")["id"])
+    last = team.delivered(team.send("orchestrator", "RESPAWN-C DEMO:exit")["id"])
+    wait_until(
+        lambda: (
+            team.pane("orchestrator").rstrip().endswith("demo>")
+            and "the agent CLI restarted here" in team.pane("orchestrator")
+        ),
+        timeout_s=60,
+        message="the demo agent restarted",
+    )
+    after = team.delivered(team.send("orchestrator", "after the restart")["id"])
+    state = ["--state", str(team.settings.state_dir)]
+    logs = CliRunner().invoke(cli.app, [*state, "logs", "orchestrator", "--lines", "100000"])
+    assert logs.exit_code == 0, logs.output
+    assert sum("RESPAWN" in line for line in logs.output.splitlines()) >= 2, logs.output
+    assert logs.output.count("RESPAWN-A") == 1 and logs.output.count("RESPAWN-C") == 1
+    for message in (first, last, after):
+        assert team.typed_count("orchestrator", message["marker"]) == 1
+
+
 def test_killed_shim_is_restarted_and_nothing_is_lost_or_doubled(team: Team):
+    before = team.delivered(team.send("tester", "before the shim died")["id"])
+    # The pattern matches the demo agent too: the new shim respawns its pane, which clears
+    # the screen that shows `before`; the saved screen keeps it in the history, once.
     subprocess.run(
         ["docker", "exec", team.container("tester"), "pkill", "-9", "-f", "python3 -m agent_shim"],
         check=True,
@@ -141,6 +168,8 @@ def test_killed_shim_is_restarted_and_nothing_is_lost_or_doubled(team: Team):
     for message in sent:
         delivered = team.delivered(message["id"], timeout_s=90)
         assert team.typed_count("tester", delivered["marker"]) == 1
+    assert team.typed_count("tester", before["marker"]) == 1
+    assert "the agent CLI restarted here" in team.pane("tester")
 
 
 def test_killed_container_comes_back_and_pending_messages_arrive_once(team: Team):

@@ -101,8 +101,31 @@ class ShimProcess:
         return [prompt for prompt in prompts if prompt]  # a bare Enter is not a message
 
     def pane_history(self) -> str:
+        """What `agentvisor logs` reads in a sandbox: tmux's history with the screens that
+        restarts of the CLI cleared put back (`python3 -m agent_shim.history`)."""
+        result = subprocess.run(
+            [sys.executable, "-m", "agent_shim.history", "--lines", "0"],
+            cwd=REPO,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return result.stdout if result.returncode == 0 else ""
+
+    def tmux_history(self) -> str:
+        """tmux's own history, without the saved screens."""
         result = self.tmux.cmd("capture-pane", "-p", "-J", "-S", "-", "-t", "=agent:^")
         return "\n".join(result.stdout)
+
+    def kill_with_agent(self) -> None:
+        """kill -9 the shim and the agent CLI at once, as `pkill -f "python3 -m agent_shim"`
+        does in a sandbox."""
+        assert self.proc is not None
+        agent = self.tmux.cmd("display-message", "-p", "-t", "=agent:^", "#{pane_pid}").stdout
+        os.kill(self.proc.pid, signal.SIGKILL)
+        os.kill(int(agent[0]), signal.SIGKILL)
+        self.proc.wait(timeout=10)
 
     def close(self) -> None:
         self.stop()
@@ -293,6 +316,62 @@ def test_an_exited_agent_is_restarted_and_keeps_receiving(api: ServerProcess, sh
     )
     assert shim.prompts()[-1] == f"[{second['marker']}] from operator: after the restart"
     assert "restarted the agent CLI" in shim.log()
+
+
+def test_the_agents_last_output_survives_its_restart_once_in_the_history(
+    api: ServerProcess, shim: ShimProcess
+):
+    """The reproduction in issue 14: RESPAWN-A, then RESPAWN-C DEMO:exit; tmux's respawn
+    clears the screen that shows both, and the history still has each once."""
+    shim.start()
+    first, last = send(api, "RESPAWN-A"), send(api, "RESPAWN-C DEMO:exit")
+    wait_until(lambda: delivered(api, first["id"], last["id"]), timeout_s=30, message=shim.log())
+    wait_until(
+        lambda: "restarted the agent CLI" in shim.log() and "demo>" in shim.tmux_history(),
+        timeout_s=30,
+        message="the agent restarted\n" + shim.log(),
+    )
+    after = send(api, "after the restart")
+    wait_until(lambda: delivered(api, after["id"]), timeout_s=30, message=shim.log())
+    assert "RESPAWN" not in shim.tmux_history()  # what tmux alone keeps
+    history = shim.pane_history()
+    assert history.count("RESPAWN-A") == 1 and history.count("RESPAWN-C") == 1, history
+    for sent in (first, last, after):
+        assert history.count(f"[{sent['marker']}]") == 1, history
+    assert history.count("the agent CLI restarted here") == 1
+    assert (
+        history.index("RESPAWN-C")
+        < history.index("restarted here")
+        < history.index(after["marker"])
+    )
+
+
+def test_a_shim_killed_with_its_agent_keeps_every_marker_once_in_the_history(
+    api: ServerProcess, shim: ShimProcess
+):
+    """The killed-shim case of the sandbox delivery test: the new shim respawns the dead CLI;
+    markers delivered before (on the cleared screen) and after count once each."""
+    shim.start()
+    before = [send(api, f"before the kill {i}") for i in range(2)]
+    wait_until(lambda: delivered(api, *(m["id"] for m in before)), timeout_s=30, message="")
+    shim.kill_with_agent()
+    after = [send(api, f"after the kill {i}") for i in range(2)]
+    shim.start()
+    wait_until(
+        lambda: delivered(api, *(m["id"] for m in after)),
+        timeout_s=60,
+        message="delivered after the kill\n" + shim.log(),
+    )
+    assert before[0]["marker"] not in shim.tmux_history()  # the respawn cleared it
+    history = shim.pane_history()
+    for sent in before + after:
+        assert history.count(f"[{sent['marker']}]") == 1, history
+        assert history.count(f"ok: received {sent['marker']}") == 1, history
+    bodies = [f"before the kill {i}" for i in range(2)] + [f"after the kill {i}" for i in range(2)]
+    expected = [
+        f"[{m['marker']}] from operator: {b}" for m, b in zip(before + after, bodies, strict=True)
+    ]
+    assert [p for p in shim.prompts() if "the kill" in p] == expected  # each typed once
 
 
 def test_messages_sent_while_the_server_was_down_arrive_after_it_returns(

@@ -15,6 +15,7 @@ import libtmux
 import pytest
 
 from agent_shim import screen
+from agent_shim.history import SavedScreens, seam_line
 from agent_shim.pane import AgentPane
 from agent_shim.profiles import load_profile
 from agent_shim.session import AgentSession
@@ -75,7 +76,8 @@ def demo(tmux_server: libtmux.Server, tmp_path: Path) -> Demo:
         "PATH": f"{BIN}:{os.environ['PATH']}",
         "AGENTVISOR_DEMO_RECORD": str(record),
     }
-    session = AgentSession(tmux_server, DEMO, str(tmp_path), env)
+    screens = SavedScreens(tmp_path / "screens")
+    session = AgentSession(tmux_server, DEMO, str(tmp_path), env, screens=screens)
     pane = session.ensure()
     assert pane is not None
     assert pane.wait_until_ready(DEMO, 10), pane.capture_screen()
@@ -216,6 +218,32 @@ def test_an_agent_that_exits_is_restarted_in_the_same_pane(demo: Demo):
     assert pane.wait_until_ready(DEMO, 10)
     demo.deliver("av-back", "hello again")
     assert demo.wait_for_prompts(2)[-1] == "[av-back] from operator: hello again"
+
+
+def test_the_agents_last_screen_survives_its_restart_in_the_pane_history_once(
+    demo: Demo, tmux_server: libtmux.Server
+):
+    """tmux clears the visible screen of a respawned pane; the shim keeps it, and the history
+    (the exactly-once witness) has every marker once: before, at and after the restart."""
+    demo.deliver("av-ra", "RESPAWN-A")
+    demo.wait_for_prompts(1)
+    demo.deliver("av-rc", "RESPAWN-C DEMO:exit")
+    wait_until(lambda: demo.pane.info("#{pane_dead}") == "1", timeout_s=10, message="the exit")
+    pane = wait_until(demo.session.ensure, timeout_s=10, message="the agent to restart")
+    assert pane.wait_until_ready(DEMO, 10)
+    demo.deliver("av-after", "after the restart")
+    assert demo.wait_for_prompts(3)[-1] == "[av-after] from operator: after the restart"
+    raw = "\n".join(tmux_server.cmd("capture-pane", "-p", "-J", "-S", "-", "-t", "=agent:^").stdout)
+    assert "RESPAWN" not in raw  # what tmux alone keeps: the reason for the saved screen
+    history = pane.capture_history()
+    for marker in ("av-ra", "av-rc", "av-after"):
+        assert history.count(f"[{marker}]") == 1, history
+    assert history.count("ok: received av-ra") == 1
+    assert demo.session.screens is not None
+    (restart,) = demo.session.screens.load()
+    seam = seam_line(restart.restart_id)
+    assert history.index("RESPAWN-C") < history.index(seam) < history.index("[av-after]")
+    assert pane.pane_contains("av-rc")  # the shim's own witness search sees it too
 
 
 def test_the_session_is_created_on_a_foreground_tmux_server_like_supervisords(
