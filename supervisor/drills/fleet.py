@@ -316,7 +316,8 @@ class Fleet:
         self.pkill(role, SHIM_PATTERN)  # supervisord starts it again
 
     def kill_cli(self, role: str) -> None:
-        self.pkill(role, CLI_PATTERN)  # the shim starts it again
+        # The shim starts it again, after a back-off when it keeps dying (up to a minute).
+        self.pkill(role, CLI_PATTERN, timeout_s=90.0)
 
     def kill_container(self, role: str) -> None:
         """`docker kill` the sandbox (the watchdog starts it again). Its pane history dies with
@@ -364,7 +365,9 @@ class Fleet:
     def __enter__(self) -> Fleet:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is not None and issubclass(kind, KeyboardInterrupt):
+            self.progress("interrupted: removing the throwaway team")
         for problem in self.close():
             self.progress(problem)
 
