@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from supervisor.client import ApiClient
-from supervisor.drills.fleet import Fleet, Progress, wait_for
+from supervisor.drills.fleet import API_LIST_MAX, Fleet, Progress, wait_for
 from supervisor.drills.tally import KILL_KINDS, PlannedKill, Sent, Tally, plan_kills, tally
 from supervisor.errors import AgentvisorError, InvalidInput, ServerUnavailable
 
@@ -41,6 +41,15 @@ class ChaosOptions:
             raise InvalidInput("--duration must be more than 0 seconds")
         if self.kills is not None and self.kills < 0:
             raise InvalidInput("--kills must be 0 or more")
+        span_s = self.duration_s or (
+            FIRST_KILL_S + self.kills * MEAN_GAP_S + 3 if self.kills is not None else 120.0
+        )
+        if span_s * self.rate / self.sandboxes > API_LIST_MAX * 0.8:
+            raise InvalidInput(
+                f"{span_s * self.rate / self.sandboxes:.0f} messages per sandbox are more than "
+                f"the drill can witness ({API_LIST_MAX * 0.8:.0f}); lower --rate or --duration, "
+                "or add --sandboxes"
+            )
         unknown = sorted(set(self.kinds) - set(KILL_KINDS))
         if unknown or not self.kinds:
             raise InvalidInput(

@@ -119,6 +119,8 @@ def test_bad_options_are_refused_before_anything_starts():
         ChaosOptions(kinds=("reboot",)).check()
     with pytest.raises(InvalidInput, match="--rate"):
         ChaosOptions(rate=0).check()
+    with pytest.raises(InvalidInput, match="more than the drill can witness"):
+        ChaosOptions(duration_s=600, rate=10, sandboxes=3).check()
     with pytest.raises(InvalidInput, match="messages per sandbox"):
         LoadOptions(sandboxes=1, messages=1000).check()
 
