@@ -12,7 +12,7 @@ endif
 PYTEST_ARGS ?=
 ARGS        ?=
 
-.PHONY: setup image image-test test fuzz up down status bench lint fmt
+.PHONY: setup image image-test test fuzz chaos up down status bench lint fmt
 
 setup:
 	bash scripts/setup.sh
@@ -38,6 +38,13 @@ FUZZ_S ?= 600
 fuzz: setup
 	AGENTVISOR_FUZZ_S=$(FUZZ_S) $(PYTHON_VENV) -m pytest -q -s -ra --color=no \
 		--timeout=$$(( $(FUZZ_S) * 3 + 600 )) tests/integration/test_api_fuzz.py
+
+# `agentvisor chaos` for CHAOS_S seconds on a throwaway demo team (docs/guides/chaos-and-load.md):
+# the server, shims, sandboxes and agent CLIs killed at random; the table, and exit 1 on any
+# message lost, doubled or in the wrong pane. ARGS passes more (e.g. ARGS="--seed 7 --rate 8").
+CHAOS_S ?= 300
+chaos: setup image-test
+	$(AGENTVISOR) chaos --duration $(CHAOS_S) --image agentvisor/sandbox:test $(ARGS)
 
 # A spec inside this checkout (like examples/) gets a new project repository next to it.
 NEW_PROJECT = $(if $(filter $(CURDIR)/%,$(abspath $(SPEC))),--new-project,)

@@ -8,7 +8,7 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-SUITES = ["core", "egress", "sandbox", "abuse", "up", "claude", "broker"]
+SUITES = ["core", "egress", "sandbox", "load", "abuse", "up", "claude", "broker"]
 
 
 def main(argv: list[str]) -> int:

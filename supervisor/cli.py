@@ -457,7 +457,15 @@ def events(
 
 
 def _register_more() -> None:
-    from supervisor import cli_egress, cli_git, cli_project, cli_queue, cli_service, cli_usage
+    from supervisor import (
+        cli_drills,
+        cli_egress,
+        cli_git,
+        cli_project,
+        cli_queue,
+        cli_service,
+        cli_usage,
+    )
 
     cli_project.register(app)
     cli_egress.register(app)
@@ -465,6 +473,7 @@ def _register_more() -> None:
     cli_queue.register(app)
     cli_usage.register(app)
     cli_service.register(app)
+    cli_drills.register(app)
     try:
         from supervisor import cli_sandboxes
     except ImportError:  # the container backend is optional for the CLI to load
