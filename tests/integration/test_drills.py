@@ -52,34 +52,19 @@ def _engine() -> None:
     require(docker_answers(), "a Docker engine")
 
 
-def test_chaos_killing_server_shims_and_containers_loses_doubles_and_misdelivers_nothing():
-    done = _drill("chaos", "--duration", "60", "--kills", "4", "--seed", "20240601",
-                  "--kinds", "server,shim,container", "--sandboxes", "2", "--rate", "3",
-                  "--drain-timeout", "90")  # fmt: skip
+def test_chaos_killing_server_shims_containers_and_clis_loses_doubles_and_misdelivers_nothing():
+    done = _drill("chaos", "--duration", "60", "--kills", "5", "--seed", "20240601",
+                  "--sandboxes", "2", "--rate", "3", "--drain-timeout", "90")  # fmt: skip
     assert done.stdout.strip(), done.stderr
     report = json.loads(done.stdout)
     assert done.returncode == 0, done.stderr + done.stdout
-    assert set(report["kills"]) == {"server", "shim", "container"}
+    assert set(report["kills"]) == {"server", "shim", "container", "cli"}
     assert min(report["kills"].values()) >= 1
     assert report["sent"] >= 150
     assert (report["lost"], report["doubled"], report["wrong_pane"]) == (0, 0, 0)
     assert report["delivered"] == report["exactly_once"] == report["sent"]
     assert report["latency_s"]["p99"] < 5.0
     assert report["drain_s"] is not None
-    assert_nothing_left(_state_dir(done.stderr))
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="#14 point 3: the respawned agent CLI's pane drops the visible screen from the "
-    "history (the witness), and a CLI killed mid-paste can be typed to twice",
-)
-def test_chaos_killing_the_agent_cli_loses_and_doubles_nothing():
-    done = _drill("chaos", "--duration", "20", "--kills", "1", "--seed", "7", "--kinds", "cli",
-                  "--sandboxes", "1", "--rate", "3", "--drain-timeout", "90")  # fmt: skip
-    report = json.loads(done.stdout)
-    assert report["kills"] == {"cli": 1}
-    assert (report["lost"], report["doubled"], report["wrong_pane"]) == (0, 0, 0)
     assert_nothing_left(_state_dir(done.stderr))
 
 
@@ -102,7 +87,7 @@ def test_ctrl_c_during_chaos_removes_the_throwaway_team():
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTVISOR_")}
     env["PYTHONPATH"] = str(REPO)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "supervisor", "chaos", "--duration", "120", "--sandboxes", "1",
+        [sys.executable, "-m", "supervisor", "chaos", "--duration", "60", "--sandboxes", "1",
          "--image", sandbox_test_image()],
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
