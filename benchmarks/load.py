@@ -55,7 +55,8 @@ def run() -> list[Result]:
             f"idle server CPU per sandbox, {SANDBOXES} sandboxes",
             "-"
             if idle is None
-            else f"{idle:.3f} % of a core ({flat_out.cpu_idle_pct:.2f} % in all)",
+            else f"{idle:.3f} % of a core ({flat_out.cpu_idle_pct:.2f} % in all, "
+            f"{flat_out.cpu_baseline_pct or 0:.2f} % with none)",
             "< 0.05 %",
             idle is not None and idle < 0.05,
         )

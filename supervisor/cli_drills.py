@@ -176,8 +176,10 @@ def load(
                 ["server CPU during the run", f"{report.cpu_run_pct:.0f} % of a core"],
                 ["server CPU idle", "-" if report.cpu_idle_pct is None
                  else f"{report.cpu_idle_pct:.2f} % of a core"],
+                ["server CPU idle, no sandbox", "-" if report.cpu_baseline_pct is None
+                 else f"{report.cpu_baseline_pct:.2f} % of a core"],
                 ["server CPU idle per sandbox", "-" if per_sandbox is None
-                 else f"{per_sandbox:.3f} % of a core"],
+                 else f"{per_sandbox:.3f} % of a core (over the one with none)"],
             ],
         )  # fmt: skip
         _examples(data["examples"])

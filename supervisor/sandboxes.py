@@ -327,13 +327,29 @@ class SandboxBackend:
         Docker restarts a crashed sandbox by itself, but treats `docker kill` as a wish to keep
         it down; `stop` sets the restart policy to "no", so those are the ones left alone.
         """
-        revived = []
-        for container in self._containers(project):
+        return self.revive_and_list(project)[0]
+
+    def container_events(self) -> Any:
+        """The engine's stream of events about this state dir's sandboxes (a blocking
+        iterator of dicts; `close()` ends it)."""
+        filters = {"type": "container", "label": [f"{LABEL_STATE_DIR}={self._state}"]}
+        return self._call("read the engine's events", self.client.events, decode=True,
+                          filters=filters)  # fmt: skip
+
+    def revive_and_list(
+        self, project: str | None = None
+    ) -> tuple[builtins.list[SandboxInfo], builtins.list[SandboxInfo]]:
+        """`revive`, and then every sandbox as `list` shows it, from one look at the engine
+        (the watchdog's pass: a listing inspects every container, one request each)."""
+        revived: dict[str, SandboxInfo] = {}
+        containers = self._containers(project)
+        for container in containers:
             policy = container.attrs["HostConfig"]["RestartPolicy"].get("Name")
             if container.status in ("exited", "dead") and policy == RESTART_POLICY["Name"]:
                 log.warning("sandbox %s had stopped by itself; starting it", container.name)
-                revived.append(self._run(container))
-        return revived
+                revived[str(container.id)] = self._run(container)
+        infos = [revived.get(str(c.id)) or self._info(c) for c in containers]
+        return builtins.list(revived.values()), sorted(infos, key=lambda i: (i.project, i.role))
 
     # -- internals ---------------------------------------------------------------------------
 

@@ -43,6 +43,13 @@ def stall_of(agent: Row, pending: list[Row], now: float, stall_s: float) -> Stal
 
 
 REVIVE_WINDOW_S = 3600.0  # revives older than this no longer count toward max_restarts
+# While the engine's event stream tells the watchdog of every sandbox that dies or starts, a
+# pass runs at each such event and otherwise this seldom (stalls are counted in minutes): an
+# idle host does not inspect every sandbox every few seconds. Without the stream, passes run
+# every `watchdog_interval_s` as before.
+QUIET_PASS_S = 60.0
+EVENTS_RETRY_S = 5.0
+WAKING_ACTIONS = frozenset({"die", "start", "restart", "oom", "destroy"})
 
 
 @dataclass
@@ -73,7 +80,11 @@ class Watchdog:
         self.revives = ReviveLog({})
         self._backend: Any = None
         self._stop = threading.Event()
+        self._wake = threading.Event()  # a sandbox died or started: a pass now
+        self._events_live = threading.Event()  # the engine's event stream is being read
+        self._events: Any = None
         self._thread: threading.Thread | None = None
+        self._events_thread: threading.Thread | None = None
 
     def backend(self) -> Any:
         if self._backend is None:
@@ -88,18 +99,49 @@ class Watchdog:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="agentvisor-watchdog", daemon=True)
         self._thread.start()
+        self._events_thread = threading.Thread(
+            target=self._watch_engine, name="agentvisor-watchdog-events", daemon=True
+        )
+        self._events_thread.start()
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
+        with contextlib.suppress(Exception):
+            if self._events is not None:
+                self._events.close()
         if self._thread is not None:
             self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.settings.watchdog_interval_s):
+        while not self._stop.is_set():
+            interval = self.settings.watchdog_interval_s
+            if self._events_live.is_set():
+                interval = max(interval, QUIET_PASS_S)
+            self._wake.wait(interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 self.run_once()
             except Exception:  # never let one bad pass stop the watchdog
                 log.exception("watchdog pass failed")
+
+    def _watch_engine(self) -> None:
+        """Wake the watchdog whenever a sandbox of this state dir dies or starts."""
+        while not self._stop.is_set():
+            try:
+                self._events = self.backend().container_events()
+                self._events_live.set()
+                self._wake.set()  # a pass at once: anything missed before the stream began
+                for event in self._events:
+                    if event.get("Action") in WAKING_ACTIONS:
+                        self._wake.set()
+            except Exception as exc:  # no engine, or a backend without events: poll
+                log.debug("no engine events (%s); the watchdog polls", exc)
+            self._events_live.clear()
+            self._events = None
+            self._stop.wait(EVENTS_RETRY_S)
 
     def run_once(self) -> None:
         now = self.store.clock.now()
@@ -123,13 +165,13 @@ class Watchdog:
         by_key = {(projects.get(a["project_id"]), a["role"]): a for a in agents}
         try:
             backend = self.backend()
-            for revived in backend.revive():
+            revived_now, sandboxes = backend.revive_and_list()
+            for revived in revived_now:
                 key = (revived.project, revived.role)
                 self.revives.add(key, now)
                 agent = by_key.get(key)
                 if agent is not None:
                     self.store.log_event("sandbox.revived", agent["project_id"], agent["id"])
-            sandboxes = backend.list()
         except AgentvisorError as exc:  # engine down: health shows it; try again next pass
             log.warning("sandboxes not checked: %s", exc)
             return

@@ -133,6 +133,12 @@ class ThrowawayServer:
         text = Path(f"/proc/{self.proc.pid}/stat").read_text(encoding="ascii")
         return cpu_seconds(text, os.sysconf("SC_CLK_TCK"))
 
+    def cpu_percent_over(self, seconds: float) -> float:
+        """The server's CPU over the next `seconds`, in % of one core."""
+        before, began = self.cpu_s(), time.monotonic()
+        time.sleep(seconds)
+        return (self.cpu_s() - before) / (time.monotonic() - began) * 100
+
 
 class Fleet:
     """A server and `size` demo sandboxes of one new project, in a temporary state dir."""
@@ -153,7 +159,8 @@ class Fleet:
                     'agent = "demo"',
                     f'demo_image = "{image}"',
                     "memory_mb = 256",
-                    "watchdog_interval_s = 2.0",  # brings a killed container back soon
+                    # chaos: brings a killed container back soon; load: as users run it
+                    f"watchdog_interval_s = {2.0 if kind == 'chaos' else 10.0}",
                     # The drill kills sandboxes on purpose; the watchdog must not give up on one.
                     "max_restarts = 1000000",
                     "",
@@ -165,6 +172,7 @@ class Fleet:
         self.server = ThrowawayServer(self.settings)
         self._client: ApiClient | None = None
         self._backend: Any = None
+        self.baseline_cpu_pct: float | None = None
         # Pane histories of the sandboxes' earlier lives (a killed container's tmux is gone).
         self.past_panes: dict[str, list[str]] = {role: [] for role in self.roles}
 
@@ -184,9 +192,10 @@ class Fleet:
             self._backend = SandboxBackend(self.settings)
         return self._backend
 
-    def start(self) -> float:
+    def start(self, baseline_s: float = 0.0) -> float:
         """Server, repository, project, agents and sandboxes; seconds until every shim has
-        sent its first heartbeat."""
+        sent its first heartbeat. With `baseline_s`, the server's idle CPU with no sandbox is
+        measured that long first (`baseline_cpu_pct`)."""
         from supervisor.sandbox_tokens import write_token_file
         from supervisor.sandbox_user import sandbox_owner
         from supervisor.sandboxes import build_spec
@@ -197,6 +206,9 @@ class Fleet:
         repo = self._make_repo()
         self.client.post("/v1/projects", {"name": self.project, "path": str(repo)})
         self.client.post(f"/v1/projects/{self.project}/state", {"state": "running"})
+        if baseline_s > 0:
+            self.progress(f"measuring the idle server with no sandbox for {baseline_s:g} s")
+            self.baseline_cpu_pct = self.server.cpu_percent_over(baseline_s)
         specs = []
         for role in self.roles:
             token = self.client.post(

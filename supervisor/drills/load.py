@@ -14,7 +14,7 @@ from supervisor.drills.fleet import API_LIST_MAX, Fleet, Progress, wait_for
 from supervisor.drills.tally import Sent, Tally, tally
 from supervisor.errors import AgentvisorError, InvalidInput
 
-SETTLE_S = 3.0  # after the drain, before the idle CPU is measured
+SETTLE_S = 12.0  # after the drain, before the idle CPU is measured: the screens settle
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,7 @@ class LoadReport:
     drain_s: float | None  # end of sending to nothing pending; None: timed out
     cpu_run_pct: float  # of one core, from the first send to the drain
     cpu_idle_pct: float | None  # of one core, idle after the drain
+    cpu_baseline_pct: float | None = None  # of one core, idle before any sandbox started
 
     @property
     def ok(self) -> bool:
@@ -69,9 +70,10 @@ class LoadReport:
 
     @property
     def cpu_idle_per_sandbox_pct(self) -> float | None:
+        """What each sandbox adds to the idle server's CPU (over its baseline with none)."""
         if self.cpu_idle_pct is None:
             return None
-        return self.cpu_idle_pct / self.options.sandboxes
+        return max(0.0, self.cpu_idle_pct - (self.cpu_baseline_pct or 0.0)) / self.options.sandboxes
 
     def as_dict(self) -> dict[str, Any]:
         t = self.tally
@@ -96,6 +98,7 @@ class LoadReport:
             "drain_s": _round(self.drain_s, 2),
             "server_cpu_pct": round(self.cpu_run_pct, 1),
             "server_idle_cpu_pct": _round(self.cpu_idle_pct, 3),
+            "server_baseline_cpu_pct": _round(self.cpu_baseline_pct, 3),
             "server_idle_cpu_pct_per_sandbox": _round(self.cpu_idle_per_sandbox_pct, 4),
             "examples": t.examples,
         }
@@ -169,7 +172,7 @@ def run_load(options: LoadOptions, image: str, progress: Progress) -> LoadReport
     """One load drill on a throwaway team; everything it made is gone when it returns."""
     options.check()
     with Fleet("load", options.sandboxes, image, progress) as fleet:
-        fleet.start()
+        fleet.start(baseline_s=options.idle_s)
         offered = f"{options.rate:g}/s" if options.rate else "as fast as they can"
         progress(f"sending {options.messages} messages from {options.clients} clients, {offered}")
         senders = Senders(fleet, options)
@@ -186,14 +189,12 @@ def run_load(options: LoadOptions, image: str, progress: Progress) -> LoadReport
         if options.idle_s > 0 and drain_s is not None:
             progress(f"measuring the idle server for {options.idle_s:g} s")
             time.sleep(SETTLE_S)
-            idle_before, idle_began = fleet.server.cpu_s(), time.monotonic()
-            time.sleep(options.idle_s)
-            cpu_idle = (fleet.server.cpu_s() - idle_before) / (time.monotonic() - idle_began)
-            cpu_idle *= 100
+            cpu_idle = fleet.server.cpu_percent_over(options.idle_s)
         progress("reading the witnesses: the store and every pane's history")
         rows = fleet.store_rows()
         result = tally(senders.sent, rows, fleet.panes())
         ours = [rows[s.message_id] for s in senders.sent if s.message_id in rows]
         delivered = [r.delivered_at for r in ours if r.delivered_at is not None]
         deliver_s = max(delivered) - min(r.created_at for r in ours) if delivered and ours else None
-        return LoadReport(options, result, send_s, deliver_s, drain_s, cpu_run, cpu_idle)
+        return LoadReport(options, result, send_s, deliver_s, drain_s, cpu_run, cpu_idle,
+                          fleet.baseline_cpu_pct)  # fmt: skip

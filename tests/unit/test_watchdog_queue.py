@@ -85,11 +85,8 @@ def test_the_watchdogs_own_revives_count_toward_max_restarts(tmp_path: Path):
     class KilledEachPass:
         stopped: list[str] = []
 
-        def revive(self, project=None):
-            return [info]
-
-        def list(self, project=None):
-            return [info]
+        def revive_and_list(self, project=None):
+            return [info], [info]
 
         def stop(self, project, role):
             self.stopped.append(role)
