@@ -166,6 +166,7 @@ class QueueRunner:
                 team_type=options.get("team_type"),
                 plan=options.get("plan"),
                 agent=options.get("agent"),
+                refine=bool(options.get("refine")),
             )
             report = self.launcher.up(self.settings, up_options, lambda line: log.info(line))
         except AgentvisorError as exc:
