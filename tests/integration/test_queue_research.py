@@ -1,7 +1,7 @@
-"""The queue's research step (model assist): a queued project that fails is retried with the
-model's summary of the failure appended to its spec; the request is the project's usage. The
-queue runner with a real store, the scripted model server on loopback as the upstream, and a
-stand-in for the sandboxes that only shows their screens."""
+"""Model assist in the server's process: the queue's research step (a queued project that fails
+is retried with the model's summary of the failure appended to its spec; the request is the
+project's usage) and where a dry run's request goes. A real store, the scripted model server on
+loopback as the upstream, and a stand-in for the sandboxes that only shows their screens."""
 
 from __future__ import annotations
 
@@ -105,3 +105,30 @@ def test_with_model_assist_off_the_retry_is_as_before(tmp_path: Path):
     store, _, row = _failed_run(tmp_path, settings, None)
     assert "Research summary" not in Path(row["current_spec"]).read_text(encoding="utf-8")
     assert "research" not in _retry_event(store)
+
+
+def test_in_a_dry_run_the_projects_scripted_model_answers_as_role_agentvisor(tmp_path: Path):
+    """A project with its own upstream (`up --model scripted`) is asked there, with the dry
+    run's stand-in credential, never the host's, and the script's `agentvisor` list answers."""
+    from supervisor.team import plan_team
+
+    team = [{"role": "orchestrator", "reason": "leads"}, {"role": "docs", "reason": "writes"}]
+    script = {
+        "agents": {
+            "agentvisor": [{"tool": "propose_team", "input": {"roles": team}}],
+            "*": [{"text": "not for agentvisor"}],
+        }
+    }
+    with ModelServer(script) as model:
+        store = Store(tmp_path / "db.sqlite", SystemClock())
+        project = store.upsert_project("shop", str(tmp_path))
+        project = store.set_project_setting(project["id"], "model", {"upstream": model.url})
+        credentials = CredentialSource(
+            {"ANTHROPIC_API_KEY": KEY}, tmp_path / "no-login.json", "http://token", "client"
+        )
+        assist = ModelAssist(Settings(state_dir=tmp_path), store, credentials)
+        refinement = assist.refine_team(project, SPEC, plan_team(SPEC))
+        [asked] = model.conversation()
+    assert refinement.team.roles == ("orchestrator", "docs")
+    assert asked["headers"]["x-agentvisor-agent"] == "shop/agentvisor"
+    assert asked["credential_sha256"] != hashlib.sha256(KEY.encode()).hexdigest()
