@@ -25,6 +25,7 @@ from supervisor.render import (
 )
 from supervisor.spec import load_spec
 from supervisor.team import describe_plan, plan_team
+from supervisor.team_refinement import describe_refinement
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 RolesOpt = Annotated[
@@ -40,6 +41,14 @@ PlanOpt = Annotated[
     str | None,
     typer.Option("--plan", help="Cap the team size: pro, max5, max20 or console (no cap)."),
 ]
+RefineOpt = Annotated[
+    bool,
+    typer.Option(
+        "--refine",
+        help="Ask the model to refine the keyword team (model assist: through the broker, "
+        "counted against the project's budget); without a model, the keyword team.",
+    ),
+]
 
 
 def _roles(roles: list[str] | None) -> tuple[str, ...] | None:
@@ -54,16 +63,29 @@ def register(app: typer.Typer) -> None:
 
     @app.command("plan")
     def plan_cmd(
+        ctx: typer.Context,
         spec: Path,
         roles: RolesOpt = None,
         team_type: TypeOpt = None,
         plan: PlanOpt = None,
+        refine: RefineOpt = False,
         json_out: JsonOpt = False,
     ) -> None:
         """Print the team a spec would get, and why, without starting anything."""
         loaded = load_spec(spec)
         team = plan_team(loaded.text, roles=_roles(roles), team_type=team_type, plan=plan)
         name, why = launch.planned_name(loaded)
+        refinement = None
+        if refine:
+            shown = err_console if json_out else console
+            refinement = launch.refine(
+                load_settings(ctx.obj.state),
+                loaded,
+                team,
+                _roles(roles),
+                team_type,
+                progress=lambda line: shown.log(line, markup=False, highlight=False),
+            )
         if json_out:
             print_json(
                 {
@@ -73,6 +95,7 @@ def register(app: typer.Typer) -> None:
                     "roles": team.roles,
                     "reasons": team.reasons,
                     "dropped": team.dropped,
+                    **({"refinement": refinement.as_dict()} if refinement else {}),
                 }
             )
             return
@@ -81,6 +104,8 @@ def register(app: typer.Typer) -> None:
         console.print(named, markup=False, highlight=False)
         for line in describe_plan(team):
             console.print(line, markup=False, highlight=False)
+        for line in describe_refinement(refinement) if refinement else []:
+            console.print(visible(line, 400), markup=False, highlight=False)
 
     @app.command()
     def up(
@@ -150,6 +175,7 @@ def register(app: typer.Typer) -> None:
                 help="The orchestrator's recurring check-in from agentvisor (on by default).",
             ),
         ] = True,
+        refine: RefineOpt = False,
         model: Annotated[
             str | None,
             typer.Option(
@@ -196,6 +222,7 @@ def register(app: typer.Typer) -> None:
                     "roles": _roles(roles),
                     "team_type": team_type,
                     "plan": plan,
+                    "refine": refine,
                 },
             )
             show(queued)
@@ -218,6 +245,7 @@ def register(app: typer.Typer) -> None:
             budget=budget_values,
             model=scripted,
             routine_checkin=routine_checkin,
+            refine=refine,
         )
         # With --json, stdout is the JSON alone: progress goes to stderr.
         shown = err_console if json_out else console
@@ -237,6 +265,7 @@ def register(app: typer.Typer) -> None:
                     "already_running": report.already_running,
                     "profile": report.profile,
                     "agents": [vars(a) for a in report.agents],
+                    **({"refinement": report.refinement.as_dict()} if report.refinement else {}),
                 }
             )
             return

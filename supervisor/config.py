@@ -94,6 +94,14 @@ class Settings:
     claude_oauth_client_id: str = "9d1c250a-e61b-44d9-88ed-5944d1962f5e"
     claude_oauth_refresh_margin_s: float = 300.0
     model_max_request_mb: int = 32  # the largest request body an agent may send the model
+    # Model assist (docs/guides/teams.md#model-assisted-teams): agentvisor's own requests to
+    # the model, through the broker's upstream and credential, counted against the project's
+    # budget. `plan/up --refine` is the switch for the team; `model_assist` for the queue's
+    # research step over a failed project before its retry (off: the retry as before).
+    model_assist: bool = False
+    model_assist_model: str = "claude-sonnet-4-5"
+    model_assist_max_tokens: int = 2048
+    model_assist_timeout_s: float = 120.0
     # A 429 whose reset is at least this far away pauses the agent (shorter ones Claude Code
     # retries by itself).
     usage_limit_min_pause_s: float = 60.0

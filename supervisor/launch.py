@@ -34,6 +34,7 @@ from supervisor.sandbox_user import sandbox_owner
 from supervisor.spec import Spec, load_spec
 from supervisor.store import project_settings
 from supervisor.team import TeamPlan, plan_team, reports_to
+from supervisor.team_refinement import Refinement, describe_refinement
 from supervisor.worktrees import Worktree, ensure_worktree, list_worktrees, remove_worktree
 
 Progress = Callable[[str], None]
@@ -59,6 +60,7 @@ class UpOptions:
     # script (a file's path, or "dry-run"); None: the real model.
     model: str | None = None
     routine_checkin: bool = True  # the orchestrator's recurring check-in (`--no-routine-checkin`)
+    refine: bool = False  # `up --refine`: the model refines the keyword team (model assist)
 
 
 @dataclass
@@ -81,6 +83,7 @@ class UpReport:
     agents: list[AgentRow] = field(default_factory=list)
     already_running: bool = False
     elapsed_s: float = 0.0
+    refinement: Refinement | None = None  # `up --refine`: what the model made of the team
 
 
 def choose_profile(wanted: str, env: dict[str, str] | None = None, home: Path | None = None) -> str:
@@ -170,7 +173,7 @@ def up(settings: Settings, options: UpOptions, progress: Progress = lambda _: No
         name = _unique_name(client, root)
         backend = _backend(settings)
         running = {s.role for s in backend.list(name) if s.status == "running"}
-        if running and set(team.roles) <= running:
+        if running and (set(team.roles) <= running or options.refine):
             # What `up` changes on a running project: its budget, its egress allowlist.
             if options.budget:
                 client.post("/v1/budget", {"project": name, **options.budget})
@@ -195,6 +198,11 @@ def up(settings: Settings, options: UpOptions, progress: Progress = lambda _: No
             client.post("/v1/egress/rules", {"project": name, "entry": entry, "origin": "up"})
         if options.budget:
             client.post("/v1/budget", {"project": name, **options.budget})
+        refinement = None
+        if options.refine:  # after the budget and a dry run's model: the request uses both
+            refinement = _refine(client, name, spec, team, options.roles, options.team_type)
+            progress(refinement_line(refinement))
+            team = refinement.team
         worktrees = _worktrees(root, team.roles, branch, settings, progress)
         launches = _start_sandboxes(
             settings, client, backend, name, root, worktrees, profile, image, progress, branch
@@ -206,7 +214,7 @@ def up(settings: Settings, options: UpOptions, progress: Progress = lambda _: No
         _schedule_routines(settings, client, name, team, options)
         progress("waiting for every briefing to arrive in its pane")
         states = _wait_delivered(client, name, message_ids, options.wait_s)
-        report = UpReport(name, root, branch, profile, team)
+        report = UpReport(name, root, branch, profile, team, refinement=refinement)
         for role in team.roles:
             report.agents.append(
                 AgentRow(
@@ -220,6 +228,64 @@ def up(settings: Settings, options: UpOptions, progress: Progress = lambda _: No
             )
     report.elapsed_s = time.monotonic() - started
     return report
+
+
+def refine(
+    settings: Settings,
+    spec: Spec,
+    team: TeamPlan,
+    roles: tuple[str, ...] | None = None,
+    team_type: str | None = None,
+    project_dir: Path | None = None,
+    progress: Progress = lambda _: None,
+) -> Refinement:
+    """`plan --refine`: the model's refinement of `team`. The project is registered first (as
+    `up` registers it; nothing starts), so that the request counts against its budget."""
+    try:
+        root = find_project(spec.path, project_dir)
+    except AgentvisorError as exc:
+        return Refinement(team, None, f"no project to count the request against: {exc.message}")
+    ensure_server(settings, progress)
+    with ApiClient(settings) as client:
+        name = _unique_name(client, root)
+        client.post(
+            "/v1/projects",
+            {
+                "name": name,
+                "path": str(root),
+                "spec_path": str(spec.path),
+                "start_branch": start_branch(root),
+            },
+        )
+        return _refine(client, name, spec, team, roles, team_type)
+
+
+def _refine(
+    client: ApiClient,
+    name: str,
+    spec: Spec,
+    team: TeamPlan,
+    roles: tuple[str, ...] | None,
+    team_type: str | None,
+) -> Refinement:
+    answer = client.post(
+        "/v1/assist/team",
+        {
+            "project": name,
+            "spec": spec.text,
+            "roles": list(roles) if roles else None,
+            "team_type": team_type,
+            "plan": team.plan,
+        },
+    )
+    return Refinement.from_dict(team, answer)
+
+
+def refinement_line(refinement: Refinement) -> str:
+    """The one line `up --refine` shows of the model's team (role names only: checked)."""
+    if refinement.refined is None:
+        return describe_refinement(refinement)[0]
+    return f"model assist: refined team: {', '.join(refinement.refined.roles)}"
 
 
 def _profile_for(settings: Settings, options: UpOptions) -> str:

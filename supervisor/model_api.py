@@ -21,8 +21,10 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from supervisor.api_models import MAX_ROW_ID, Name, NameQuery
+from supervisor.assist_api import assist_router
 from supervisor.auth import Authenticator, Caller
 from supervisor.errors import AgentvisorError, Forbidden, TooLarge, Unauthorized
+from supervisor.model_assist import ModelAssist
 from supervisor.model_broker import (
     AGENT_HEADER,
     DRY_RUN_CREDENTIAL,
@@ -116,10 +118,18 @@ def model_router(
             pools.append(upstream_transport(settings.model_upstream_ca))
         return pools[0]
 
+    # agentvisor's own requests (model assist) use the broker's credential source: one
+    # refresh of a login at a time. The queue's research step is one of them.
+    assist = ModelAssist(settings, service.store, source)
+    router.include_router(assist_router(service, auth, assist))
+    if service.queue_runner is not None:
+        service.queue_runner.assist = assist
+
     @router.on_event("shutdown")
     async def _close() -> None:
         for each in pools:
             await each.aclose()
+        assist.close()
 
     def _agent(headers: Mapping[str, str]) -> Row:
         token = stand_in(headers)

@@ -15,13 +15,18 @@ import subprocess
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from supervisor.config import Settings
 from supervisor.errors import AgentvisorError
+from supervisor.failure_research import research_section
+from supervisor.model_replies import UnusableAnswer, one_line
 from supervisor.queue_store import QueueStore
 from supervisor.recurrence import format_duration
 from supervisor.store import Row, Store
+
+if TYPE_CHECKING:
+    from supervisor.model_assist import ModelAssist
 
 log = logging.getLogger("agentvisor.queue")
 PANE_TAIL_LINES = 30
@@ -29,9 +34,15 @@ EVENT_TAIL = 15
 
 
 def retry_spec_text(
-    original: str, attempt: int, reason: str, panes: dict[str, str], events: list[Row]
+    original: str,
+    attempt: int,
+    reason: str,
+    panes: dict[str, str],
+    events: list[Row],
+    research: str | None = None,
 ) -> str:
-    """The spec for a retry: the original, then what went wrong last time. Pure."""
+    """The spec for a retry: the original, then what went wrong last time, then the model's
+    research summary of it when there is one. Pure."""
     parts = [
         original.rstrip(),
         "",
@@ -54,6 +65,8 @@ def retry_spec_text(
             for e in events
         ]
         parts.append("")
+    if research:
+        parts += research_section(research)
     return "\n".join(parts)
 
 
@@ -75,6 +88,9 @@ class QueueRunner:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        # Model assist for the research step (the server sets the broker's); used only with
+        # the setting model_assist on.
+        self.assist: ModelAssist | None = None
 
     @property
     def launcher(self) -> Any:
@@ -150,6 +166,7 @@ class QueueRunner:
                 team_type=options.get("team_type"),
                 plan=options.get("plan"),
                 agent=options.get("agent"),
+                refine=bool(options.get("refine")),
             )
             report = self.launcher.up(self.settings, up_options, lambda line: log.info(line))
         except AgentvisorError as exc:
@@ -164,6 +181,7 @@ class QueueRunner:
         log.warning("queue entry %s failed (attempt %s): %s", row["id"], row["attempts"], reason)
         panes: dict[str, str] = {}
         events: list[Row] = []
+        project: Row | None = None
         if row["project"]:
             panes = self._pane_tails(row["project"])
             project = self.store.get_project(row["project"])
@@ -172,19 +190,45 @@ class QueueRunner:
             self.store.set_project_state(project["id"], "failed")
         if row["attempts"] < row["max_attempts"]:
             original = Path(row["spec_path"]).read_text(encoding="utf-8")
+            research, note = self._research(project, original, reason, panes, events)
             folder = self.settings.state_dir / "queue" / str(row["id"])
             folder.mkdir(parents=True, exist_ok=True)
             retry = folder / f"spec-retry-{row['attempts']}.md"
-            retry.write_text(
-                retry_spec_text(original, row["attempts"], reason, panes, events), encoding="utf-8"
-            )
+            text = retry_spec_text(original, row["attempts"], reason, panes, events, research)
+            retry.write_text(text, encoding="utf-8")
             self.queue.update(row["id"], state="queued", current_spec=str(retry), last_error=reason)
+            data = {"queue_id": row["id"], "reason": reason, "spec": str(retry)}
             self.store.log_event(
-                "queue.retry", data={"queue_id": row["id"], "reason": reason, "spec": str(retry)}
+                "queue.retry", data={**data, **({"research": note} if note else {})}
             )
             return
         final = self.queue.finish(row["id"], "failed", reason)
         self._escalate(final)
+
+    def _research(
+        self,
+        project: Row | None,
+        spec_text: str,
+        reason: str,
+        panes: dict[str, str],
+        events: list[Row],
+    ) -> tuple[str | None, str | None]:
+        """(the model's summary of the failure, a one-line note for the retry's event): no
+        summary and no note with model assist off; no summary and why without a model."""
+        if not self.settings.model_assist:
+            return None, None
+        if self.assist is None or project is None:
+            why = "no model assist in this process" if project else "no project to count it"
+            note = f"no research summary: {why}; retrying with the failure's context"
+            log.info("%s", note)
+            return None, note
+        try:
+            summary = self.assist.research(project, spec_text, reason, panes, events)
+        except (AgentvisorError, UnusableAnswer) as exc:
+            note = f"no research summary: {one_line(exc, 300)}; retrying with the failure's context"
+            log.info("%s", note)
+            return None, note
+        return summary, "research summary added"
 
     def _pane_tails(self, project: str) -> dict[str, str]:
         try:

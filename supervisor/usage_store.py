@@ -1,5 +1,8 @@
 """What the model broker counted (the `model_usage` table, one row per request) and the
-projects' budgets (in the project's `settings`). Part of the store."""
+projects' budgets (in the project's `settings`). Part of the store.
+agentvisor's own model requests (model assist: `plan --refine`, the queue's research step) are
+rows of their project with agent id ASSIST_AGENT_ID, which no agent has: they count toward the
+project's tokens and budget, and show as the role `agentvisor`."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from dataclasses import fields, replace
 from typing import Any
 
 from supervisor.model_broker import Budget, Usage
-from supervisor.store import Row, Store, insert_row, project_settings
+from supervisor.store import AGENTVISOR, Row, Store, insert_row, project_settings
 
 TOKENS_SQL = (
     "COALESCE(SUM(input_tokens + output_tokens + cache_creation_tokens + cache_read_tokens), 0)"
@@ -25,6 +28,7 @@ TOTALS_SQL = f"""
     MAX(u.reset_at) AS last_reset_at,
     MAX(u.at) AS last_at
 """
+ASSIST_AGENT_ID = 0  # agentvisor's own requests (row ids start at 1)
 
 
 class UsageStore:
@@ -77,10 +81,11 @@ class UsageStore:
         return int(row["n"]) if row else 0
 
     def by_agent(self, project_id: int | None = None, since: float = 0.0) -> list[Row]:
-        """Totals per agent (agents that made no request included), in role order."""
+        """Totals per agent (agents that made no request included), in role order, then
+        agentvisor's own per project where it made any."""
         where = "WHERE a.project_id = ?" if project_id is not None else ""
         params: tuple[Any, ...] = (since,) if project_id is None else (since, project_id)
-        return self.store.fetch_all(
+        agents = self.store.fetch_all(
             f"""
             SELECT p.name AS project, a.role AS role, a.id AS agent_id,
                    a.paused_until AS paused_until, a.paused_reason AS paused_reason, {TOTALS_SQL}
@@ -91,18 +96,30 @@ class UsageStore:
             """,
             params,
         )
+        own_where = "AND u.project_id = ?" if project_id is not None else ""
+        own = self.store.fetch_all(
+            f"""
+            SELECT p.name AS project, ? AS role, ? AS agent_id,
+                   NULL AS paused_until, NULL AS paused_reason, {TOTALS_SQL}
+            FROM model_usage u JOIN projects p ON p.id = u.project_id
+            WHERE u.agent_id = ? AND u.at >= ? {own_where}
+            GROUP BY u.project_id ORDER BY p.name
+            """,
+            (AGENTVISOR, ASSIST_AGENT_ID, ASSIST_AGENT_ID, *params),
+        )
+        return agents + own
 
     def series(self, project_id: int, since: float, bucket_s: float) -> list[Row]:
         """Tokens per agent per time bucket since `since`: the dashboard's chart."""
         return self.store.fetch_all(
             f"""
-            SELECT a.role AS role, CAST((u.at - ?) / ? AS INTEGER) AS bucket,
+            SELECT COALESCE(a.role, ?) AS role, CAST((u.at - ?) / ? AS INTEGER) AS bucket,
                    {TOKENS_SQL} AS tokens, COUNT(*) AS requests
-            FROM model_usage u JOIN agents a ON a.id = u.agent_id
+            FROM model_usage u LEFT JOIN agents a ON a.id = u.agent_id
             WHERE u.project_id = ? AND u.at >= ?
-            GROUP BY a.role, bucket ORDER BY a.role, bucket
+            GROUP BY role, bucket ORDER BY role, bucket
             """,
-            (since, bucket_s, project_id, since),
+            (AGENTVISOR, since, bucket_s, project_id, since),
         )
 
     # -- budgets ---------------------------------------------------------------------------
