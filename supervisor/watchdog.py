@@ -129,7 +129,7 @@ class Watchdog:
 
     def _watch_engine(self) -> None:
         """Wake the watchdog whenever a sandbox of this state dir dies or starts."""
-        while not self._stop.is_set():
+        while self.settings.watchdog_events and not self._stop.is_set():
             try:
                 self._events = self.backend().container_events()
                 self._events_live.set()

@@ -8,6 +8,7 @@ import re
 import subprocess
 from pathlib import Path
 
+import docker
 import pytest
 from typer.testing import CliRunner
 
@@ -175,7 +176,14 @@ def test_killed_shim_is_restarted_and_nothing_is_lost_or_doubled(team: Team):
 def test_killed_container_comes_back_and_pending_messages_arrive_once(team: Team):
     subprocess.run(["docker", "kill", team.container("developer")], check=True, capture_output=True)
     sent = [team.send("developer", f"while the sandbox was down {i}") for i in range(3)]
-    team.backend.revive(team.project)  # what the server's watchdog does every few seconds
+    # The server's watchdog starts it again at the engine's "die" event, not at its next pass
+    # (a minute away while the events are read).
+    engine = docker.from_env()
+    wait_until(
+        lambda: engine.containers.get(team.container("developer")).status == "running",
+        timeout_s=8,
+        message="the watchdog to start the killed sandbox again",
+    )
     for message in sent:
         delivered = team.delivered(message["id"], timeout_s=90)
         assert team.typed_count("developer", delivered["marker"]) == 1

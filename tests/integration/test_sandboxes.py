@@ -124,7 +124,10 @@ def team(engine: docker.DockerClient) -> Iterator[Team]:
     run = uuid.uuid4().hex[:8]
     tmp = Path(tempfile.mkdtemp(prefix="av-", dir="/tmp"))
     # The server's watchdog would revive killed sandboxes too; here the test calls revive().
-    server = ServerProcess(tmp / "state", env={"AGENTVISOR_WATCHDOG_INTERVAL_S": "3600"})
+    server = ServerProcess(
+        tmp / "state",
+        env={"AGENTVISOR_WATCHDOG_INTERVAL_S": "3600", "AGENTVISOR_WATCHDOG_EVENTS": "0"},
+    )
     try:
         server.start()
         settings = Settings(
