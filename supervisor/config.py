@@ -68,7 +68,7 @@ class Settings:
     stall_minutes: float = 15.0  # a pane unchanged this long with undelivered work is nudged
     max_restarts: int = 5  # a sandbox restarted this often is marked failed
     watchdog_interval_s: float = 10.0  # between passes when the engine's events are not read
-    watchdog_events: bool = True  # a pass at each sandbox death or start (docs/guides/operations.md)
+    watchdog_events: bool = True  # a pass at each sandbox death or start (guides/operations)
     clock_offset_file: str | None = None  # tests only: shift the server's clock
     # The egress proxy (docs/guides/network.md): entries every project may reach, on top of
     # each project's own (`agentvisor egress allow`); nothing by default.
