@@ -318,9 +318,15 @@ def start_detached(
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
+            why = _last_error(settings.log_path, start)
+            if why == "no output" and _free_bytes(settings.state_dir) < LOW_DISK_BYTES:
+                # A full disk also takes the log the cause would have been written to.
+                why = (
+                    f"the disk holding {settings.state_dir} is full "
+                    f"({_free_bytes(settings.state_dir)} bytes free); free space and retry"
+                )
             raise ServerUnavailable(
-                f"the server did not start: {_last_error(settings.log_path, start)} "
-                f"(exit {proc.returncode}; log {settings.log_path})"
+                f"the server did not start: {why} (exit {proc.returncode}; log {settings.log_path})"
             )
         if answers_http(settings, port) and read_pid(settings) == proc.pid:
             return proc.pid
@@ -352,6 +358,17 @@ def _port_of(args: list[str] | None) -> int | None:
         value = args[args.index("--port") + 1]
         return int(value) if value.isdigit() else None
     return None
+
+
+LOW_DISK_BYTES = 1024 * 1024
+
+
+def _free_bytes(path: Path) -> int:
+    try:
+        stats = os.statvfs(path)
+    except OSError:
+        return LOW_DISK_BYTES  # cannot tell: not "full"
+    return stats.f_bavail * stats.f_frsize
 
 
 def _last_error(log_path: Path, since: int) -> str:
