@@ -100,13 +100,13 @@ def serve(
     ] = None,
 ) -> None:
     """Run the server: the schedule, the host API and the project queue."""
-    from supervisor import server
-
     settings = load_settings(ctx_of(ctx).state, tcp_port=port, queue_concurrency=concurrency)
     if detach:
+        from supervisor import server_control
+
         extra = ["--port", str(port)] if port else []
         extra += ["--concurrency", str(concurrency)] if concurrency else []
-        pid = server.start_detached(settings, extra)
+        pid = server_control.start_detached(settings, extra)
         console.print(
             f"agentvisor server running (pid {pid}); socket {settings.socket_path}, "
             f"log {settings.log_path}"
@@ -116,6 +116,8 @@ def serve(
         f"agentvisor server on {settings.socket_path}"
         + (f" and http://{settings.tcp_host}:{port}" if port else "")
     )
+    from supervisor import server
+
     server.serve(settings)
 
 
@@ -155,9 +157,9 @@ def doctor(ctx: typer.Context, json_out: JsonOpt = False) -> None:
 @app.command("stop-server")
 def stop_server(ctx: typer.Context) -> None:
     """Stop the background server (sandboxes keep running)."""
-    from supervisor import server
+    from supervisor import server_control
 
-    stopped = server.stop_server(ctx_of(ctx).settings)
+    stopped = server_control.stop_server(ctx_of(ctx).settings)
     console.print("server stopped" if stopped else "no server was running")
 
 

@@ -13,10 +13,8 @@ import typer
 from supervisor.client import ApiClient
 from supervisor.config import load_settings
 from supervisor.errors import GitError, InvalidInput
-from supervisor.merging import INTEGRATION_BRANCH, merge_branches, sync_report
 from supervisor.project_repo import start_branch
 from supervisor.render import console, print_json, table, when
-from supervisor.worktrees import list_worktrees
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -51,6 +49,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Merge every agent's branch into the integration branch (never half-merged). Exits 1
         when any branch conflicts (the others are merged; the table lists every branch)."""
+        from supervisor.merging import INTEGRATION_BRANCH, merge_branches
+        from supervisor.worktrees import list_worktrees
+
         if pr and not dry_run:
             _require_gh()  # before anything is merged
         row = _project_row(ctx.obj.state, project)
@@ -89,6 +90,9 @@ def register(app: typer.Typer) -> None:
         json_out: JsonOpt = False,
     ) -> None:
         """Per agent: commits ahead/behind the start branch and uncommitted changes."""
+        from supervisor.merging import sync_report
+        from supervisor.worktrees import list_worktrees
+
         row = _project_row(ctx.obj.state, project)
         root = Path(row["path"])
         base = row["start_branch"] or start_branch(root)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -17,7 +17,10 @@ from supervisor.client import ApiClient
 from supervisor.config import Settings, load_settings
 from supervisor.errors import SandboxError, ServerUnavailable
 from supervisor.render import listing, visible
-from supervisor.sandboxes import SandboxBackend, health_of
+from supervisor.sandbox_status import health_of
+
+if TYPE_CHECKING:
+    from supervisor.sandboxes import SandboxBackend
 
 ProjectOpt = Annotated[
     str | None,
@@ -59,6 +62,8 @@ def attach(
     project: ProjectOpt = None,
 ) -> None:
     """Attach this terminal to the agent's tmux pane (detach with Ctrl-b d)."""
+    from supervisor.sandboxes import SandboxBackend
+
     backend = SandboxBackend(_settings(ctx))
     argv = backend.exec_tty_argv(project_of(backend, project, role), role)
     print("attaching; detach with Ctrl-b d", file=sys.stderr, flush=True)
@@ -76,6 +81,8 @@ def logs(
 ) -> None:
     """Print the last lines of the agent's pane, scrollback included (control characters
     made visible)."""
+    from supervisor.sandboxes import SandboxBackend
+
     backend = SandboxBackend(_settings(ctx))
     text = backend.pane_history(project_of(backend, project, role), role, lines)
     sys.stdout.write(visible(text, keep_lines=True))
@@ -85,6 +92,8 @@ def sandbox_rows(
     settings: Settings, project: str | None = None, now: float | None = None
 ) -> list[dict[str, Any]]:
     """One row per sandbox of this state dir, as `ps --json` prints them."""
+    from supervisor.sandboxes import SandboxBackend
+
     backend = SandboxBackend(settings)
     infos = backend.list(project)
     stats = backend.stats(project) if infos else {}

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from supervisor import server as server_process
+from supervisor import server_control as server_process
 from supervisor import systemd_unit
 from supervisor.config import Settings, load_settings
 from supervisor.errors import InvalidInput

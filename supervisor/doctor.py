@@ -47,7 +47,8 @@ def disk_free_mb(settings: Settings) -> int:
 
 
 def run_checks(settings: Settings) -> list[Check]:
-    from supervisor import images, server
+    from supervisor import images
+    from supervisor import server_control as server
     from supervisor.client import ApiClient
 
     checks: list[Check] = []

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from supervisor import dry_run, layout_migration, mcp_config
-from supervisor import server as server_process
+from supervisor import server_control as server_process
 from supervisor.briefing import BriefingContext, render_briefing
 from supervisor.client import ApiClient
 from supervisor.config import Settings

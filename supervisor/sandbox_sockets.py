@@ -20,9 +20,12 @@ import socket
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from supervisor.api_connections import ConnectionGate
 from supervisor.config import Settings
+
+if TYPE_CHECKING:  # uvicorn only where the server runs, not in every CLI call
+    from supervisor.api_connections import ConnectionGate
 
 log = logging.getLogger("agentvisor.connections")
 

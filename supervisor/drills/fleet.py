@@ -21,7 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from supervisor import server as server_process
+from supervisor import server_control as server_process
 from supervisor.client import ApiClient
 from supervisor.config import Settings, load_settings
 from supervisor.delivery import MessageState
