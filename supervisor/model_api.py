@@ -38,7 +38,7 @@ from supervisor.model_broker import (
     stand_in,
     upstream_headers,
 )
-from supervisor.model_login import CredentialSource, default_login_path
+from supervisor.model_login import CredentialSource, credential_source
 from supervisor.model_usage import ModelAccounting
 from supervisor.service import Service
 from supervisor.store import Row, project_settings
@@ -57,15 +57,7 @@ def model_credentials(service: Service, env: Mapping[str, str] | None = None) ->
         service.store.log_event(kind, data={"detail": detail[:500]})
         service.metrics.inc("model_login_refreshes" if ok else "model_login_refresh_failures")
 
-    return CredentialSource(
-        env,
-        default_login_path(settings.claude_credentials_file, env),
-        settings.claude_oauth_token_url,
-        settings.claude_oauth_client_id,
-        service.store.clock.now,
-        margin_s=settings.claude_oauth_refresh_margin_s,
-        on_refresh=told,
-    )
+    return credential_source(settings, env, service.store.clock.now, on_refresh=told)
 
 
 # Per request: the answer's first byte may take long (a model thinking), each later one too.

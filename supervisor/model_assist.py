@@ -30,7 +30,7 @@ from supervisor.model_broker import (
     budget_hit,
     upstream_headers,
 )
-from supervisor.model_login import CredentialSource, default_login_path
+from supervisor.model_login import CredentialSource, credential_source
 from supervisor.model_replies import UnusableAnswer, one_line
 from supervisor.store import AGENTVISOR, Row, Store, project_settings
 from supervisor.team import TeamPlan
@@ -169,16 +169,8 @@ class ModelAssist:
 
     def _source(self) -> CredentialSource:
         if self.credentials is None:
-            s = self.settings
-            env = dict(os.environ)
-            self.credentials = CredentialSource(
-                env,
-                default_login_path(s.claude_credentials_file, env),
-                s.claude_oauth_token_url,
-                s.claude_oauth_client_id,
-                self.store.clock.now,
-                margin_s=s.claude_oauth_refresh_margin_s,
-            )
+            self.credentials = credential_source(self.settings, dict(os.environ),
+                                                 self.store.clock.now)  # fmt: skip
         return self.credentials
 
     def _post(

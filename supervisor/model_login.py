@@ -278,3 +278,21 @@ def default_login_path(settings_value: str | None, env: Mapping[str, str]) -> Pa
     if settings_value:
         return Path(settings_value).expanduser()
     return Path(env.get("HOME") or Path.home()) / ".claude" / ".credentials.json"
+
+
+def credential_source(
+    settings: Any,
+    env: Mapping[str, str],
+    clock: Callable[[], float],
+    on_refresh: Callable[[bool, str], None] | None = None,
+) -> CredentialSource:
+    """The host's credential as the settings (a `Settings`) name it."""
+    return CredentialSource(
+        env,
+        default_login_path(settings.claude_credentials_file, env),
+        settings.claude_oauth_token_url,
+        settings.claude_oauth_client_id,
+        clock,
+        margin_s=settings.claude_oauth_refresh_margin_s,
+        on_refresh=on_refresh,
+    )

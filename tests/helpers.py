@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -94,3 +95,21 @@ def scripted_up(
         text=True,
         timeout=600,
     )
+
+
+@contextlib.contextmanager
+def tiny_tmpfs(base: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` (e.g. "1m") mounted at `base`/disk: a disk that fills up (root and
+    mount(8) needed; the test says so otherwise)."""
+    from tests.conftest import require
+
+    mount = base / "disk"
+    mount.mkdir()
+    mounted = os.getuid() == 0 and subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True
+    ).returncode == 0  # fmt: skip
+    require(mounted, "root and mount(8) for a tiny tmpfs")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)

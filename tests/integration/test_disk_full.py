@@ -2,31 +2,19 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from supervisor.errors import StorageFull
 from supervisor.store import Store
-from tests.conftest import require
+from tests.helpers import tiny_tmpfs
 
 
 @pytest.fixture
 def tiny_disk(short_tmp: Path):
-    mount = short_tmp / "disk"
-    mount.mkdir()
-    can_mount = (
-        os.getuid() == 0
-        and subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True
-        ).returncode
-        == 0
-    )
-    require(can_mount, "root and mount(8) for a tiny tmpfs")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    with tiny_tmpfs(short_tmp, "1m") as mount:
+        yield mount
 
 
 def test_full_disk_gives_a_clear_error_and_loses_nothing_accepted(tiny_disk: Path):

@@ -4,6 +4,7 @@ one-line error in the foreground too; a state dir on a full disk is one line, no
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -13,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, require
+from tests.conftest import REPO
+from tests.helpers import tiny_tmpfs
 
 
 def _agentvisor(state: Path, *args: str, timeout_s: float = 60) -> subprocess.CompletedProcess:
@@ -60,24 +62,12 @@ def test_serve_in_the_foreground_on_a_busy_port_fails_in_one_line(short_tmp: Pat
 
 @pytest.fixture
 def full_disk(short_tmp: Path) -> Iterator[Path]:
-    mount = short_tmp / "disk"
-    mount.mkdir()
-    can_mount = (
-        os.getuid() == 0
-        and subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True
-        ).returncode
-        == 0
-    )
-    require(can_mount, "root and mount(8) for a tiny tmpfs")
-    with open(mount / "filler", "wb", buffering=0) as filler:
-        try:
+    with tiny_tmpfs(short_tmp, "256k") as mount:
+        # written until the disk is full
+        with open(mount / "filler", "wb", buffering=0) as filler, contextlib.suppress(OSError):
             while True:
                 filler.write(b"x" * 4096)
-        except OSError:
-            pass
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+        yield mount
 
 
 def test_serve_detach_with_the_state_on_a_full_disk_fails_in_one_line(full_disk: Path):
