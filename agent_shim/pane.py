@@ -86,7 +86,7 @@ class AgentPane:
         """Whether a text just typed showed: its marker on the screen, or in the recent
         history when the CLI echoed a long paste in full and the marker scrolled off the
         screen (looked for every VERIFY_STEP_S, so such a delivery does not wait out
-        `timeout_s`), or at the end anywhere in the history."""
+        `timeout_s`), or at the end (or once the CLI exited) anywhere in the history."""
         token = marker_token(marker)
         width = max(1, int(self.info("#{pane_width}") or 80))
         height = int(self.info("#{pane_height}") or 50)
@@ -102,7 +102,8 @@ class AgentPane:
                 return True
             if self.recent_contains(marker, recent):
                 return True
-            if remaining <= step:
+            # A CLI that exited shows nothing more: the answer is what the pane kept, now.
+            if remaining <= step or self.info("#{pane_dead}") == "1":
                 return self.pane_contains(marker)
 
     def recent_contains(self, marker: str, lines: int) -> bool:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -43,10 +45,10 @@ def stall_of(agent: Row, pending: list[Row], now: float, stall_s: float) -> Stal
 
 
 REVIVE_WINDOW_S = 3600.0  # revives older than this no longer count toward max_restarts
-# While the engine's event stream tells the watchdog of every sandbox that dies or starts, a
-# pass runs at each such event and otherwise this seldom (stalls are counted in minutes): an
-# idle host does not inspect every sandbox every few seconds. Without the stream, passes run
-# every `watchdog_interval_s` as before.
+# While the engine's event stream tells the watchdog of every sandbox that dies or starts, the
+# sandboxes are looked at on each such event and otherwise this seldom: an idle host does not
+# inspect every sandbox every few seconds. Stalls (the database only) are checked every
+# `watchdog_interval_s` all the same; without the stream, so are the sandboxes, as before.
 QUIET_PASS_S = 60.0
 EVENTS_RETRY_S = 5.0
 WAKING_ACTIONS = frozenset({"die", "start", "restart", "oom", "destroy"})
@@ -114,18 +116,20 @@ class Watchdog:
             self._thread.join(timeout=10)
 
     def _run(self) -> None:
+        looked_at = -math.inf  # when the sandboxes were last looked at
         while not self._stop.is_set():
-            interval = self.settings.watchdog_interval_s
-            if self._events_live.is_set():
-                interval = max(interval, QUIET_PASS_S)
-            self._wake.wait(interval)
+            woken = self._wake.wait(self.settings.watchdog_interval_s)
             self._wake.clear()
             if self._stop.is_set():
                 return
+            quiet_s = QUIET_PASS_S if self._events_live.is_set() else 0.0
+            sandboxes = woken or time.monotonic() - looked_at >= quiet_s
             try:
-                self.run_once()
+                self.run_once(sandboxes=sandboxes)
             except Exception:  # never let one bad pass stop the watchdog
                 log.exception("watchdog pass failed")
+            if sandboxes:
+                looked_at = time.monotonic()
 
     def _watch_engine(self) -> None:
         """Wake the watchdog whenever a sandbox of this state dir dies or starts."""
@@ -143,12 +147,14 @@ class Watchdog:
             self._events = None
             self._stop.wait(EVENTS_RETRY_S)
 
-    def run_once(self) -> None:
+    def run_once(self, sandboxes: bool = True) -> None:
+        """One pass: the sandboxes (when `sandboxes`), then the stalled agents."""
         now = self.store.clock.now()
         agents = self.store.list_agents()
         if not agents:
             return
-        self._sandboxes(agents)
+        if sandboxes:
+            self._sandboxes(agents)
         for agent in agents:
             check = stall_of(
                 agent,

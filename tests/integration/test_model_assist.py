@@ -59,7 +59,9 @@ def _cli(server: ServerProcess, *args: str, **extra: str) -> subprocess.Complete
 
 @pytest.fixture
 def repo(short_tmp: Path) -> Path:
-    return make_repo(short_tmp / f"shop-{short_tmp.name[-6:].lower()}", SPEC)
+    # a name that is already a project name (a temp dir name may hold "_")
+    suffix = "".join(c for c in short_tmp.name[-6:].lower() if c.isalnum())
+    return make_repo(short_tmp / f"shop-{suffix}", SPEC)
 
 
 def test_plan_refine_shows_the_models_team_with_reasons_and_counts_it(short_tmp: Path, repo: Path):
