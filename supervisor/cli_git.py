@@ -6,15 +6,20 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from supervisor.client import ApiClient
 from supervisor.config import load_settings
 from supervisor.errors import GitError, InvalidInput
-from supervisor.project_repo import start_branch
+from supervisor.lazy import lazy_module
 from supervisor.render import console, print_json, table, when
+
+if TYPE_CHECKING:
+    from supervisor import project_repo
+else:  # GitPython: loaded by the commands that use it
+    project_repo = lazy_module("supervisor.project_repo")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -56,7 +61,7 @@ def register(app: typer.Typer) -> None:
             _require_gh()  # before anything is merged
         row = _project_row(ctx.obj.state, project)
         root = Path(row["path"])
-        base = row["start_branch"] or start_branch(root)
+        base = row["start_branch"] or project_repo.start_branch(root)
         branches = [w.branch for w in list_worktrees(root)]
         results = merge_branches(root, branches, base, into=into, dry_run=dry_run)
         if json_out:
@@ -95,7 +100,7 @@ def register(app: typer.Typer) -> None:
 
         row = _project_row(ctx.obj.state, project)
         root = Path(row["path"])
-        base = row["start_branch"] or start_branch(root)
+        base = row["start_branch"] or project_repo.start_branch(root)
         rows = sync_report(root, base, list_worktrees(root))
         if json_out:
             print_json([{**vars(r), "path": str(r.path)} for r in rows])

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
-from supervisor import dry_run, launch
+from supervisor import dry_run
 from supervisor.cli_args import finite_float
 from supervisor.config import Settings, load_settings
+from supervisor.lazy import lazy_module
 from supervisor.render import (
     cell,
     console,
@@ -26,6 +27,11 @@ from supervisor.render import (
 from supervisor.spec import load_spec
 from supervisor.team import describe_plan, plan_team
 from supervisor.team_refinement import describe_refinement
+
+if TYPE_CHECKING:
+    from supervisor import launch
+else:  # the store, git and the sandbox code: loaded by the commands that use them
+    launch = lazy_module("supervisor.launch")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 RolesOpt = Annotated[
