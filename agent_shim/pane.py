@@ -103,7 +103,7 @@ class AgentPane:
             if self.recent_contains(marker, recent):
                 return True
             # A CLI that exited shows nothing more: the answer is what the pane kept, now.
-            if remaining <= step or self.info("#{pane_dead}") == "1":
+            if remaining <= step or self.is_dead():
                 return self.pane_contains(marker)
 
     def recent_contains(self, marker: str, lines: int) -> bool:
@@ -125,16 +125,23 @@ class AgentPane:
     def is_ready(self, profile: Profile) -> bool:
         return screen.is_ready(profile, self.capture_screen())
 
-    def wait_until(self, predicate: Callable[[list[str]], bool], timeout_s: float) -> bool:
+    def is_dead(self) -> bool:
+        """Whether the CLI in this pane has exited (the pane stays, remain-on-exit)."""
+        return self.info("#{pane_dead}") == "1"
+
+    def wait_until(
+        self, predicate: Callable[[list[str]], bool], timeout_s: float, until_exit: bool = False
+    ) -> bool:
         """Look at the visible screen until `predicate(lines)` holds, again whenever the pane
         writes (over a control connection) and at least every `POLL_INTERVAL_S`; False after
-        `timeout_s`."""
+        `timeout_s`, or (with `until_exit`) as soon as the CLI has exited: a dead pane shows
+        nothing more."""
         deadline = time.monotonic() + timeout_s
         while True:
             since = self._output_version()
             if predicate(self.capture_screen()):
                 return True
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or (until_exit and self.is_dead()):
                 return False
             self._pause(since)
 

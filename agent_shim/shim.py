@@ -310,23 +310,14 @@ class Shim:
         wait_s = min(
             self.config.ready_timeout_s, lease.lease_expires_at - self._clock() - LEASE_MARGIN_S
         )
-        exited = False
-
-        def ready_or_exited(lines: list[str]) -> bool:
-            nonlocal exited
-            if self._ready(lines):
-                return True
-            exited = pane.info("#{pane_dead}") == "1"
-            return exited
-
         # A CLI that exits meanwhile never shows its prompt in this pane: the message goes back
         # at once and comes again after the restart, not after the whole ready timeout.
-        if not pane.wait_until(ready_or_exited, max(wait_s, 0.0)) or exited:
+        if not pane.wait_until(self._ready, max(wait_s, 0.0), until_exit=True):
             self._nack(
                 lease,
                 "the agent CLI exited before the message was typed; it comes again after the "
                 "CLI's restart"
-                if exited
+                if pane.is_dead()
                 else f"the agent did not show its ready prompt within {wait_s:.0f} s",
             )
             return
@@ -357,24 +348,18 @@ class Shim:
         def left_input(lines: list[str]) -> bool:
             return screen.pending_marker(self.profile, lines) != marker
 
-        exited = False
-
         def submitted(lines: list[str]) -> bool:
-            nonlocal exited
-            if self._hook_confirmed(marker) or (not hooks and left_input(lines)):
-                return True
-            exited = pane.info("#{pane_dead}") == "1"  # the CLI died: no use waiting
-            return exited
+            return self._hook_confirmed(marker) or (not hooks and left_input(lines))
 
         if self.profile.settle_s > 0:
             pane.wait_until_stable(SETTLE_TIMEOUT_S, self.profile.settle_s)
         for _ in range(2):
             pane.send_keys(*self.profile.submit_keys)
-            if pane.wait_until(submitted, SUBMIT_TIMEOUT_S) and not exited:
+            if pane.wait_until(submitted, SUBMIT_TIMEOUT_S, until_exit=True):
                 if hooks:
                     log.info("%s submitted: the prompt hook confirmed it", token)
                 return True
-            if exited:
+            if pane.is_dead():  # the CLI died: no use waiting or pressing the key again
                 log.warning("the agent CLI exited before %s was submitted", token)
                 return False
             if hooks and left_input(pane.capture_screen()):
