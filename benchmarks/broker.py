@@ -5,7 +5,6 @@ server and the relay run as processes of their own, as they do for real."""
 
 from __future__ import annotations
 
-import os
 import socket
 import statistics
 import subprocess
@@ -19,6 +18,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks.report import Result
+from supervisor.drills.fleet import process_cpu_s as cpu_s
 from supervisor.testing.tls import make_test_ca
 
 REQUESTS = 100
@@ -86,12 +86,6 @@ def measure(clients: list[tuple[httpx.Client, str, str]]) -> list[list[float]]:
         for column, (client, path, key) in zip(samples, clients, strict=True):
             column.append(first_byte_ms(client, path, key))
     return [sorted(column) for column in samples]
-
-
-def cpu_s(pid: int) -> float:
-    """User and system CPU seconds of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def ttfb() -> tuple[list[float], list[float], list[float], float]:

@@ -3,7 +3,6 @@ requests per second over the Unix socket."""
 
 from __future__ import annotations
 
-import os
 import random
 import statistics
 import tempfile
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.report import Result
+from supervisor.drills.fleet import process_cpu_s
 from supervisor.scheduler import Scheduler
 from supervisor.store import Store
 
@@ -136,20 +136,15 @@ def api_requests_per_second(clients: int, requests: int = 2000) -> tuple[float, 
             for process in pool:
                 process.start()
             time.sleep(1.0)  # every client imported and connected
-            cpu_before, began = _cpu_s(server.proc.pid), time.perf_counter()
+            cpu_before, began = process_cpu_s(server.proc.pid), time.perf_counter()
             start.set()
             for process in pool:
                 process.join()
             elapsed = time.perf_counter() - began
-            cpu_ms = (_cpu_s(server.proc.pid) - cpu_before) * 1000 / (per * clients)
+            cpu_ms = (process_cpu_s(server.proc.pid) - cpu_before) * 1000 / (per * clients)
             return per * clients / elapsed, cpu_ms
         finally:
             server.kill(signal.SIGTERM)
-
-
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def cli_start_s(runs: int = 7) -> float:

@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from benchmarks.report import Result
+from supervisor.drills.fleet import process_cpu_s as cpu_s
 
 SIZE = 100 * 2**20
 ROUNDS = 5
@@ -35,13 +36,6 @@ class _Big(BaseHTTPRequestHandler):
 
     def log_message(self, *args: object) -> None:
         pass
-
-
-def _cpu_s(pid: int, tid: int | None = None) -> float:
-    """User and system CPU seconds of a process (or one of its threads) so far."""
-    where = f"/proc/{pid}/task/{tid}/stat" if tid else f"/proc/{pid}/stat"
-    fields = Path(where).read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _read_all(sock: socket.socket) -> int:
@@ -115,11 +109,14 @@ def throughput() -> dict[str, float]:
             assert server.proc is not None and relay_thread.native_id is not None
             for _ in range(ROUNDS):
                 for name, run in runs.items():
-                    before = _cpu_s(server.proc.pid), _cpu_s(os.getpid(), relay_thread.native_id)
+                    before = (
+                        cpu_s(server.proc.pid),
+                        cpu_s(os.getpid(), relay_thread.native_id),
+                    )
                     speeds[name].append(run())
                     if name == "connect":
-                        cpu["proxy"] += _cpu_s(server.proc.pid) - before[0]
-                        cpu["relay"] += _cpu_s(os.getpid(), relay_thread.native_id) - before[1]
+                        cpu["proxy"] += cpu_s(server.proc.pid) - before[0]
+                        cpu["relay"] += cpu_s(os.getpid(), relay_thread.native_id) - before[1]
             best = {name: max(values) for name, values in speeds.items()}
             return {**best, **{f"cpu_{k}_ms": v * 1000 / ROUNDS for k, v in cpu.items()}}
         finally:

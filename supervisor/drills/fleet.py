@@ -21,7 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from supervisor import server_control as server_process
+from supervisor import server_control
 from supervisor.client import ApiClient
 from supervisor.config import Settings, load_settings
 from supervisor.delivery import MessageState
@@ -68,6 +68,12 @@ def resolve_image(settings: Settings, wanted: str | None) -> str:
     )
 
 
+def process_cpu_s(pid: int, tid: int | None = None) -> float:
+    """User and system CPU seconds a process (or one of its threads) has used so far."""
+    where = f"/proc/{pid}/task/{tid}/stat" if tid else f"/proc/{pid}/stat"
+    return cpu_seconds(Path(where).read_text(encoding="ascii"), os.sysconf("SC_CLK_TCK"))
+
+
 class ThrowawayServer:
     """An `agentvisor serve` process of our own on the throwaway state dir: started, killed
     with SIGKILL and started again, its CPU time read from /proc."""
@@ -100,8 +106,8 @@ class ThrowawayServer:
         proc = self.proc
         deadline = time.monotonic() + timeout_s
         while not (
-            server_process.answers_http(self.settings)
-            and server_process.read_pid(self.settings) == proc.pid
+            server_control.answers_http(self.settings)
+            and server_control.read_pid(self.settings) == proc.pid
         ):
             if proc.poll() is not None:
                 tail = log_path.read_bytes()[since:].decode(errors="replace").strip()
@@ -128,10 +134,7 @@ class ThrowawayServer:
 
     def cpu_s(self) -> float:
         """CPU seconds the server process has used (all its threads)."""
-        if self.proc is None:
-            return 0.0
-        text = Path(f"/proc/{self.proc.pid}/stat").read_text(encoding="ascii")
-        return cpu_seconds(text, os.sysconf("SC_CLK_TCK"))
+        return 0.0 if self.proc is None else process_cpu_s(self.proc.pid)
 
     def cpu_percent_over(self, seconds: float) -> float:
         """The server's CPU over the next `seconds`, in % of one core."""
