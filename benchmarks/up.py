@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from benchmarks.report import Result
-from supervisor import launch, server
+from supervisor import launch, server_control
 from supervisor.config import load_settings
 from supervisor.sandboxes import SandboxBackend
 
@@ -37,7 +37,7 @@ def time_up(team: tuple[str, ...]) -> float:
             )
         }
         settings = load_settings(base / "state", env=env, memory_mb=512)
-        server.start_detached(settings)  # a running server, as on a machine in use
+        server_control.start_detached(settings)  # a running server, as on a machine in use
         try:
             begin = time.perf_counter()
             report = launch.up(
@@ -49,7 +49,7 @@ def time_up(team: tuple[str, ...]) -> float:
             return elapsed
         finally:
             SandboxBackend(settings).remove(repo.name, volumes=True)
-            server.stop_server(settings)
+            server_control.stop_server(settings)
 
 
 def run() -> list[Result]:

@@ -7,8 +7,7 @@ from typing import Annotated
 
 import typer
 
-from supervisor import server_control as server_process
-from supervisor import systemd_unit
+from supervisor import server_control, systemd_unit
 from supervisor.config import Settings, load_settings
 from supervisor.errors import InvalidInput
 from supervisor.render import console
@@ -63,9 +62,9 @@ def register(app: typer.Typer) -> None:
                 "started; use `agentvisor serve --detach` from a boot script, or docker compose "
                 "(docs/guides/compose.md)"
             )
-        if server_process.is_running(settings):
+        if server_control.is_running(settings):
             console.print("stopping the server that runs now: systemd takes it over")
-            server_process.stop_server(settings)
+            server_control.stop_server(settings)
         for args in (("daemon-reload",), ("enable", "--now", f"{plan.name}.service")):
             done = systemd_unit.systemctl(plan, *args)
             if done.returncode != 0:
@@ -85,7 +84,7 @@ def register(app: typer.Typer) -> None:
             console.print(f"not installed ({plan.path} does not exist)", markup=False)
             raise typer.Exit(3)
         console.print(f"installed: {plan.path}", markup=False, highlight=False)
-        running = server_process.is_running(settings)
+        running = server_control.is_running(settings)
         console.print(f"server answering on {settings.socket_path}: {'yes' if running else 'no'}")
         if systemd_unit.systemd_running():
             done = systemd_unit.systemctl(plan, "is-active", f"{plan.name}.service")

@@ -47,8 +47,7 @@ def disk_free_mb(settings: Settings) -> int:
 
 
 def run_checks(settings: Settings) -> list[Check]:
-    from supervisor import images
-    from supervisor import server_control as server
+    from supervisor import images, server_control
     from supervisor.client import ApiClient
 
     checks: list[Check] = []
@@ -89,7 +88,7 @@ def run_checks(settings: Settings) -> list[Check]:
         return free >= LOW_DISK_MB, f"{free} MiB free in {settings.state_dir}"
 
     def api() -> tuple[bool, str]:
-        if not server.is_running(settings):
+        if not server_control.is_running(settings):
             return False, f"no server on {settings.socket_path}: 'agentvisor serve --detach'"
         with ApiClient(settings) as client:
             health = client.get("/v1/health")

@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from supervisor import dry_run, layout_migration, mcp_config
-from supervisor import server_control as server_process
+from supervisor import dry_run, layout_migration, mcp_config, server_control
 from supervisor.briefing import BriefingContext, render_briefing
 from supervisor.client import ApiClient
 from supervisor.config import Settings
@@ -126,9 +125,9 @@ def _unique_name(client: ApiClient, root: Path) -> str:
 
 
 def ensure_server(settings: Settings, progress: Progress) -> None:
-    if not server_process.is_running(settings):
+    if not server_control.is_running(settings):
         progress("starting the agentvisor server")
-        server_process.start_detached(settings)
+        server_control.start_detached(settings)
 
 
 def image_for(settings: Settings, profile: str) -> tuple[str, str]:

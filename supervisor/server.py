@@ -31,6 +31,7 @@ from supervisor.metrics import Metrics
 from supervisor.project_queue import QueueRunner
 from supervisor.sandbox_sockets import SandboxListeners
 from supervisor.scheduler import Scheduler
+from supervisor.server_control import read_pid
 from supervisor.service import Service
 from supervisor.store import Store
 from supervisor.watchdog import Watchdog
@@ -253,13 +254,3 @@ class ApiServer(uvicorn.Server):
         if self.waiters is not None:
             self.waiters.close()  # long polls answer 204 now rather than being cancelled
         await super().shutdown(sockets)
-
-
-# The process side lives in server_control (no FastAPI); these names stay importable from here.
-from supervisor.server_control import (  # noqa: E402, F401
-    answers_http,
-    is_running,
-    read_pid,
-    start_detached,
-    stop_server,
-)

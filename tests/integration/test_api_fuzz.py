@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.server import answers_http
+from supervisor.server_control import answers_http
 from tests.conftest import REPO, ServerProcess
 
 FUZZ_S = int(os.environ.get("AGENTVISOR_FUZZ_S", "30"))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor import dry_run, server
+from supervisor import dry_run, server_control
 from supervisor.config import Settings
 from supervisor.docker_engine import docker_client
 from supervisor.errors import AgentvisorError
@@ -87,4 +87,4 @@ def test_an_mcp_server_from_the_state_dir_answers_the_agents_claude_code(
         with contextlib.suppress(AgentvisorError):  # `up` may have failed before the project
             destroy(settings, name, remove_worktrees=True)
         dry_run.stop(settings, name)
-        server.stop_server(settings)
+        server_control.stop_server(settings)

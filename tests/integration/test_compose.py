@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from supervisor import server
+from supervisor import server_control
 from supervisor.client import ApiClient
 from supervisor.config import Settings, load_settings
 from supervisor.launch import project_name
@@ -257,7 +257,7 @@ def test_compose_supervisor_serves_projects_and_brings_schedule_and_agents_back(
 
     compose.run("down")
     assert compose.container() is None
-    assert not server.is_running(settings)
+    assert not server_control.is_running(settings)
     # The sandboxes are not the compose project's: they run on, waiting for their server.
     assert {s.status for s in backend.list(project)} == {"running"}
     assert time.time() < later["due_at"], "the supervisor went down too slowly for this test"

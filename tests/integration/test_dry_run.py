@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from supervisor import cli, dry_run, launch, server
+from supervisor import cli, dry_run, launch, server_control
 from supervisor.client import ApiClient
 from supervisor.config import Settings
 from supervisor.errors import AgentvisorError
@@ -107,7 +107,7 @@ def test_a_dry_run_brings_up_the_real_claude_code_against_the_scripted_model(
         with contextlib.suppress(AgentvisorError):  # `up` may have failed before the project
             launch.destroy(settings, name, remove_worktrees=True)
         dry_run.stop(settings, name)
-        server.stop_server(settings)
+        server_control.stop_server(settings)
     assert dry_run.current(settings, name) is None
 
 

@@ -12,7 +12,7 @@ import docker
 import pytest
 from typer.testing import CliRunner
 
-from supervisor import cli, launch, server
+from supervisor import cli, launch, server_control
 from supervisor.client import ApiClient
 from supervisor.config import Settings, load_settings
 from supervisor.sandboxes import SandboxBackend
@@ -74,7 +74,7 @@ def team(tmp_path_factory: pytest.TempPathFactory):
     yield team
     team.client.close()
     team.backend.remove(report.project, volumes=True)
-    server.stop_server(settings)
+    server_control.stop_server(settings)
 
 
 def test_a_message_and_a_checkin_reach_every_pane(team: Team):

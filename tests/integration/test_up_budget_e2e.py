@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from supervisor import launch, server
+from supervisor import launch, server_control
 from supervisor.client import ApiClient
 from supervisor.config import Settings, load_settings
 from supervisor.testing.model_server import ModelServer
@@ -104,4 +104,4 @@ def test_up_budget_is_enforced_by_the_broker_and_a_second_up_raises_it(
             from supervisor.sandboxes import SandboxBackend
 
             SandboxBackend(settings).remove(report.project, volumes=True)
-            server.stop_server(settings)
+            server_control.stop_server(settings)

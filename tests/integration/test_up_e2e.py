@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor import launch, server
+from supervisor import launch, server_control
 from supervisor.client import ApiClient
 from supervisor.config import Settings, load_settings
 from tests.conftest import require
@@ -48,7 +48,7 @@ def cleanup(settings: Settings):
     backend = SandboxBackend(settings)
     for name in names:
         backend.remove(name, volumes=True)
-    server.stop_server(settings)
+    server_control.stop_server(settings)
 
 
 def _messages(client: ApiClient, project: str) -> list[dict]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor import launch, server
+from supervisor import launch, server_control
 from supervisor.client import ApiClient
 from supervisor.config import load_settings
 from supervisor.sandboxes import SandboxBackend
@@ -111,4 +111,4 @@ def test_usage_limit_pauses_the_agent_until_the_named_time(
     finally:
         client.close()
         SandboxBackend(settings).remove(report.project, volumes=True)
-        server.stop_server(settings)
+        server_control.stop_server(settings)

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from supervisor import launch, server
+from supervisor import launch, server_control
 from supervisor.config import Settings, load_settings
 from tests.conftest import require
 from tests.helpers import docker_answers, git, make_repo, sandbox_test_image, wait_until
@@ -466,7 +466,7 @@ class Team:
         from supervisor.sandboxes import SandboxBackend
 
         SandboxBackend(self.settings).remove(self.project, volumes=True)
-        server.stop_server(self.settings)
+        server_control.stop_server(self.settings)
 
 
 def _operator_home(tmp: Path, root: Path) -> Path:
@@ -555,7 +555,7 @@ def running_team(
         SandboxBackend(settings).remove(launch.project_name(root.resolve()), volumes=True)
         if team is not None and team.project != launch.project_name(root.resolve()):
             team.remove()
-        server.stop_server(settings)
+        server_control.stop_server(settings)
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(markers, ignore_errors=True)
 
