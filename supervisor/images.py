@@ -43,6 +43,9 @@ EXTRA_CA_ENV = (
     "SSL_CERT_FILE",
     "PIP_CERT",
 )
+# What the host's own tools (curl, git, apt) trust when nothing names a bundle: a CA the admin
+# installed (update-ca-certificates) is in it.
+SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 # Debian's copies of the public CAs: certificates found there are in the image already.
 SYSTEM_CA_DIR = Path("/usr/share/ca-certificates")
 BUILD_TIMEOUT_S = 3600
@@ -108,11 +111,14 @@ def ensure_base_image(base_image: str | None = None, progress: Progress | None =
     return answer[-1]
 
 
-def detect_extra_ca(environ: Mapping[str, str] = os.environ) -> Path | None:
-    """The CA bundle the host trusts beyond the defaults, if it says so in its environment.
+def detect_extra_ca(
+    environ: Mapping[str, str] = os.environ, system_bundle: Path = SYSTEM_CA_BUNDLE
+) -> Path | None:
+    """The CA bundle the host trusts, whose certificates beyond the public ones go into the image.
 
     AGENTVISOR_EXTRA_CA names a PEM file, or is `none` to add nothing; otherwise the first of
-    NODE_EXTRA_CA_CERTS, REQUESTS_CA_BUNDLE, SSL_CERT_FILE, PIP_CERT that names a file.
+    NODE_EXTRA_CA_CERTS, REQUESTS_CA_BUNDLE, SSL_CERT_FILE, PIP_CERT that names a file; else
+    the system's bundle, so that a fresh shell with none of these set builds the same image.
     """
     explicit = environ.get("AGENTVISOR_EXTRA_CA", "").strip()
     if explicit.lower() == "none":
@@ -129,7 +135,7 @@ def detect_extra_ca(environ: Mapping[str, str] = os.environ) -> Path | None:
         value = environ.get(name, "").strip()
         if value and Path(value).is_file():
             return Path(value)
-    return None
+    return system_bundle if system_bundle.is_file() else None
 
 
 def pem_certificates(text: str) -> dict[str, str]:

@@ -155,3 +155,46 @@ def dry_run_host(short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
         monkeypatch.delenv(name)
     monkeypatch.setenv("AGENTVISOR_WATCHDOG_INTERVAL_S", "3600")
     return load_settings(short_tmp / "state", env={}, image=CLAUDE_TEST_IMAGE, memory_mb=1536)
+
+
+def _leftover_sandboxes() -> list[tuple[str, str]]:
+    """Containers and volumes of test state dirs (/tmp/av-*) whose dir is gone: a test that
+    did not clean up after itself."""
+    found: list[tuple[str, str]] = []
+    for kind, labels in (("container", ".Config.Labels"), ("volume", ".Labels")):
+        listed = subprocess.run(
+            ["docker", kind, "ls", "-q", "--filter", "label=agentvisor.managed=1"]
+            + (["-a"] if kind == "container" else []),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        for ident in listed.stdout.split():
+            template = "{{index " + labels + ' "agentvisor.state_dir"}}'
+            shown = subprocess.run(
+                ["docker", kind, "inspect", "--format", template, ident],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            state_dir = shown.stdout.strip()
+            if state_dir.startswith("/tmp/av-") and not Path(state_dir).exists():
+                found.append((kind, ident))
+    return found
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove what tests left behind and name it, so that a leak is seen and fixed (the
+    controller only, after every worker is done)."""
+    if hasattr(session.config, "workerinput") or shutil.which("docker") is None:
+        return
+    try:
+        leftovers = _leftover_sandboxes()
+        for kind, ident in leftovers:
+            subprocess.run(["docker", kind, "rm", "-f", ident], capture_output=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return
+    if leftovers:
+        names = ", ".join(ident[:24] for _, ident in leftovers)
+        print(f"\nconftest: tests left {len(leftovers)} containers/volumes; removed: {names}",
+              file=sys.stderr)  # fmt: skip

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from supervisor.launch import project_name
 from supervisor.sandboxes import SandboxBackend
 from tests.conftest import ServerProcess, require
 from tests.helpers import docker_answers, make_repo, sandbox_test_image, wait_until
@@ -74,5 +75,5 @@ def test_queue_runs_specs_in_turn_and_retries_a_failure_with_context(short_tmp: 
     finally:
         backend = SandboxBackend(server.settings)
         for repo in repos:
-            backend.remove(repo.name, volumes=True)
+            backend.remove(project_name(repo), volumes=True)
         server.kill()

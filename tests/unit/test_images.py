@@ -60,7 +60,16 @@ def test_host_ca_settings_are_used_when_they_name_a_file(tmp_path: Path):
     bundle.write_text(PROXY)
     env = {"NODE_EXTRA_CA_CERTS": str(tmp_path / "gone.pem"), "SSL_CERT_FILE": str(bundle)}
     assert detect_extra_ca(env) == bundle
-    assert detect_extra_ca({}) is None
+    assert detect_extra_ca({}, system_bundle=tmp_path / "none.crt") is None
+
+
+def test_without_a_setting_the_systems_bundle_is_used(tmp_path: Path):
+    """A fresh shell (no CA variable set) builds the image the same as the user's own shell:
+    a CA the admin installed into the system's bundle is trusted in the image too."""
+    system = tmp_path / "ca-certificates.crt"
+    system.write_text(PUBLIC + PROXY)
+    assert detect_extra_ca({}, system_bundle=system) == system
+    assert detect_extra_ca({"AGENTVISOR_EXTRA_CA": "none"}, system_bundle=system) is None
 
 
 @pytest.mark.parametrize("value", ["claude", "none", " claude "])
