@@ -51,7 +51,7 @@ def marker_prefix(marker: str) -> str:
     return marker_token(marker) + " "
 
 
-# Senders are role names, `operator` or `agentvisor` (supervisor/team.py checks role names).
+# Senders are role names, `operator` or `agentvisor` (agentvisor.core.team checks role names).
 _SENDER = re.compile(r"[a-z][a-z0-9-]{0,39}")
 UNKNOWN_SENDER = "unknown"
 

@@ -17,13 +17,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agentvisor.config import Settings, load_settings
+from agentvisor.git.worktrees import ensure_worktree
+from agentvisor.sandbox.sandbox_spec import container_name
+from agentvisor.sandbox.sandbox_tokens import write_token_file
+from agentvisor.sandbox.sandbox_user import sandbox_owner
+from agentvisor.sandbox.sandboxes import SandboxBackend, build_spec
 from benchmarks.report import Result
-from supervisor.config import Settings, load_settings
-from supervisor.sandbox_spec import container_name
-from supervisor.sandbox_tokens import write_token_file
-from supervisor.sandbox_user import sandbox_owner
-from supervisor.sandboxes import SandboxBackend, build_spec
-from supervisor.worktrees import ensure_worktree
 from tests.conftest import REPO, ServerProcess
 from tests.helpers import make_repo, wait_until
 
@@ -132,7 +132,7 @@ class Arena:
             [
                 sys.executable,
                 "-m",
-                "supervisor",
+                "agentvisor",
                 "--state",
                 str(self.settings.state_dir),
                 "status",

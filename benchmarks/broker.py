@@ -17,9 +17,9 @@ from pathlib import Path
 
 import httpx
 
+from agentvisor.drills.fleet import process_cpu_s as cpu_s
+from agentvisor.testing.tls import make_test_ca
 from benchmarks.report import Result
-from supervisor.drills.fleet import process_cpu_s as cpu_s
-from supervisor.testing.tls import make_test_ca
 
 REQUESTS = 100
 BODY = {
@@ -97,7 +97,7 @@ def ttfb() -> tuple[list[float], list[float], list[float], float]:
         model_port, relay_port = free_port(), free_port()
         model_url = f"https://127.0.0.1:{model_port}"
         model = (
-            "-m", "supervisor.testing.model_server", "--port", str(model_port),
+            "-m", "agentvisor.testing.model_server", "--port", str(model_port),
             "--cert", str(ca.server_cert), "--key", str(ca.server_key),
         )  # fmt: skip
         with process(*model):

@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agentvisor.drills.fleet import process_cpu_s
+from agentvisor.server.scheduler import Scheduler
+from agentvisor.store.database import Store
 from benchmarks.report import Result
-from supervisor.drills.fleet import process_cpu_s
-from supervisor.scheduler import Scheduler
-from supervisor.store import Store
 
 
 def _store_with_pending(path: Path, pending: int, due_now: int) -> Store:
@@ -101,7 +101,7 @@ def wakeup_lateness(count: int = 300, spread_s: float = 6.0) -> list[float]:
 
 def _post_messages(settings: Any, token: str, count: int, start: Any) -> None:
     """One client process: `count` POST /v1/messages once `start` is set."""
-    from supervisor.client import ApiClient
+    from agentvisor.client import ApiClient
 
     client = ApiClient(settings, token=token, timeout_s=30)
     start.wait()
@@ -155,7 +155,7 @@ def cli_start_s(runs: int = 7) -> float:
     times = []
     for _ in range(runs):
         began = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "supervisor", "--version"], check=True,
+        subprocess.run([sys.executable, "-m", "agentvisor", "--version"], check=True,
                        capture_output=True)  # fmt: skip
         times.append(time.perf_counter() - began)
     return statistics.median(times)

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from agentvisor.drills.fleet import process_cpu_s as cpu_s
 from benchmarks.report import Result
-from supervisor.drills.fleet import process_cpu_s as cpu_s
 
 SIZE = 100 * 2**20
 ROUNDS = 5

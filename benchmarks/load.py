@@ -1,4 +1,4 @@
-"""Load: 20 demo sandboxes, real server, real Docker and tmux (`supervisor.drills.load`, the
+"""Load: 20 demo sandboxes, real server, real Docker and tmux (`agentvisor.drills.load`, the
 engine of `agentvisor load`): verified deliveries/s as fast as 8 clients can send, end-to-end
 p99 at 100 messages/s offered, and the idle server's CPU per sandbox. Image
 `agentvisor/sandbox:test` (make image-test)."""
@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 import sys
 
+from agentvisor.drills.load import LoadOptions, LoadReport, run_load
 from benchmarks.report import Result
-from supervisor.drills.load import LoadOptions, LoadReport, run_load
 
 IMAGE = os.environ.get("AGENTVISOR_TEST_IMAGE", "agentvisor/sandbox:test")
 SANDBOXES = 20

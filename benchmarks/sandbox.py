@@ -12,12 +12,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from agentvisor.config import Settings, load_settings
+from agentvisor.git.worktrees import ensure_worktree
+from agentvisor.sandbox.sandbox_tokens import write_token_file
+from agentvisor.sandbox.sandbox_user import sandbox_owner
+from agentvisor.sandbox.sandboxes import SandboxBackend, build_spec
 from benchmarks.report import Result
-from supervisor.config import Settings, load_settings
-from supervisor.sandbox_tokens import write_token_file
-from supervisor.sandbox_user import sandbox_owner
-from supervisor.sandboxes import SandboxBackend, build_spec
-from supervisor.worktrees import ensure_worktree
 from tests.conftest import ServerProcess
 from tests.helpers import make_repo, wait_until
 
@@ -141,7 +141,7 @@ class Fleet:
         on `agent/<role>` in the project, published by the shim through the git channel."""
         import docker
 
-        from supervisor.sandbox_spec import container_name
+        from agentvisor.sandbox.sandbox_spec import container_name
 
         role = self.roles[0]
         container = docker.from_env().containers.get(container_name(self.project, role))

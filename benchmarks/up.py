@@ -9,10 +9,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from agentvisor import launch
+from agentvisor.config import load_settings
+from agentvisor.sandbox.sandboxes import SandboxBackend
+from agentvisor.server import server_control
 from benchmarks.report import Result
-from supervisor import launch, server_control
-from supervisor.config import load_settings
-from supervisor.sandboxes import SandboxBackend
 
 SPEC = """# Bench web app
 

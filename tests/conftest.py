@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.client import ApiClient
-from supervisor.config import Settings, load_settings
+from agentvisor.client import ApiClient
+from agentvisor.config import Settings, load_settings
 from tests.helpers import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
@@ -66,7 +66,7 @@ class ServerProcess:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.state_dir / "test-server.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "supervisor", "--state", str(self.state_dir), "serve"],
+            [sys.executable, "-m", "agentvisor", "--state", str(self.state_dir), "serve"],
             env=self.env,
             stdout=log,
             stderr=log,
@@ -143,7 +143,7 @@ CLAUDE_TEST_IMAGE = os.environ.get("AGENTVISOR_CLAUDE_TEST_IMAGE", "agentvisor/s
 def dry_run_host(short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """A host with no model key and no Claude login (the server `up` starts inherits this
     environment) and the Claude test image: what `up --model scripted` needs, nothing more."""
-    from supervisor.images import build_sandbox_image
+    from agentvisor.sandbox.images import build_sandbox_image
     from tests.helpers import docker_answers
 
     require(docker_answers(), "a Docker engine")

@@ -86,7 +86,7 @@ def scripted_up(
     import sys
 
     state = str(settings.state_dir)  # type: ignore[attr-defined]
-    command = [sys.executable, "-m", "supervisor", "--state", state, "up", str(spec)]
+    command = [sys.executable, "-m", "agentvisor", "--state", state, "up", str(spec)]
     command += ["--roles", ",".join(roles), "--model", f"scripted:{script}", "--json"]
     return subprocess.run(
         command,

@@ -8,7 +8,7 @@ import json
 import socket
 import sys
 
-from supervisor.config import load_settings
+from agentvisor.config import load_settings
 
 
 def main() -> int:

@@ -8,7 +8,7 @@ import stat
 import httpx
 import pytest
 
-from supervisor.errors import (
+from agentvisor.errors import (
     Conflict,
     Forbidden,
     InvalidInput,
@@ -258,7 +258,7 @@ def test_second_server_on_same_state_is_refused(server: ServerProcess):
     import sys
 
     second = subprocess.run(
-        [sys.executable, "-m", "supervisor", "--state", str(server.state_dir), "serve"],
+        [sys.executable, "-m", "agentvisor", "--state", str(server.state_dir), "serve"],
         env=server.env,
         capture_output=True,
         text=True,
@@ -317,7 +317,7 @@ def test_doctor_checks_tools_engine_disk_and_server(server: ServerProcess):
     import sys
 
     done = subprocess.run(
-        [sys.executable, "-m", "supervisor", "--state", str(server.state_dir), "doctor", "--json"],
+        [sys.executable, "-m", "agentvisor", "--state", str(server.state_dir), "doctor", "--json"],
         env=server.env,
         capture_output=True,
         text=True,

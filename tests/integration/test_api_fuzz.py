@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.server_control import answers_http
+from agentvisor.server.server_control import answers_http
 from tests.conftest import REPO, ServerProcess
 
 FUZZ_S = int(os.environ.get("AGENTVISOR_FUZZ_S", "30"))
@@ -64,7 +64,7 @@ class TcpServer(ServerProcess):
             [
                 sys.executable,
                 "-m",
-                "supervisor",
+                "agentvisor",
                 "--state",
                 str(self.state_dir),
                 "serve",

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from supervisor.sandbox_sockets import sandbox_socket_dir
+from agentvisor.sandbox.sandbox_sockets import sandbox_socket_dir
 from tests.conftest import REPO, ServerProcess
 
 
@@ -246,7 +246,7 @@ def test_a_sandbox_at_its_connection_limit_waits_alone_while_others_are_served(
             [
                 sys.executable,
                 "-m",
-                "supervisor",
+                "agentvisor",
                 "--state",
                 str(server.state_dir),
                 "status",

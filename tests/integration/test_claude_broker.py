@@ -19,16 +19,16 @@ from typing import Any
 
 import pytest
 
-from supervisor.claude import sandbox_extras
-from supervisor.config import Settings
-from supervisor.docker_engine import docker_client
-from supervisor.images import build_sandbox_image
-from supervisor.sandbox_tokens import write_token_file
-from supervisor.sandbox_user import sandbox_owner
-from supervisor.sandboxes import SandboxBackend, build_spec
-from supervisor.testing.model_server import ModelServer, last_user_text
-from supervisor.testing.tls import make_test_ca
-from supervisor.worktrees import ensure_worktree
+from agentvisor.config import Settings
+from agentvisor.git.worktrees import ensure_worktree
+from agentvisor.sandbox.claude import sandbox_extras
+from agentvisor.sandbox.docker_engine import docker_client
+from agentvisor.sandbox.images import build_sandbox_image
+from agentvisor.sandbox.sandbox_tokens import write_token_file
+from agentvisor.sandbox.sandbox_user import sandbox_owner
+from agentvisor.sandbox.sandboxes import SandboxBackend, build_spec
+from agentvisor.testing.model_server import ModelServer, last_user_text
+from agentvisor.testing.tls import make_test_ca
 from tests.conftest import ServerProcess, require
 from tests.helpers import docker_answers, make_repo, remove_labelled, wait_until
 

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from supervisor import dry_run, server_control
-from supervisor.config import Settings
-from supervisor.docker_engine import docker_client
-from supervisor.errors import AgentvisorError
-from supervisor.launch import destroy, project_name
-from supervisor.sandbox_policy import HOME
-from supervisor.sandbox_spec import container_name
+from agentvisor.config import Settings
+from agentvisor.errors import AgentvisorError
+from agentvisor.launch import destroy, project_name
+from agentvisor.model import dry_run
+from agentvisor.sandbox.docker_engine import docker_client
+from agentvisor.sandbox.sandbox_policy import HOME
+from agentvisor.sandbox.sandbox_spec import container_name
+from agentvisor.server import server_control
 from tests.conftest import CLAUDE_TEST_IMAGE
 from tests.helpers import make_repo, scripted_up, wait_until
 

@@ -17,7 +17,7 @@ def agentvisor(
     state: Path, *args: str | bytes, stdin: bytes = b""
 ) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
-        [sys.executable, "-m", "supervisor", "--state", str(state), *args],
+        [sys.executable, "-m", "agentvisor", "--state", str(state), *args],
         input=stdin,
         capture_output=True,
         env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"},

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from supervisor import server_control
-from supervisor.client import ApiClient
-from supervisor.config import Settings, load_settings
-from supervisor.launch import project_name
-from supervisor.sandboxes import SandboxBackend
+from agentvisor.client import ApiClient
+from agentvisor.config import Settings, load_settings
+from agentvisor.launch import project_name
+from agentvisor.sandbox.sandboxes import SandboxBackend
+from agentvisor.server import server_control
 from tests.conftest import REPO, require
 from tests.helpers import wait_until
 
@@ -128,7 +128,7 @@ def _repo(projects: Path, name: str) -> Path:
 
 
 def _ensure_images() -> None:
-    from supervisor import images, server_image
+    from agentvisor.sandbox import images, server_image
 
     if not images.image_exists(SANDBOX_TAG):
         images.build_sandbox_image(tag=SANDBOX_TAG, agent_clis="none")
@@ -212,7 +212,7 @@ def test_compose_supervisor_serves_projects_and_brings_schedule_and_agents_back(
 
     # The host CLI: `up` finds the compose server on the socket and starts none of its own.
     up = subprocess.run(
-        [sys.executable, "-m", "supervisor", "--state", str(settings.state_dir), "up",
+        [sys.executable, "-m", "agentvisor", "--state", str(settings.state_dir), "up",
          str(direct_repo / "spec.md"), "--agent", "demo", "--roles", ROLES],
         cwd=REPO, env=compose.env, capture_output=True, text=True, timeout=180,
     )  # fmt: skip

@@ -9,8 +9,8 @@ import threading
 import time
 from pathlib import Path
 
-from supervisor.client import ApiClient
-from supervisor.errors import AgentvisorError, ServerUnavailable
+from agentvisor.client import ApiClient
+from agentvisor.errors import AgentvisorError, ServerUnavailable
 from tests.conftest import ServerProcess
 from tests.helpers import wait_until
 

@@ -20,17 +20,17 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from supervisor import launch
-from supervisor.auth import Authenticator
-from supervisor.client import ApiClient
-from supervisor.config import Settings, load_settings
-from supervisor.dashboard import dashboard_router
-from supervisor.errors import AgentvisorError, SandboxError
-from supervisor.inbox_waiters import InboxWaiters
-from supervisor.metrics import Metrics
-from supervisor.sandbox_status import SandboxInfo, SandboxStats
-from supervisor.service import Service
-from supervisor.store import Store
+from agentvisor import launch
+from agentvisor.client import ApiClient
+from agentvisor.config import Settings, load_settings
+from agentvisor.core.sandbox_status import SandboxInfo, SandboxStats
+from agentvisor.errors import AgentvisorError, SandboxError
+from agentvisor.server.auth import Authenticator
+from agentvisor.server.dashboard.routes import dashboard_router
+from agentvisor.server.inbox_waiters import InboxWaiters
+from agentvisor.server.metrics import Metrics
+from agentvisor.server.service import Service
+from agentvisor.store.database import Store
 from tests.conftest import REPO, ServerProcess, require
 from tests.helpers import docker_answers, make_repo, sandbox_test_image, wait_until
 
@@ -323,7 +323,7 @@ def demo_team(short_tmp: Path) -> Iterator[tuple[Settings, str, ServerProcess]]:
         yield settings, project, server
     finally:
         if project:
-            from supervisor.sandboxes import SandboxBackend
+            from agentvisor.sandbox.sandboxes import SandboxBackend
 
             SandboxBackend(settings).remove(project, volumes=True)
         server.kill()

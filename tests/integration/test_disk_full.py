@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.errors import StorageFull
-from supervisor.store import Store
+from agentvisor.errors import StorageFull
+from agentvisor.store.database import Store
 from tests.helpers import tiny_tmpfs
 
 

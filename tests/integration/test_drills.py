@@ -24,7 +24,7 @@ def _drill(*args: str, timeout_s: float = 400) -> subprocess.CompletedProcess[st
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTVISOR_")}
     env["PYTHONPATH"] = str(REPO)
     return subprocess.run(
-        [sys.executable, "-m", "supervisor", *args, "--image", sandbox_test_image(), "--json"],
+        [sys.executable, "-m", "agentvisor", *args, "--image", sandbox_test_image(), "--json"],
         capture_output=True,
         text=True,
         timeout=timeout_s,
@@ -87,7 +87,7 @@ def test_ctrl_c_during_chaos_removes_the_throwaway_team():
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTVISOR_")}
     env["PYTHONPATH"] = str(REPO)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "supervisor", "chaos", "--duration", "60", "--sandboxes", "1",
+        [sys.executable, "-m", "agentvisor", "chaos", "--duration", "60", "--sandboxes", "1",
          "--image", sandbox_test_image()],
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,

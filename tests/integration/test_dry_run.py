@@ -14,13 +14,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from supervisor import cli, dry_run, launch, server_control
-from supervisor.client import ApiClient
-from supervisor.config import Settings
-from supervisor.errors import AgentvisorError
-from supervisor.launch import project_name
-from supervisor.sandboxes import SandboxBackend
-from supervisor.testing.model_server import DRY_RUN_SCRIPT
+from agentvisor import cli, launch
+from agentvisor.client import ApiClient
+from agentvisor.config import Settings
+from agentvisor.errors import AgentvisorError
+from agentvisor.launch import project_name
+from agentvisor.model import dry_run
+from agentvisor.sandbox.sandboxes import SandboxBackend
+from agentvisor.server import server_control
+from agentvisor.testing.model_server import DRY_RUN_SCRIPT
 from tests.conftest import CLAUDE_TEST_IMAGE
 from tests.helpers import make_repo, scripted_up, wait_until
 

@@ -16,8 +16,8 @@ import pytest
 from typer.testing import CliRunner
 
 from agent_shim.channel import Relay
-from supervisor.cli import app as cli_app
-from supervisor.render import visible
+from agentvisor.cli import app as cli_app
+from agentvisor.cli.render import visible
 from tests.conftest import ServerProcess
 from tests.helpers import wait_until
 
@@ -188,5 +188,5 @@ def test_the_cli_changes_the_allowlist_and_shows_every_attempt(proxy: Proxy):
 
 def test_agent_strings_are_shown_with_control_characters_visible():
     # Control and bidi characters made visible; "[/b]" stays as it is, since the CLI's console
-    # interprets no markup at all (supervisor/render.py SafeConsole).
+    # interprets no markup at all (agentvisor.cli.render SafeConsole).
     assert visible("\x1b[31mred\u202e[/b]") == "\\x1b[31mred\\u202e[/b]"

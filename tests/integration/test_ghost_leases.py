@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from supervisor.errors import Forbidden
+from agentvisor.errors import Forbidden
 from tests.conftest import ServerProcess
 from tests.helpers import wait_until
 

@@ -15,9 +15,9 @@ import docker.errors
 import pytest
 from docker.models.containers import Container
 
-from supervisor.docker_engine import docker_client
-from supervisor.errors import EngineUnavailable
-from supervisor.images import TEST_TAG
+from agentvisor.errors import EngineUnavailable
+from agentvisor.sandbox.docker_engine import docker_client
+from agentvisor.sandbox.images import TEST_TAG
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.docker

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from supervisor import launch
-from supervisor.team import plan_team
+from agentvisor import launch
+from agentvisor.core.team import plan_team
 from tests.conftest import ServerProcess
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.merging import INTEGRATION_BRANCH
-from supervisor.worktrees import ensure_worktree
+from agentvisor.git.merging import INTEGRATION_BRANCH
+from agentvisor.git.worktrees import ensure_worktree
 from tests.conftest import ServerProcess
 from tests.helpers import git, make_repo
 
@@ -34,7 +34,7 @@ def repo(server: ServerProcess, short_tmp: Path) -> Path:
 def merge(server: ServerProcess, *args: str, path: str | None = None):
     env = None if path is None else {"PATH": path, "HOME": "/nonexistent"}
     return subprocess.run(
-        [sys.executable, "-m", "supervisor", "--state", str(server.state_dir), "merge", *args],
+        [sys.executable, "-m", "agentvisor", "--state", str(server.state_dir), "merge", *args],
         capture_output=True,
         text=True,
         timeout=120,

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from supervisor.testing.model_server import ModelServer
+from agentvisor.testing.model_server import ModelServer
 from tests.conftest import REPO, ServerProcess, require
 from tests.helpers import docker_answers, make_repo, sandbox_test_image
 
@@ -51,7 +51,7 @@ def _server(tmp: Path, model_url: str | None) -> ServerProcess:
 
 
 def _cli(server: ServerProcess, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "supervisor", "--state", str(server.state_dir), *args]
+    command = [sys.executable, "-m", "agentvisor", "--state", str(server.state_dir), *args]
     return subprocess.run(
         command, env={**server.env, **extra}, capture_output=True, text=True, timeout=300
     )

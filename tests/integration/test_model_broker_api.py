@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from supervisor.testing.model_server import ModelServer
-from supervisor.testing.tls import Authority, make_test_ca
+from agentvisor.testing.model_server import ModelServer
+from agentvisor.testing.tls import Authority, make_test_ca
 from tests.conftest import ServerProcess
 from tests.helpers import wait_until
 from tests.integration.test_dashboard import browser, free_port
@@ -350,7 +350,7 @@ def test_usage_and_budget_commands_show_and_change_what_the_api_holds(
 ):
     from typer.testing import CliRunner
 
-    from supervisor import cli
+    from agentvisor import cli
 
     with ModelServer([], tls=ca.server_context()) as model:
         server = broker_server(short_tmp, ca, model, {"ANTHROPIC_API_KEY": REAL_KEY})

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from supervisor.testing.model_server import ModelServer
-from supervisor.testing.tls import Authority, make_test_ca
+from agentvisor.testing.model_server import ModelServer
+from agentvisor.testing.tls import Authority, make_test_ca
 from tests.conftest import ServerProcess
 from tests.integration.test_model_broker_api import ask, broker_server, model_http, sha
 

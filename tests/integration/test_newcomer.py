@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.config import Settings
+from agentvisor.config import Settings
 from tests.conftest import CLAUDE_TEST_IMAGE, REPO
 from tests.helpers import make_repo, wait_until
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.launch import project_name
-from supervisor.sandboxes import SandboxBackend
+from agentvisor.launch import project_name
+from agentvisor.sandbox.sandboxes import SandboxBackend
 from tests.conftest import ServerProcess, require
 from tests.helpers import docker_answers, make_repo, sandbox_test_image, wait_until
 

@@ -9,15 +9,15 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from supervisor.clock import SystemClock
-from supervisor.config import Settings
-from supervisor.model_assist import ModelAssist
-from supervisor.model_login import CredentialSource
-from supervisor.project_queue import QueueRunner
-from supervisor.queue_store import QueueStore
-from supervisor.store import Store
-from supervisor.testing.model_server import ModelServer
-from supervisor.usage_store import UsageStore
+from agentvisor.clock import SystemClock
+from agentvisor.config import Settings
+from agentvisor.model.model_assist import ModelAssist
+from agentvisor.model.model_login import CredentialSource
+from agentvisor.model.usage_store import UsageStore
+from agentvisor.server.project_queue import QueueRunner
+from agentvisor.store.database import Store
+from agentvisor.store.queue_store import QueueStore
+from agentvisor.testing.model_server import ModelServer
 
 KEY = "queue-research-key"
 SPEC = "# Shop\n\nBuild a web app with a React frontend and a login form for customers.\n"
@@ -110,7 +110,7 @@ def test_with_model_assist_off_the_retry_is_as_before(tmp_path: Path):
 def test_in_a_dry_run_the_projects_scripted_model_answers_as_role_agentvisor(tmp_path: Path):
     """A project with its own upstream (`up --model scripted`) is asked there, with the dry
     run's stand-in credential, never the host's, and the script's `agentvisor` list answers."""
-    from supervisor.team import plan_team
+    from agentvisor.core.team import plan_team
 
     team = [{"role": "orchestrator", "reason": "leads"}, {"role": "docs", "reason": "writes"}]
     script = {

@@ -8,8 +8,8 @@ import json
 
 from typer.testing import CliRunner
 
-from supervisor import cli
-from supervisor.errors import Forbidden
+from agentvisor import cli
+from agentvisor.errors import Forbidden
 from tests.conftest import ServerProcess
 
 

@@ -12,10 +12,11 @@ import docker
 import pytest
 from typer.testing import CliRunner
 
-from supervisor import cli, launch, server_control
-from supervisor.client import ApiClient
-from supervisor.config import Settings, load_settings
-from supervisor.sandboxes import SandboxBackend
+from agentvisor import cli, launch
+from agentvisor.client import ApiClient
+from agentvisor.config import Settings, load_settings
+from agentvisor.sandbox.sandboxes import SandboxBackend
+from agentvisor.server import server_control
 from tests.conftest import require
 from tests.helpers import docker_answers, make_repo, sandbox_test_image, wait_until
 

@@ -24,17 +24,17 @@ import pytest
 from docker.models.containers import Container
 from typer.testing import CliRunner
 
-from supervisor import cli
-from supervisor.config import Settings
-from supervisor.docker_engine import docker_client
-from supervisor.errors import EngineUnavailable, SandboxError
-from supervisor.git_run import git_common_dir, run_git
-from supervisor.images import TEST_TAG
-from supervisor.sandbox_spec import SandboxSpec, ownership_labels
-from supervisor.sandbox_tokens import write_token_file
-from supervisor.sandbox_user import sandbox_owner
-from supervisor.sandboxes import SandboxBackend, build_spec
-from supervisor.worktrees import ensure_worktree, worktrees_dir
+from agentvisor import cli
+from agentvisor.config import Settings
+from agentvisor.errors import EngineUnavailable, SandboxError
+from agentvisor.git.git_run import git_common_dir, run_git
+from agentvisor.git.worktrees import ensure_worktree, worktrees_dir
+from agentvisor.sandbox.docker_engine import docker_client
+from agentvisor.sandbox.images import TEST_TAG
+from agentvisor.sandbox.sandbox_spec import SandboxSpec, ownership_labels
+from agentvisor.sandbox.sandbox_tokens import write_token_file
+from agentvisor.sandbox.sandbox_user import sandbox_owner
+from agentvisor.sandbox.sandboxes import SandboxBackend, build_spec
 from tests.conftest import ServerProcess, require
 from tests.helpers import remove_labelled, wait_until
 

@@ -110,7 +110,7 @@ def test_the_operator_is_told_of_failed_check_ins(server: ServerProcess):
         message="the bad rows to be set aside",
     )
     result = subprocess.run(
-        [sys.executable, "-m", "supervisor", "--state", str(server.state_dir), "checkins"],
+        [sys.executable, "-m", "agentvisor", "--state", str(server.state_dir), "checkins"],
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": str(REPO)},

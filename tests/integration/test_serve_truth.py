@@ -22,7 +22,7 @@ def _agentvisor(state: Path, *args: str, timeout_s: float = 60) -> subprocess.Co
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTVISOR_")}
     env["PYTHONPATH"] = str(REPO)
     return subprocess.run(
-        [sys.executable, "-m", "supervisor", "--state", str(state), *args],
+        [sys.executable, "-m", "agentvisor", "--state", str(state), *args],
         capture_output=True, text=True, timeout=timeout_s, env=env,
     )  # fmt: skip
 

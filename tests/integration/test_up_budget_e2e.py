@@ -11,10 +11,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from supervisor import launch, server_control
-from supervisor.client import ApiClient
-from supervisor.config import Settings, load_settings
-from supervisor.testing.model_server import ModelServer
+from agentvisor import launch
+from agentvisor.client import ApiClient
+from agentvisor.config import Settings, load_settings
+from agentvisor.server import server_control
+from agentvisor.testing.model_server import ModelServer
 from tests.conftest import require
 from tests.helpers import docker_answers, make_repo, sandbox_test_image, wait_until
 
@@ -101,7 +102,7 @@ def test_up_budget_is_enforced_by_the_broker_and_a_second_up_raises_it(
             assert ask(settings, token).status_code == 200
             assert len(model.requests) == 2
         finally:
-            from supervisor.sandboxes import SandboxBackend
+            from agentvisor.sandbox.sandboxes import SandboxBackend
 
             SandboxBackend(settings).remove(report.project, volumes=True)
             server_control.stop_server(settings)

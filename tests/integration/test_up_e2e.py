@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from supervisor import launch, server_control
-from supervisor.client import ApiClient
-from supervisor.config import Settings, load_settings
+from agentvisor import launch
+from agentvisor.client import ApiClient
+from agentvisor.config import Settings, load_settings
+from agentvisor.server import server_control
 from tests.conftest import require
 from tests.helpers import docker_answers, git, make_repo, sandbox_test_image, wait_until
 
@@ -43,7 +44,7 @@ def settings(short_tmp: Path) -> Settings:
 def cleanup(settings: Settings):
     names: list[str] = []
     yield names
-    from supervisor.sandboxes import SandboxBackend
+    from agentvisor.sandbox.sandboxes import SandboxBackend
 
     backend = SandboxBackend(settings)
     for name in names:
@@ -123,7 +124,7 @@ def test_up_down_resume_with_demo_team(project_repo: Path, settings: Settings, c
         return len(briefings) == 6 and {m["state"] for m in again} == {"delivered"}
 
     wait_until(rebriefed, timeout_s=90, message="a second briefing delivered to every agent")
-    from supervisor.sandboxes import SandboxBackend
+    from agentvisor.sandbox.sandboxes import SandboxBackend
 
     pane = SandboxBackend(settings).pane_history(report.project, "tester", lines=2000)
     assert pane.count(f"[{delivered[0]['marker']}]") == 1  # typed exactly once

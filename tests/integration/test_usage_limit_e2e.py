@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from supervisor import launch, server_control
-from supervisor.client import ApiClient
-from supervisor.config import load_settings
-from supervisor.sandboxes import SandboxBackend
+from agentvisor import launch
+from agentvisor.client import ApiClient
+from agentvisor.config import load_settings
+from agentvisor.sandbox.sandboxes import SandboxBackend
+from agentvisor.server import server_control
 from tests.conftest import require
 from tests.helpers import docker_answers, make_repo, sandbox_test_image, wait_until
 

@@ -25,8 +25,9 @@ from typing import Any
 
 import pytest
 
-from supervisor import launch, server_control
-from supervisor.config import Settings, load_settings
+from agentvisor import launch
+from agentvisor.config import Settings, load_settings
+from agentvisor.server import server_control
 from tests.conftest import require
 from tests.helpers import docker_answers, git, make_repo, sandbox_test_image, wait_until
 
@@ -156,7 +157,7 @@ class Team:
         self, *commands: tuple[str, ...], timeout_s: float = 180
     ) -> list[subprocess.CompletedProcess[str]]:
         """Several `agentvisor` commands at once, each its own process."""
-        base = [sys.executable, "-m", "supervisor", "--state", str(self.settings.state_dir)]
+        base = [sys.executable, "-m", "agentvisor", "--state", str(self.settings.state_dir)]
         running = [
             (
                 args,
@@ -463,7 +464,7 @@ class Team:
 
     # --- lifecycle -----------------------------------------------------------------------
     def remove(self) -> None:
-        from supervisor.sandboxes import SandboxBackend
+        from agentvisor.sandbox.sandboxes import SandboxBackend
 
         SandboxBackend(self.settings).remove(self.project, volumes=True)
         server_control.stop_server(self.settings)
@@ -550,7 +551,7 @@ def running_team(
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-        from supervisor.sandboxes import SandboxBackend
+        from agentvisor.sandbox.sandboxes import SandboxBackend
 
         SandboxBackend(settings).remove(launch.project_name(root.resolve()), volumes=True)
         if team is not None and team.project != launch.project_name(root.resolve()):

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.errors import Forbidden
-from supervisor.testing.model_server import ModelServer
-from supervisor.testing.tls import Authority, make_test_ca
+from agentvisor.errors import Forbidden
+from agentvisor.testing.model_server import ModelServer
+from agentvisor.testing.tls import Authority, make_test_ca
 from tests.integration.test_model_broker_api import REAL_KEY, ask, broker_server, model_http
 
 

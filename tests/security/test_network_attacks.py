@@ -29,16 +29,16 @@ import pytest
 from docker.models.containers import Container
 from typer.testing import CliRunner
 
-from supervisor.cli import app as cli_app
-from supervisor.config import Settings
-from supervisor.docker_engine import docker_client
-from supervisor.errors import EngineUnavailable
-from supervisor.git_run import run_git
-from supervisor.sandbox_spec import build_spec
-from supervisor.sandbox_tokens import write_token_file
-from supervisor.sandbox_user import sandbox_owner
-from supervisor.sandboxes import SandboxBackend
-from supervisor.worktrees import ensure_worktree
+from agentvisor.cli import app as cli_app
+from agentvisor.config import Settings
+from agentvisor.errors import EngineUnavailable
+from agentvisor.git.git_run import run_git
+from agentvisor.git.worktrees import ensure_worktree
+from agentvisor.sandbox.docker_engine import docker_client
+from agentvisor.sandbox.sandbox_spec import build_spec
+from agentvisor.sandbox.sandbox_tokens import write_token_file
+from agentvisor.sandbox.sandbox_user import sandbox_owner
+from agentvisor.sandbox.sandboxes import SandboxBackend
 from tests.conftest import ServerProcess, require
 from tests.helpers import remove_labelled, sandbox_test_image, wait_until
 

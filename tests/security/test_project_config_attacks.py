@@ -18,16 +18,16 @@ import docker
 import docker.errors
 import pytest
 
-from supervisor.briefing import BriefingContext, render_briefing
-from supervisor.config import Settings
-from supervisor.docker_engine import docker_client
-from supervisor.errors import EngineUnavailable, InvalidInput, SandboxError
-from supervisor.images import TEST_TAG
-from supervisor.project_files import committed_role_briefings
-from supervisor.sandbox_spec import SandboxSpec, build_spec
-from supervisor.sandbox_tokens import write_token_file
-from supervisor.sandboxes import SandboxBackend
-from supervisor.worktrees import ensure_worktree
+from agentvisor.config import Settings
+from agentvisor.core.briefing import BriefingContext, render_briefing
+from agentvisor.errors import EngineUnavailable, InvalidInput, SandboxError
+from agentvisor.git.project_files import committed_role_briefings
+from agentvisor.git.worktrees import ensure_worktree
+from agentvisor.sandbox.docker_engine import docker_client
+from agentvisor.sandbox.images import TEST_TAG
+from agentvisor.sandbox.sandbox_spec import SandboxSpec, build_spec
+from agentvisor.sandbox.sandbox_tokens import write_token_file
+from agentvisor.sandbox.sandboxes import SandboxBackend
 from tests.conftest import require
 from tests.helpers import remove_labelled, wait_until
 

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from supervisor import launch
-from supervisor.client import ApiClient
-from supervisor.errors import AgentvisorError
+from agentvisor import launch
+from agentvisor.client import ApiClient
+from agentvisor.errors import AgentvisorError
 from tests.security.conftest import TAG, Snapshot, Team, running_team
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]

@@ -20,8 +20,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from supervisor.client import ApiClient
-from supervisor.errors import Forbidden, InvalidInput
+from agentvisor.client import ApiClient
+from agentvisor.errors import Forbidden, InvalidInput
 from tests.conftest import REPO, ServerProcess
 
 PROJECT = "demo"
@@ -63,7 +63,7 @@ def test_an_agent_cannot_cancel_another_agents_check_in(server: ServerProcess, t
 
 
 def test_an_agent_cannot_cancel_the_operators_routine_check_in(server: ServerProcess, team):
-    # What `agentvisor up` schedules (supervisor/launch.py): the orchestrator's routine
+    # What `agentvisor up` schedules (agentvisor.launch): the orchestrator's routine
     # check-in and a commit reminder per agent, with the operator's token.
     routine = server.client.post(
         "/v1/checkins",
@@ -244,7 +244,7 @@ def _cli(server: ServerProcess, *args: str) -> bytes:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTVISOR_")}
     env.update(PYTHONPATH=str(REPO), COLUMNS="400", TERM="xterm-256color")
     done = subprocess.run(
-        [sys.executable, "-m", "supervisor", "--state", str(server.state_dir), *args],
+        [sys.executable, "-m", "agentvisor", "--state", str(server.state_dir), *args],
         env=env,
         cwd=REPO,
         capture_output=True,

@@ -9,15 +9,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from supervisor.briefing import (
+from agentvisor.core.briefing import (
     PLACEHOLDERS,
     BriefingContext,
     render_briefing,
     substitute,
     template_source,
 )
-from supervisor.errors import InvalidInput
-from supervisor.team import KNOWN_ROLES, reports_to
+from agentvisor.core.team import KNOWN_ROLES, reports_to
+from agentvisor.errors import InvalidInput
 
 ALL_TEMPLATES = (*KNOWN_ROLES, "generic")
 TEAM = ("orchestrator", "project-manager", "developer", "tester")
@@ -37,7 +37,7 @@ def context(role: str = "developer", spec: str = SPEC, checkin_minutes: float = 
 
 
 def packaged(name: str) -> str:
-    return resources.files("supervisor").joinpath("briefings", f"{name}.md").read_text("utf-8")
+    return resources.files("agentvisor.core").joinpath("briefings", f"{name}.md").read_text("utf-8")
 
 
 def overrides(**templates: str) -> dict[str, str]:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import sqlite_utils
 
-from supervisor.clock import FakeClock
-from supervisor.migrations import MIGRATIONS
-from supervisor.store import Store
+from agentvisor.clock import FakeClock
+from agentvisor.store.database import Store
+from agentvisor.store.migrations import MIGRATIONS
 
 
 def _schema_6_database(path: Path) -> None:

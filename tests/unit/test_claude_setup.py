@@ -14,9 +14,9 @@ from agent_shim import agent_cli, claude_setup
 from agent_shim.client import ApiClient
 from agent_shim.profiles import load_profile
 from agent_shim.receipts import Receipts, TurnState, fold_all, receipt
-from supervisor.claude import MODEL_BASE_URL, sandbox_extras
-from supervisor.config import Settings
-from supervisor.errors import InvalidInput
+from agentvisor.config import Settings
+from agentvisor.errors import InvalidInput
+from agentvisor.sandbox.claude import MODEL_BASE_URL, sandbox_extras
 
 SESSION = "5d1c2f7a-8b9e-4c3d-a2f1-0e9d8c7b6a54"
 API_KEY = "sk-ant-api03-0123456789abcdefghijKLMNOPQRSTUVWXYZ"

@@ -9,12 +9,12 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from supervisor import __version__, cli
+from agentvisor import __version__, cli
 
 
 def test_version_alone_prints_the_version_and_exits_0():
     done = subprocess.run(
-        [sys.executable, "-m", "supervisor", "--version"], capture_output=True, text=True
+        [sys.executable, "-m", "agentvisor", "--version"], capture_output=True, text=True
     )
     assert (done.returncode, done.stdout.strip()) == (0, __version__), done.stderr
 

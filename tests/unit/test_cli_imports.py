@@ -8,12 +8,20 @@ import sys
 
 from tests.conftest import REPO
 
-HEAVY = ("fastapi", "uvicorn", "starlette", "docker", "git", "sqlite_utils", "supervisor.server")
+HEAVY = (
+    "fastapi",
+    "uvicorn",
+    "starlette",
+    "docker",
+    "git",
+    "sqlite_utils",
+    "agentvisor.server.server",
+)
 
 
 def test_importing_the_cli_loads_nothing_of_the_server():
     probe = (
-        "import sys, supervisor.cli\n"
+        "import sys, agentvisor.cli\n"
         f"heavy = {HEAVY!r}\n"
         "loaded = [m for m in heavy if m in sys.modules\n"
         "          and type(sys.modules[m]).__name__ != '_LazyModule']\n"

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from supervisor.dashboard import is_loopback_request
-from supervisor.dashboard_state import (
+from agentvisor.core.sandbox_status import SandboxInfo, SandboxStats
+from agentvisor.server.dashboard.routes import is_loopback_request
+from agentvisor.server.dashboard.state import (
     ProjectRows,
     SandboxView,
     agent_state,
@@ -19,7 +20,6 @@ from supervisor.dashboard_state import (
     preview,
     snapshot,
 )
-from supervisor.sandbox_status import SandboxInfo, SandboxStats
 
 NOW = 1_800_000_000.0
 TIMEOUT_S = 30.0

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from supervisor.drills.chaos import ChaosOptions
-from supervisor.drills.load import LoadOptions
-from supervisor.drills.tally import (
+from agentvisor.drills.chaos import ChaosOptions
+from agentvisor.drills.load import LoadOptions
+from agentvisor.drills.tally import (
     KILL_KINDS,
     Sent,
     StoreRow,
@@ -20,7 +20,7 @@ from supervisor.drills.tally import (
     plan_kills,
     tally,
 )
-from supervisor.errors import InvalidInput
+from agentvisor.errors import InvalidInput
 
 ROLES = ["agent-0", "agent-1", "agent-2"]
 
@@ -127,7 +127,7 @@ def test_bad_options_are_refused_before_anything_starts():
 
 def test_an_unknown_kill_kind_is_one_line_on_stderr_and_exit_1():
     done = subprocess.run(
-        [sys.executable, "-m", "supervisor", "chaos", "--kinds", "server,reboot"],
+        [sys.executable, "-m", "agentvisor", "chaos", "--kinds", "server,reboot"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.config import Settings
-from supervisor.egress import allowlist
-from supervisor.errors import InvalidInput, NotFound
-from supervisor.store import Store
+from agentvisor.config import Settings
+from agentvisor.errors import InvalidInput, NotFound
+from agentvisor.server.egress import allowlist
+from agentvisor.store.database import Store
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from supervisor.egress.event_limit import EventLimit
+from agentvisor.server.egress.event_limit import EventLimit
 
 
 def request(host: str, allowed: bool = False, down: int = 0) -> dict[str, object]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from supervisor.egress.rules import (
+from agentvisor.server.egress.rules import (
     PRESETS,
     RuleError,
     allow_command,

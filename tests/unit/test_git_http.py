@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from supervisor.errors import InvalidInput, NotFound
-from supervisor.git_http import (
+from agentvisor.errors import InvalidInput, NotFound
+from agentvisor.git.git_http import (
     RECEIVE,
     UPLOAD,
     RefUpdate,
@@ -113,7 +113,7 @@ def test_the_refusal_is_a_report_git_shows_with_the_rule() -> None:
 
 
 def test_only_the_updates_git_made_to_the_agents_own_branch_are_recorded() -> None:
-    from supervisor.git_http import applied_updates
+    from agentvisor.git.git_http import applied_updates
 
     noted = (
         f"{OLD} {NEW} refs/heads/agent/dev\n"

@@ -1,4 +1,4 @@
-"""Host-side git that nothing inherited or planted can steer (supervisor/git_run.py)."""
+"""Host-side git that nothing inherited or planted can steer (agentvisor.git.git_run)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisor import git_run
-from supervisor.git_run import hardened_env, run_git
+from agentvisor.git import git_run
+from agentvisor.git.git_run import hardened_env, run_git
 from tests.helpers import git, make_repo
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.errors import StorageFull
-from supervisor.group_commit import GroupCommit
-from supervisor.store import Store, _storage_errors
+from agentvisor.errors import StorageFull
+from agentvisor.store.database import Store, _storage_errors
+from agentvisor.store.group_commit import GroupCommit
 from tests.helpers import wait_until
 
 

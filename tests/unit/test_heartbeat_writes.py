@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from supervisor.auth import Caller
-from supervisor.clock import FakeClock
-from supervisor.config import Settings
-from supervisor.inbox_waiters import InboxWaiters
-from supervisor.metrics import Metrics
-from supervisor.service import Service
-from supervisor.store import Store
+from agentvisor.clock import FakeClock
+from agentvisor.config import Settings
+from agentvisor.server.auth import Caller
+from agentvisor.server.inbox_waiters import InboxWaiters
+from agentvisor.server.metrics import Metrics
+from agentvisor.server.service import Service
+from agentvisor.store.database import Store
 
 
 def test_an_unchanged_heartbeat_is_written_only_when_the_last_one_gets_old(tmp_path: Path):

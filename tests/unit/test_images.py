@@ -1,4 +1,5 @@
-"""The pure parts of supervisor.images: which CA certificates go into the image, which CLIs."""
+"""The pure parts of agentvisor.sandbox.images: which CA certificates go into the image, which
+CLIs."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.errors import InvalidInput
-from supervisor.images import (
+from agentvisor.errors import InvalidInput
+from agentvisor.sandbox.images import (
     check_agent_clis,
     detect_extra_ca,
     extra_certificates,

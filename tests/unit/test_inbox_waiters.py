@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from supervisor.inbox_waiters import InboxWaiters
+from agentvisor.server.inbox_waiters import InboxWaiters
 
 
 def test_a_notification_between_the_look_and_the_wait_is_not_lost():

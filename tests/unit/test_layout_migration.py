@@ -9,8 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.layout_migration import KEPT_SUFFIX, QUARANTINE_SUFFIX, migrate, old_layout_roles
-from supervisor.worktrees import ensure_worktree, is_agent_clone, list_worktrees, worktrees_dir
+from agentvisor.git.layout_migration import (
+    KEPT_SUFFIX,
+    QUARANTINE_SUFFIX,
+    migrate,
+    old_layout_roles,
+)
+from agentvisor.git.worktrees import ensure_worktree, is_agent_clone, list_worktrees, worktrees_dir
 from tests.helpers import git, make_repo
 
 OLD_UID = 1000  # what agentvisor 0.1 chowned the project's .git to on a root host

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from agent_shim.claude_setup import seed_mcp_servers
-from supervisor.config import Settings
-from supervisor.errors import InvalidInput
-from supervisor.mcp_config import sandbox_env, servers_for
+from agentvisor.config import Settings
+from agentvisor.errors import InvalidInput
+from agentvisor.sandbox.mcp_config import sandbox_env, servers_for
 
 
 def write(path: Path, servers: dict) -> None:

@@ -8,10 +8,10 @@ from pathlib import Path
 import git
 import pytest
 
-from supervisor import merging
-from supervisor.errors import Conflict, GitError, InvalidInput
-from supervisor.merging import INTEGRATION_BRANCH, MergeResult, merge_branches, sync_report
-from supervisor.worktrees import ensure_worktree
+from agentvisor.errors import Conflict, GitError, InvalidInput
+from agentvisor.git import merging
+from agentvisor.git.merging import INTEGRATION_BRANCH, MergeResult, merge_branches, sync_report
+from agentvisor.git.worktrees import ensure_worktree
 
 
 @pytest.fixture(autouse=True)

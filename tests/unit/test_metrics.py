@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from supervisor.metrics import Metrics, StoreCollector
-from supervisor.store import Store
+from agentvisor.server.metrics import Metrics, StoreCollector
+from agentvisor.store.database import Store
 
 
 def test_metrics_render_counters_histogram_and_gauges():

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from supervisor.model_broker import (
+from agentvisor.model.model_broker import (
     FORWARDED_PATHS,
     Budget,
     Credential,
@@ -22,7 +22,7 @@ from supervisor.model_broker import (
     stand_in,
     upstream_headers,
 )
-from supervisor.testing.model_server import message, stream_events
+from agentvisor.testing.model_server import message, stream_events
 
 NOW = 1_800_000_000.0
 
@@ -163,7 +163,7 @@ def test_up_budget_items_parse_and_bad_ones_say_what_to_write():
 
 
 def test_metric_labels_can_hold_nothing_but_a_name():
-    from supervisor.model_usage import label
+    from agentvisor.server.model_usage import label
 
     assert label('dev"} 1\nagentvisor_x{a="') == "dev___1_agentvisor_x_a__"
     assert label("tester-2.b_c") == "tester-2.b_c"

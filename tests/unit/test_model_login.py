@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.model_login import RefreshFailed, refresh_body, refreshed_login, write_login
+from agentvisor.model.model_login import RefreshFailed, refresh_body, refreshed_login, write_login
 
 
 def test_the_refresh_request_carries_the_logins_own_client_id_and_scopes():
@@ -69,7 +69,7 @@ def test_a_symlinked_login_file_is_replaced_where_it_points(tmp_path: Path):
 def test_a_login_that_lives_shorter_than_the_margin_is_not_refreshed_on_every_request(
     tmp_path: Path,
 ):
-    from supervisor.model_login import CredentialSource
+    from agentvisor.model.model_login import CredentialSource
 
     now = [1000.0]
     login = tmp_path / ".credentials.json"

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from supervisor.testing.model_server import (
+from agentvisor.testing.model_server import (
     ModelServer,
     ScriptError,
     gateway_token,
@@ -237,7 +237,7 @@ def test_the_command_line_serves_a_script_file_and_records(tmp_path: Path):
     script.write_text(json.dumps([{"text": "from the file"}]))
     record = tmp_path / "log.jsonl"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "supervisor.testing.model_server", "--port", "0",
+        [sys.executable, "-m", "agentvisor.testing.model_server", "--port", "0",
          "--script", str(script), "--record", str(record)],
         stdout=subprocess.PIPE,
         text=True,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.errors import InvalidInput
-from supervisor.project_files import (
+from agentvisor.errors import InvalidInput
+from agentvisor.git.project_files import (
     MAX_FILE_BYTES,
     MAX_ROLE_FILES,
     committed_role_briefings,

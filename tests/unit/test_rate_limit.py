@@ -8,9 +8,9 @@ import logging
 
 import pytest
 
-from supervisor.api_limits import FairShare
-from supervisor.log_limit import RepeatFilter
-from supervisor.rate_limit import Pacer, PerKeyCounter, SlidingWindow
+from agentvisor.core.rate_limit import Pacer, PerKeyCounter, SlidingWindow
+from agentvisor.server.api.limits import FairShare
+from agentvisor.server.log_limit import RepeatFilter
 
 
 def test_a_window_lets_the_limit_through_then_says_how_long_to_wait():

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from supervisor.recurrence import checkin_text, format_duration, plan_firing, unfireable
+from agentvisor.core.recurrence import checkin_text, format_duration, plan_firing, unfireable
 
 
 def test_one_shot_checkin_closes_after_firing():

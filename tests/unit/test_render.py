@@ -7,7 +7,7 @@ import json
 
 from rich.text import Text
 
-from supervisor.render import SafeConsole, cell, json_text, short, visible
+from agentvisor.cli.render import SafeConsole, cell, json_text, short, visible
 
 
 def test_control_characters_are_shown_as_escapes():

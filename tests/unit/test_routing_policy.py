@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from supervisor.routing import RoutingPolicy, copy_body, copy_roles, policy_from, refusal
+from agentvisor.core.routing import RoutingPolicy, copy_body, copy_roles, policy_from, refusal
 
 POLICY = RoutingPolicy()
 

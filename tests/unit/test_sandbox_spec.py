@@ -10,23 +10,23 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.config import Settings
-from supervisor.docker_engine import docker_client
-from supervisor.errors import EngineUnavailable, SandboxError
-from supervisor.git_run import git_common_dir
-from supervisor.mounts import Mount
-from supervisor.sandbox_sockets import sandbox_socket_dir
-from supervisor.sandbox_spec import (
+from agentvisor.config import Settings
+from agentvisor.core.sandbox_status import cpu_percent, health_of, memory_mb, parse_docker_time
+from agentvisor.errors import EngineUnavailable, SandboxError
+from agentvisor.git.git_run import git_common_dir
+from agentvisor.git.worktrees import ensure_worktree
+from agentvisor.sandbox.docker_engine import docker_client
+from agentvisor.sandbox.mounts import Mount
+from agentvisor.sandbox.sandbox_sockets import sandbox_socket_dir
+from agentvisor.sandbox.sandbox_spec import (
     LABEL_CONFIG,
     SandboxSpec,
     build_spec,
     container_name,
     token_file_path,
 )
-from supervisor.sandbox_status import cpu_percent, health_of, memory_mb, parse_docker_time
-from supervisor.sandbox_tokens import write_token_file
-from supervisor.sandboxes import last_lines
-from supervisor.worktrees import ensure_worktree
+from agentvisor.sandbox.sandbox_tokens import write_token_file
+from agentvisor.sandbox.sandboxes import last_lines
 
 PROJECT, ROLE = "shop", "developer"
 

@@ -1,4 +1,5 @@
-"""The pure parts of supervisor.server_image: which wheels, for which platform, in which context."""
+"""The pure parts of agentvisor.sandbox.server_image: which wheels, for which platform, in which
+context."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.errors import SandboxError
-from supervisor.server_image import (
+from agentvisor.errors import SandboxError
+from agentvisor.sandbox.server_image import (
     build_context,
     manylinux_platforms,
     pinned_constraints,

@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from supervisor import cli
-from supervisor.errors import SpecError
-from supervisor.spec import (
+from agentvisor import cli
+from agentvisor.core.spec import (
     MAX_GOAL_CHARS,
     MAX_SPEC_BYTES,
     MAX_TITLE_CHARS,
     MIN_GOAL_WORDS,
     load_spec,
 )
+from agentvisor.errors import SpecError
 
 SPECS = Path(__file__).resolve().parent.parent / "data" / "specs"
 

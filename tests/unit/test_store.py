@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.clock import FakeClock
-from supervisor.delivery import Event, transition
-from supervisor.errors import Conflict, NotFound
-from supervisor.migrations import SCHEMA_VERSION
-from supervisor.store import AGENTVISOR, Store
+from agentvisor.clock import FakeClock
+from agentvisor.core.delivery import Event, transition
+from agentvisor.errors import Conflict, NotFound
+from agentvisor.store.database import AGENTVISOR, Store
+from agentvisor.store.migrations import SCHEMA_VERSION
 
 
 @pytest.fixture

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from supervisor import cli, systemd_unit
-from supervisor.config import Settings
+from agentvisor import cli
+from agentvisor.cli import systemd_unit
+from agentvisor.config import Settings
 from tests.conftest import require
 
 
@@ -19,7 +20,7 @@ def test_the_unit_runs_serve_on_the_state_dir_restarts_on_failure_and_logs():
         settings, python="/opt/av/bin/python", user_mode=False, run_as="alice", port=8377
     )
     assert (
-        'ExecStart=/opt/av/bin/python -m supervisor --state "/srv/agent visor/state" serve '
+        'ExecStart=/opt/av/bin/python -m agentvisor --state "/srv/agent visor/state" serve '
         "--port 8377"
     ) in text
     assert "User=alice" in text and "Restart=on-failure" in text

@@ -8,8 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from supervisor.errors import InvalidInput
-from supervisor.team import (
+from agentvisor.core.team import (
     KNOWN_ROLES,
     MAX_COUNTED_REPEATS,
     MAX_ROLE_NAME_CHARS,
@@ -24,6 +23,7 @@ from supervisor.team import (
     template_role,
     validate_role_name,
 )
+from agentvisor.errors import InvalidInput
 
 SPECS = Path(__file__).resolve().parent.parent / "data" / "specs"
 

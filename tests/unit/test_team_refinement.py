@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import pytest
 
-from supervisor.failure_research import parse_research, research_request
-from supervisor.model_replies import UnusableAnswer
-from supervisor.project_queue import retry_spec_text
-from supervisor.team import plan_team
-from supervisor.team_refinement import (
+from agentvisor.core.failure_research import parse_research, research_request
+from agentvisor.core.model_replies import UnusableAnswer
+from agentvisor.core.team import plan_team
+from agentvisor.core.team_refinement import (
     TOOL,
     Refinement,
     describe_refinement,
     parse_refined_team,
     refine_request,
 )
+from agentvisor.server.project_queue import retry_spec_text
 
 SPEC = "# Shop\n\nBuild a web app with a React frontend and a login form for customers.\n"
 

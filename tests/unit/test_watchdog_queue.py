@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.cli_queue import expand_specs
-from supervisor.errors import InvalidInput
-from supervisor.project_queue import retry_spec_text
-from supervisor.spec import load_spec
-from supervisor.watchdog import stall_of
+from agentvisor.cli.queue import expand_specs
+from agentvisor.core.spec import load_spec
+from agentvisor.errors import InvalidInput
+from agentvisor.server.project_queue import retry_spec_text
+from agentvisor.server.watchdog import stall_of
 
 
 def _agent(**fields):
@@ -65,14 +65,14 @@ def test_specs_expand_from_folders_and_globs(tmp_path: Path):
 def test_the_watchdogs_own_revives_count_toward_max_restarts(tmp_path: Path):
     """`docker kill` leaves Docker's RestartCount at 0 when the watchdog starts the sandbox
     again: its own revives count, so a sandbox killed again and again is given up."""
-    from supervisor.clock import SystemClock
-    from supervisor.config import Settings
-    from supervisor.inbox_waiters import InboxWaiters
-    from supervisor.metrics import Metrics
-    from supervisor.sandbox_status import SandboxInfo
-    from supervisor.service import Service
-    from supervisor.store import Store
-    from supervisor.watchdog import Watchdog
+    from agentvisor.clock import SystemClock
+    from agentvisor.config import Settings
+    from agentvisor.core.sandbox_status import SandboxInfo
+    from agentvisor.server.inbox_waiters import InboxWaiters
+    from agentvisor.server.metrics import Metrics
+    from agentvisor.server.service import Service
+    from agentvisor.server.watchdog import Watchdog
+    from agentvisor.store.database import Store
 
     settings = Settings(state_dir=tmp_path, max_restarts=3)
     store = Store(tmp_path / "db.sqlite", SystemClock())

@@ -11,10 +11,10 @@ from pathlib import Path
 import git
 import pytest
 
-from supervisor.errors import Conflict, GitError, InvalidInput, SpecError
-from supervisor.merging import sync_report
-from supervisor.project_repo import create_new_project, find_project, project_slug, start_branch
-from supervisor.worktrees import (
+from agentvisor.errors import Conflict, GitError, InvalidInput, SpecError
+from agentvisor.git.merging import sync_report
+from agentvisor.git.project_repo import create_new_project, find_project, project_slug, start_branch
+from agentvisor.git.worktrees import (
     CHANNEL_REMOTE_URL,
     Worktree,
     ensure_worktree,
@@ -514,7 +514,7 @@ def test_fifos_and_links_the_agent_plants_never_block_or_mislead_host_side_statu
 def test_a_fifo_as_an_ignore_file_costs_at_most_the_time_limit(
     repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import supervisor.worktrees as worktrees
+    import agentvisor.git.worktrees as worktrees
 
     monkeypatch.setattr(worktrees, "STATUS_TIMEOUT_S", 2.0)
     worktree = ensure_worktree(repo, "dev", "main")

@@ -1,0 +1,3 @@
+from agentvisor.cli import main
+
+main()

@@ -1,2 +1,0 @@
-"""Test support that users may run too: a scripted stand-in for the Anthropic Messages API
-(`python -m supervisor.testing.model_server`), for tests and dry runs of Claude Code sandboxes."""
