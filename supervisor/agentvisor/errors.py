@@ -62,6 +62,14 @@ class SandboxError(AgentvisorError):
     """A sandbox could not be built, started, stopped or found."""
 
 
+class SandboxesNotStopped(SandboxError):
+    """Some of the sandboxes asked to stop did not (the others did: `stopped`)."""
+
+    def __init__(self, message: str, stopped: list[str]) -> None:
+        super().__init__(message)
+        self.stopped = stopped
+
+
 class EngineUnavailable(SandboxError):
     """The Docker engine cannot be reached."""
 

@@ -21,7 +21,13 @@ from agentvisor.core.briefing import BriefingContext, render_briefing
 from agentvisor.core.spec import Spec, load_spec
 from agentvisor.core.team import TeamPlan, plan_team, reports_to
 from agentvisor.core.team_refinement import Refinement, describe_refinement
-from agentvisor.errors import AgentvisorError, Conflict, InvalidInput, SandboxError
+from agentvisor.errors import (
+    AgentvisorError,
+    Conflict,
+    InvalidInput,
+    SandboxError,
+    SandboxesNotStopped,
+)
 from agentvisor.git import layout_migration
 from agentvisor.git.layout_migration import MigrationReport
 from agentvisor.git.project_files import committed_role_briefings
@@ -545,12 +551,18 @@ def down(settings: Settings, project: str | None) -> list[str]:
         name = resolve_project(client, project)["name"]
         # Stopped first: from now on nothing is leased, not even by a sandbox still stopping.
         client.post(f"/v1/projects/{name}/state", {"state": "stopped"})
-        stopped = list(_backend(settings).stop(name))
+        failure: SandboxesNotStopped | None = None
+        try:
+            stopped = list(_backend(settings).stop(name))
+        except SandboxesNotStopped as exc:  # the rest of `down` still runs, then it is told
+            failure, stopped = exc, exc.stopped
         dry_run.stop(settings, name)
         client.post(f"/v1/projects/{name}/release")  # what the stopped shims held goes back
         # Again: an orchestrator's "PROJECT COMPLETE" sent while its sandbox was stopping
         # would otherwise leave the stopped project shown as complete.
         client.post(f"/v1/projects/{name}/state", {"state": "stopped"})
+    if failure is not None:
+        raise failure
     return stopped
 
 

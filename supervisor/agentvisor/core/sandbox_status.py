@@ -47,19 +47,12 @@ def health_of(
 
 
 def parse_docker_time(text: str | None) -> float | None:
-    """Epoch seconds from Docker's RFC 3339 times (nanoseconds); None for its zero time."""
+    """Epoch seconds from Docker's RFC 3339 times (nanoseconds: Python 3.11's `fromisoformat`
+    reads them, keeping microseconds); None for its zero time or a text that is not a time."""
     if not text or text.startswith("0001-"):
         return None
-    head, _, rest = text.partition(".")
-    fraction, zone = "", "Z"
-    if rest:
-        digits = len(rest) - len(rest.lstrip("0123456789"))
-        fraction, zone = "." + rest[:digits][:6], rest[digits:]
-    elif head.endswith("Z"):
-        head, zone = head[:-1], "Z"
-    zone = "+00:00" if zone in ("Z", "") else zone
     try:
-        return datetime.fromisoformat(f"{head}{fraction}{zone}").timestamp()
+        return datetime.fromisoformat(text).timestamp()
     except ValueError:
         return None
 

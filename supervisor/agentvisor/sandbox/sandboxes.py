@@ -28,7 +28,7 @@ from agentvisor.core.sandbox_status import (
     memory_mb,
     parse_docker_time,
 )
-from agentvisor.errors import SandboxError
+from agentvisor.errors import SandboxError, SandboxesNotStopped
 from agentvisor.sandbox.docker_engine import docker_client, unreachable
 from agentvisor.sandbox.sandbox_spec import (
     LABEL_CONFIG,
@@ -182,7 +182,8 @@ class SandboxBackend:
     def stop(
         self, project: str, role: str | None = None, timeout_s: int = STOP_TIMEOUT_S
     ) -> builtins.list[str]:
-        """Stop the project's sandboxes (or one); they stay stopped until started again."""
+        """Stop the project's sandboxes (or one); they stay stopped until started again. One
+        that could not be stopped is named in a SandboxesNotStopped, after the rest stopped."""
 
         def stop_one(container: Container) -> str:
             # Policy "no" first: `revive` and a restarted engine then leave it stopped.
@@ -190,8 +191,16 @@ class SandboxBackend:
             self._call(f"stop {container.name}", container.stop, timeout=timeout_s)
             return str(container.name)
 
-        containers = self._containers(project, role)
-        return [r for r in self._parallel(stop_one, containers) if isinstance(r, str)]
+        results = self._parallel(stop_one, self._containers(project, role))
+        stopped = [r for r in results if isinstance(r, str)]
+        failed = [str(r) for r in results if isinstance(r, SandboxError)]
+        if failed:
+            raise SandboxesNotStopped(
+                f"stopped {len(stopped)} of {len(results)} sandboxes of {project}; "
+                f"not stopped: {'; '.join(failed)}",
+                stopped,
+            )
+        return stopped
 
     def remove(
         self, project: str, role: str | None = None, volumes: bool = False

@@ -7,6 +7,7 @@ It runs as a thread in the server process.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -266,8 +267,11 @@ class QueueRunner:
     def _stop_project(self, project: str) -> None:
         try:
             self.backend().stop(project)
-        except AgentvisorError as exc:
+        except AgentvisorError as exc:  # told, not hidden: a sandbox may still be running
             log.warning("could not stop the sandboxes of %s: %s", project, exc)
+            with contextlib.suppress(AgentvisorError):
+                row = self.store.get_project(project)
+                self.store.log_event("queue.stop_failed", row["id"], data={"error": exc.message})
 
     def _escalate(self, row: Row) -> None:
         command = self.settings.escalation_command
