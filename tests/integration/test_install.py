@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,13 @@ def test_agentvisor_and_supervisord_share_an_environment_and_uninstall_apart(tmp
     dist = tmp_path / "dist"
     _run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", dist, REPO)
     wheel = next(dist.glob("agentvisor-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        tops = {name.split("/")[0] for name in archive.namelist()}
+        names = set(archive.namelist())
+    assert tops == {"agentvisor", "agent_shim", "agentvisor-0.1.0.dist-info"}, tops
+    # The package data: the role briefings and the dashboard's page.
+    assert "agentvisor/core/briefings/developer.md" in names
+    assert "agentvisor/server/dashboard/static/dashboard.html" in names
     venv = tmp_path / "venv"
     _run(sys.executable, "-m", "venv", venv)
     pip, python = venv / "bin" / "pip", venv / "bin" / "python"
