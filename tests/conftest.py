@@ -161,25 +161,17 @@ def _leftover_sandboxes() -> list[tuple[str, str]]:
     """Containers and volumes of test state dirs (/tmp/av-*) whose dir is gone: a test that
     did not clean up after itself."""
     found: list[tuple[str, str]] = []
-    for kind, labels in (("container", ".Config.Labels"), ("volume", ".Labels")):
+    for kind, ident in (("container", "{{.ID}}"), ("volume", "{{.Name}}")):
         listed = subprocess.run(
-            ["docker", kind, "ls", "-q", "--filter", "label=agentvisor.managed=1"]
+            ["docker", kind, "ls", "--filter", "label=agentvisor.managed=1",
+             "--format", ident + ' {{.Label "agentvisor.state_dir"}}']
             + (["-a"] if kind == "container" else []),
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        for ident in listed.stdout.split():
-            template = "{{index " + labels + ' "agentvisor.state_dir"}}'
-            shown = subprocess.run(
-                ["docker", kind, "inspect", "--format", template, ident],
-                capture_output=True,
-                text=True,
-                timeout=30,
-            )
-            state_dir = shown.stdout.strip()
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        for line in listed.stdout.splitlines():
+            name, _, state_dir = line.partition(" ")
             if state_dir.startswith("/tmp/av-") and not Path(state_dir).exists():
-                found.append((kind, ident))
+                found.append((kind, name))
     return found
 
 

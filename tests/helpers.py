@@ -13,6 +13,16 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
+# The unit tests' FakeClock starts here (tests/unit/conftest.py: `clock`, `store`).
+CLOCK_T0 = 1_800_000_000.0
+
+
+def name_suffix(path: Path) -> str:
+    """A few letters and digits from a temp dir's random name: a project name made with it is
+    new on this host and already valid (a temp name may hold "_", which names turn into "-")."""
+    return "".join(c for c in path.name[-6:].lower() if c.isalnum())
+
+
 def wait_until(
     predicate: Callable[[], T],
     timeout_s: float = 10.0,

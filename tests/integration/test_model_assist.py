@@ -16,7 +16,7 @@ import pytest
 
 from agentvisor.testing.model_server import ModelServer
 from tests.conftest import REPO, ServerProcess, require
-from tests.helpers import docker_answers, make_repo, sandbox_test_image
+from tests.helpers import docker_answers, make_repo, name_suffix, sandbox_test_image
 
 KEY = "assist-test-key"
 SPEC = """# Shop
@@ -59,9 +59,7 @@ def _cli(server: ServerProcess, *args: str, **extra: str) -> subprocess.Complete
 
 @pytest.fixture
 def repo(short_tmp: Path) -> Path:
-    # a name that is already a project name (a temp dir name may hold "_")
-    suffix = "".join(c for c in short_tmp.name[-6:].lower() if c.isalnum())
-    return make_repo(short_tmp / f"shop-{suffix}", SPEC)
+    return make_repo(short_tmp / f"shop-{name_suffix(short_tmp)}", SPEC)
 
 
 def test_plan_refine_shows_the_models_team_with_reasons_and_counts_it(short_tmp: Path, repo: Path):

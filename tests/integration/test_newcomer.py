@@ -19,7 +19,7 @@ import pytest
 
 from agentvisor.config import Settings
 from tests.conftest import CLAUDE_TEST_IMAGE, REPO
-from tests.helpers import make_repo, wait_until
+from tests.helpers import make_repo, name_suffix, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -60,7 +60,7 @@ def test_from_a_fresh_clone_the_readmes_commands_run_the_dry_run_with_the_real_c
     # dry_run_host: the Claude test image is built, no key or login, HOME is a new one.
     home = Path(os.environ["HOME"])
     checkout = _fresh_copy(short_tmp / "agentvisor")
-    suffix = "".join(c for c in short_tmp.name[-6:].lower() if c.isalnum())
+    suffix = name_suffix(short_tmp)
     project = make_repo(short_tmp / "code" / f"wc-{suffix}", SPEC)
     env = {
         **os.environ,

@@ -11,17 +11,12 @@ from pathlib import Path
 import docker
 import pytest
 
-from agentvisor.config import load_settings
+from agentvisor.config import Settings, load_settings
 from agentvisor.errors import SandboxesNotStopped
-from agentvisor.sandbox.sandbox_spec import (
-    LABEL_MANAGED,
-    LABEL_PROJECT,
-    LABEL_ROLE,
-    LABEL_STATE_DIR,
-)
+from agentvisor.sandbox.sandbox_spec import container_name, ownership_labels
 from agentvisor.sandbox.sandboxes import SandboxBackend
 from tests.conftest import require
-from tests.helpers import docker_answers, sandbox_test_image
+from tests.helpers import docker_answers, name_suffix, sandbox_test_image
 
 pytestmark = pytest.mark.docker
 
@@ -38,28 +33,25 @@ class VanishingBackend(SandboxBackend):
 
 
 @pytest.fixture
-def two_sandboxes(short_tmp: Path) -> Iterator[tuple[str, Path]]:
+def two_sandboxes(short_tmp: Path) -> Iterator[tuple[str, Settings]]:
     require(docker_answers(), "a Docker engine")
     engine = docker.from_env()
-    state = short_tmp / "state"
-    state.mkdir()
-    project = f"stop{short_tmp.name[-6:].lower().replace('_', 'x')}"
+    settings = load_settings(short_tmp / "state", env={})
+    project = f"stop{name_suffix(short_tmp)}"
     made = []
     for role in ("orchestrator", "developer"):
-        labels = {LABEL_MANAGED: "1", LABEL_STATE_DIR: str(state.resolve()),
-                  LABEL_PROJECT: project, LABEL_ROLE: role}  # fmt: skip
         made.append(
             engine.containers.run(
                 sandbox_test_image(),
                 entrypoint=["sleep", "infinity"],
                 detach=True,
-                labels=labels,
-                name=f"agentvisor-{project}-{role}",
+                labels=ownership_labels(settings, project, role),
+                name=container_name(project, role),
                 network_mode="none",
             )
         )
     try:
-        yield project, state
+        yield project, settings
     finally:
         for container in made:
             with contextlib.suppress(docker.errors.NotFound):
@@ -68,10 +60,9 @@ def two_sandboxes(short_tmp: Path) -> Iterator[tuple[str, Path]]:
 
 
 def test_a_sandbox_that_cannot_be_stopped_is_named_and_the_rest_stop(
-    two_sandboxes: tuple[str, Path],
+    two_sandboxes: tuple[str, Settings],
 ):
-    project, state = two_sandboxes
-    settings = load_settings(state, env={})
+    project, settings = two_sandboxes
     backend = VanishingBackend(settings)
     with pytest.raises(SandboxesNotStopped) as raised:
         backend.stop(project, timeout_s=1)

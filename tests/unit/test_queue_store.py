@@ -4,7 +4,6 @@ update, finish, list by state, cancel, and attempts across retries."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,20 +12,9 @@ from agentvisor.clock import FakeClock
 from agentvisor.errors import Conflict, NotFound
 from agentvisor.store.database import Row, Store
 from agentvisor.store.queue_store import QueueStore
+from tests.helpers import CLOCK_T0
 
-T0 = 1_800_000_000.0
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(T0)
-
-
-@pytest.fixture
-def store(tmp_path: Path, clock: FakeClock) -> Iterator[Store]:
-    store = Store(tmp_path / "agentvisor.db", clock)
-    yield store
-    store.close()
+T0 = CLOCK_T0
 
 
 @pytest.fixture

@@ -7,28 +7,15 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from agentvisor.clock import FakeClock
 from agentvisor.server.scheduler import Scheduler
 from agentvisor.store.database import Fired, Row, Store
-from tests.helpers import wait_until
+from tests.helpers import CLOCK_T0, wait_until
 
-T0 = 1_800_000_000.0
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(T0)
-
-
-@pytest.fixture
-def store(tmp_path: Path, clock: FakeClock) -> Iterator[Store]:
-    store = Store(tmp_path / "agentvisor.db", clock)
-    yield store
-    store.close()
+T0 = CLOCK_T0
 
 
 @pytest.fixture

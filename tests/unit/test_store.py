@@ -14,16 +14,6 @@ from agentvisor.store.migrations import SCHEMA_VERSION
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(1_800_000_000.0)
-
-
-@pytest.fixture
-def store(tmp_path: Path, clock: FakeClock) -> Store:
-    return Store(tmp_path / "agentvisor.db", clock)
-
-
-@pytest.fixture
 def team(store: Store) -> dict[str, int]:
     project = store.upsert_project("demo", "/tmp/demo")
     ids = {"project": project["id"]}
