@@ -99,18 +99,30 @@ def wakeup_lateness(count: int = 300, spread_s: float = 6.0) -> list[float]:
         return lateness
 
 
-def _post_messages(settings: Any, token: str, count: int, start: Any) -> None:
-    """One client process: `count` POST /v1/messages once `start` is set."""
+def _post_messages(settings: Any, token: str, count: int, start: Any, client: str) -> None:
+    """One client process: `count` POST /v1/messages once `start` is set, with the agents' own
+    client (`agent_shim.client`: the standard library, a connection per request) or the
+    operator's (`agentvisor.client`: httpx, one kept-alive connection)."""
+    if client == "agent":
+        from agent_shim.client import ApiClient as AgentClient
+
+        agent = AgentClient(str(settings.socket_path), str(settings.operator_token_path), 30)
+        start.wait()
+        for i in range(count):
+            agent.request("POST", "/v1/messages", {"to": "developer", "body": f"m{i}"})
+        return
     from agentvisor.client import ApiClient
 
-    client = ApiClient(settings, token=token, timeout_s=30)
+    operator = ApiClient(settings, token=token, timeout_s=30)
     start.wait()
     for i in range(count):
-        client.post("/v1/messages", {"to": "developer", "body": f"m{i}"})
-    client.close()
+        operator.post("/v1/messages", {"to": "developer", "body": f"m{i}"})
+    operator.close()
 
 
-def api_requests_per_second(clients: int, requests: int = 2000) -> tuple[float, float]:
+def api_requests_per_second(
+    clients: int, requests: int = 4000, client: str = "agent"
+) -> tuple[float, float]:
     """POST /v1/messages per second over the Unix socket from `clients` client processes (a
     process each: one process's threads share its GIL and would measure the client), and the
     server's CPU milliseconds per request."""
@@ -129,7 +141,8 @@ def api_requests_per_second(clients: int, requests: int = 2000) -> tuple[float, 
             per = requests // clients
             pool = [
                 context.Process(
-                    target=_post_messages, args=(server.settings, server.operator_token, per, start)
+                    target=_post_messages,
+                    args=(server.settings, server.operator_token, per, start, client),
                 )
                 for _ in range(clients)
             ]
@@ -183,11 +196,16 @@ def run() -> list[Result]:
     p99 = lateness[int(len(lateness) * 0.99) - 1]
     results.append(Result("wake-up lateness median", f"{p50:.2f} ms", ""))
     results.append(Result("wake-up lateness p99", f"{p99:.2f} ms", "< 20 ms", p99 < 20))
-    for clients in (1, 8):
-        rate, cpu_ms = api_requests_per_second(clients)
-        target = "≥ 1,500 req/s" if clients == 8 else ""
-        verdict = rate >= 1500 if clients == 8 else None
-        name = f"API POST /v1/messages, {clients} client{'s' if clients > 1 else ''}"
+    # The agents' own client is the load that sandboxes put on the API; the operator's httpx
+    # client costs ~1 ms of CPU a request itself, so 8 of them on 2 cores measure the clients.
+    for clients, client in ((1, "agent"), (8, "agent"), (8, "operator")):
+        rate, cpu_ms = api_requests_per_second(clients, client=client)
+        target = "≥ 1,500 req/s" if (clients, client) == (8, "agent") else ""
+        verdict = rate >= 1500 if target else None
+        name = (
+            f"API POST /v1/messages, {clients} client{'s' if clients > 1 else ''} "
+            f"({'the agents' if client == 'agent' else 'the operator'}' client)"
+        )
         results.append(Result(name, f"{rate:,.0f} req/s ({cpu_ms:.2f} ms server CPU each)",
                               target, verdict))  # fmt: skip
     return results

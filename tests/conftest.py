@@ -45,7 +45,9 @@ class ServerProcess:
 
     def __init__(self, state_dir: Path, env: dict[str, str] | None = None) -> None:
         self.state_dir = state_dir
-        self.env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+        # This checkout's code, whatever the venv's editable install points at (a worktree).
+        path = os.pathsep.join((str(REPO / "supervisor"), str(REPO)))
+        self.env = {**os.environ, "PYTHONPATH": path, **(env or {})}
         self.env.pop("AGENTVISOR_STATE", None)
         self.proc: subprocess.Popen[bytes] | None = None
         self._clients: list[ApiClient] = []

@@ -167,3 +167,104 @@ def test_the_store_reads_its_own_writes_inside_a_transaction_and_others_see_them
     assert other.get_message(message["id"])["body"] == "hi"
     other.close()
     store.close()
+
+
+# -- jobs for the writer thread (the event loop's writes) -----------------------------------
+def _insert(group: GroupCommit, n: int) -> Callable[[], int]:
+    def body() -> int:
+        group.connection.execute("INSERT INTO t VALUES (?)", (n,))
+        return n
+
+    return body
+
+
+def test_submitted_jobs_share_commits_and_each_settles_once_durable(tmp_path: Path):
+    group, counted = _group(tmp_path / "db")
+    seen: dict[int, list[int]] = {}
+
+    def check(n: int) -> Callable[[object], None]:
+        def done(future: object) -> None:  # runs as the future settles: it must be there
+            seen[n] = [m for m in _rows(tmp_path / "db") if m == n]
+
+        return done
+
+    # The first job holds the writer until the other 49 are queued: one batch takes them.
+    inside, go = threading.Event(), threading.Event()
+
+    def holds() -> int:
+        group.connection.execute("INSERT INTO t VALUES (100)")
+        inside.set()
+        go.wait(5)
+        return 100
+
+    first = group.submit(holds)
+    inside.wait(5)
+    futures = [group.submit(_insert(group, n)) for n in range(49)]
+    for n, future in enumerate(futures):
+        future.add_done_callback(check(n))
+    go.set()
+    assert [future.result(10) for future in futures] == list(range(49))
+    assert first.result(10) == 100
+    wait_until(lambda: len(seen) == 49, timeout_s=5, message="every callback")
+    assert seen == {n: [n] for n in range(49)}
+    assert counted.commits <= 2  # the holder's batch, and the 49 queued behind it
+    group.close()
+
+
+def test_a_submitted_body_that_raises_fails_alone(tmp_path: Path):
+    group, _ = _group(tmp_path / "db")
+
+    def fails() -> None:
+        group.connection.execute("INSERT INTO t VALUES (2)")
+        raise ValueError("refused")
+
+    futures = [
+        group.submit(_insert(group, 1)),
+        group.submit(fails),
+        group.submit(_insert(group, 3)),
+    ]
+    assert futures[0].result(10) == 1 and futures[2].result(10) == 3
+    with pytest.raises(ValueError, match="refused"):
+        futures[1].result(10)
+    assert _rows(tmp_path / "db") == [1, 3]
+    group.close()
+
+
+def test_a_failed_commit_fails_every_submitted_job(tmp_path: Path):
+    group, counted = _group(tmp_path / "db")
+    counted.fail_commit = True
+    future = group.submit(_insert(group, 1))
+    with pytest.raises(StorageFull):
+        future.result(10)
+    assert _rows(tmp_path / "db") == []
+    counted.fail_commit = False
+    assert group.submit(_insert(group, 2)).result(10) == 2
+    assert _rows(tmp_path / "db") == [2]
+    group.close()
+
+
+def test_after_commit_runs_once_the_write_is_durable(tmp_path: Path):
+    group, _ = _group(tmp_path / "db")
+    seen: list[list[int]] = []
+
+    def body() -> None:
+        group.connection.execute("INSERT INTO t VALUES (7)")
+        group.after_commit(lambda: seen.append(_rows(tmp_path / "db")))
+        assert seen == []  # not before the commit
+
+    group.submit(body).result(10)
+    with group.transaction() as conn:
+        conn.execute("INSERT INTO t VALUES (8)")
+        group.after_commit(lambda: seen.append(_rows(tmp_path / "db")))
+        assert len(seen) == 1
+    group.after_commit(lambda: seen.append([0]))  # outside a transaction: at once
+    assert seen == [[7], [7, 8], [0]]
+    group.close()
+
+
+def test_close_finishes_the_queued_jobs(tmp_path: Path):
+    group, _ = _group(tmp_path / "db")
+    futures = [group.submit(_insert(group, n)) for n in range(10)]
+    group.close()
+    assert [future.result(0) for future in futures] == list(range(10))
+    assert _rows(tmp_path / "db") == list(range(10))

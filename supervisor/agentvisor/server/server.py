@@ -176,6 +176,8 @@ def serve(settings: Settings, launcher: Launcher = no_launcher) -> None:
         ),
         log_level="warning",
         access_log=False,
+        proxy_headers=False,  # no proxy in front: a Unix socket, or loopback when asked
+        server_header=False,
         timeout_keep_alive=settings.api_keep_alive_s,  # type: ignore[arg-type]  # a float works
         timeout_graceful_shutdown=3,
         # Connections are limited per sandbox and per socket by the gate, not by uvicorn's

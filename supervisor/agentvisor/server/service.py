@@ -5,13 +5,15 @@ Every method takes the `Caller` first; an agent may only act in its own project 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import math
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from agentvisor.config import Settings
 from agentvisor.core import routing
@@ -24,6 +26,8 @@ from agentvisor.server.inbox_waiters import InboxWaiters
 from agentvisor.server.metrics import Metrics
 from agentvisor.server.scheduler import Fired, Scheduler
 from agentvisor.store.database import AGENTVISOR, OPERATOR, Row, Store, project_settings
+
+T = TypeVar("T")
 
 MIN_DELAY_MINUTES = 0.01
 MAX_DELAY_MINUTES = 366 * 24 * 60
@@ -109,9 +113,20 @@ class Service:
             raise InvalidInput(f"idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
         return key
 
+    def _notify(self, agent_ids: Iterable[int]) -> None:
+        """Wake these agents' long polls once the current write is durable: a poll woken
+        before the commit would look at the inbox too early and wait again."""
+        ids = list(agent_ids)
+        self.store.after_commit(lambda: self.waiters.notify(ids))
+
+    async def write(self, fn: Callable[[], T]) -> T:
+        """Run `fn`, a call of this service that writes, on the store's writer thread and
+        await it from the event loop; it returns only once its write is durable."""
+        return await asyncio.wrap_future(self.store.submit(fn))
+
     def notify_fired(self, fired: list[Fired]) -> None:
         self.metrics.inc("checkins_fired", len(fired))
-        self.waiters.notify({f.message["recipient_id"] for f in fired})
+        self._notify({f.message["recipient_id"] for f in fired})
 
     # -- messages --------------------------------------------------------------------------
     def send(
@@ -156,7 +171,7 @@ class Service:
                  "copied_to": copies},
             )  # fmt: skip
         self.metrics.inc("messages_accepted")
-        self.waiters.notify(notify)
+        self._notify(notify)
         return message, created
 
     def routing(self, project: Row) -> routing.RoutingPolicy:
@@ -209,7 +224,7 @@ class Service:
         message, _ = self.store.add_message(
             project["id"], agent["role"], orchestrator["id"], body, kind="completion"
         )
-        self.waiters.notify([orchestrator["id"]])
+        self._notify([orchestrator["id"]])
         return message
 
     def messages(
@@ -238,7 +253,7 @@ class Service:
             raise InvalidInput(f"unknown action '{action}': use cancel or retry")
         message = self.store.set_message_state(message_id, event, None)
         if event == Event.RETRY:
-            self.waiters.notify([message["recipient_id"]])
+            self._notify([message["recipient_id"]])
         return message
 
     # -- check-ins -------------------------------------------------------------------------
@@ -355,7 +370,7 @@ class Service:
             self.metrics.observe_delivery_latency(
                 max(0.0, (message["delivered_at"] or 0) - message["created_at"])
             )
-            self.waiters.notify([agent["id"]])
+            self._notify([agent["id"]])
         return message
 
     def nack(self, caller: Caller, message_id: int, lease_id: str, reason: str, retry: bool) -> Row:
@@ -364,7 +379,7 @@ class Service:
             agent["id"], message_id, lease_id, reason[:2000], retry, self.settings.max_attempts
         )
         self.metrics.inc("deliveries", labels={"state": message["state"]})
-        self.waiters.notify([agent["id"]])
+        self._notify([agent["id"]])
         return message
 
     def extend(self, caller: Caller, message_id: int, lease_id: str) -> Row:
@@ -388,7 +403,7 @@ class Service:
             self.store.log_event(
                 "inbox.released", agent["project_id"], agent["id"], {"messages": released}
             )
-            self.waiters.notify([agent["id"]])
+            self._notify([agent["id"]])
         return released
 
     def inbox(self, caller: Caller) -> list[Row]:
@@ -544,7 +559,7 @@ class Service:
                     kind="notice",
                     idempotency_key=f"usage-notice-{agent['id']}-{int(resume_at // 60)}",
                 )
-                self.waiters.notify([orchestrator["id"]])
+                self._notify([orchestrator["id"]])
         self.metrics.inc("usage_limit_pauses")
         return resume_at
 

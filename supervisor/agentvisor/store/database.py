@@ -16,10 +16,11 @@ import secrets
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlite_utils
 
@@ -30,6 +31,8 @@ from agentvisor.core.team import AGENTVISOR, OPERATOR
 from agentvisor.errors import Conflict, InvalidInput, NotFound, StorageFull
 from agentvisor.store.group_commit import GroupCommit
 from agentvisor.store.migrations import migrate
+
+T = TypeVar("T")
 
 Row = dict[str, Any]
 log = logging.getLogger("agentvisor.scheduler")
@@ -138,6 +141,15 @@ class Store:
         """A write transaction; when the block exits, it is durable (or it raised)."""
         with self._group.transaction():
             yield self.db
+
+    def submit(self, fn: Callable[[], T]) -> Future[T]:
+        """Run `fn` in a write transaction on the writer thread (group_commit.py): for the
+        event loop, which awaits the future; it settles only once the write is durable."""
+        return self._group.submit(fn)
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once the current transaction is durable (at once outside one)."""
+        self._group.after_commit(callback)
 
     def fetch_one(self, sql: str, params: tuple | dict = ()) -> Row | None:
         """The first row of a query as a dict, on this thread's connection (inside its

@@ -9,7 +9,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -223,9 +222,9 @@ def create_app(
         status_code=201,
         responses=_doc(400, 403, 404, 413, 429, 507, ok=_REPLAYED),
     )
-    def send(body: SendBody, response: Response, who: Caller = Depends(caller)) -> Row:
-        message, created = svc.send(
-            who, body.to, body.body, body.kind, body.idempotency_key, body.project
+    async def send(body: SendBody, response: Response, who: Caller = Depends(caller)) -> Row:
+        message, created = await svc.write(
+            lambda: svc.send(who, body.to, body.body, body.kind, body.idempotency_key, body.project)
         )
         if not created:
             response.status_code = 200
@@ -314,7 +313,7 @@ def create_app(
             message = None
             pending = svc.store.has_pending(agent["id"])
             if pending:
-                message = await run_in_threadpool(svc.lease, who)
+                message = await svc.write(lambda: svc.lease(who))
             if message is not None:
                 return JSONResponse(
                     {
@@ -336,16 +335,18 @@ def create_app(
             await svc.waiters.wait(agent["id"], pause, seen)
 
     @app.post("/v1/inbox/{message_id}/ack", responses=_doc(403, 404, 409, 507))
-    def ack(message_id: RowId, body: LeaseRef, who: Caller = Depends(caller)) -> Row:
-        return svc.ack(who, message_id, body.lease_id)
+    async def ack(message_id: RowId, body: LeaseRef, who: Caller = Depends(caller)) -> Row:
+        return await svc.write(lambda: svc.ack(who, message_id, body.lease_id))
 
     @app.post("/v1/inbox/{message_id}/nack", responses=_doc(403, 404, 409, 507))
-    def nack(message_id: RowId, body: NackBody, who: Caller = Depends(caller)) -> Row:
-        return svc.nack(who, message_id, body.lease_id, body.reason, body.retry)
+    async def nack(message_id: RowId, body: NackBody, who: Caller = Depends(caller)) -> Row:
+        return await svc.write(
+            lambda: svc.nack(who, message_id, body.lease_id, body.reason, body.retry)
+        )
 
     @app.post("/v1/inbox/{message_id}/extend", responses=_doc(403, 404, 409, 507))
-    def extend(message_id: RowId, body: LeaseRef, who: Caller = Depends(caller)) -> Row:
-        return svc.extend(who, message_id, body.lease_id)
+    async def extend(message_id: RowId, body: LeaseRef, who: Caller = Depends(caller)) -> Row:
+        return await svc.write(lambda: svc.extend(who, message_id, body.lease_id))
 
     @app.post("/v1/inbox/release", responses=_doc(403, 507))
     def release(who: Caller = Depends(caller)) -> dict[str, int]:
@@ -360,8 +361,8 @@ def create_app(
         return svc.done(who, body.summary)
 
     @app.post("/v1/heartbeat", responses=_doc(403, 507))
-    def heartbeat(body: HeartbeatBody, who: Caller = Depends(caller)) -> dict[str, Any]:
-        return svc.heartbeat(who, body.state, body.info)
+    async def heartbeat(body: HeartbeatBody, who: Caller = Depends(caller)) -> dict[str, Any]:
+        return await svc.write(lambda: svc.heartbeat(who, body.state, body.info))
 
     @app.post("/v1/events", status_code=201, responses=_doc(400, 403, 429, 507))
     def post_event(body: EventBody, who: Caller = Depends(caller)) -> Row:
