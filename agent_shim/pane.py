@@ -130,35 +130,48 @@ class AgentPane:
         return self.info("#{pane_dead}") == "1"
 
     def wait_until(
-        self, predicate: Callable[[list[str]], bool], timeout_s: float, until_exit: bool = False
+        self,
+        predicate: Callable[[list[str]], bool],
+        timeout_s: float,
+        until_exit: bool = False,
+        min_interval_s: float = MIN_INTERVAL_S,
+        poll_s: float = POLL_INTERVAL_S,
     ) -> bool:
         """Look at the visible screen until `predicate(lines)` holds, again whenever the pane
-        writes (over a control connection) and at least every `POLL_INTERVAL_S`; False after
+        writes (over a control connection) and at least every `poll_s`; False after
         `timeout_s`, or (with `until_exit`) as soon as the CLI has exited: a dead pane shows
-        nothing more."""
+        nothing more. A pane that keeps writing is looked at no more than every
+        `min_interval_s`."""
         deadline = time.monotonic() + timeout_s
         while True:
             since = self._output_version()
             if predicate(self.capture_screen()):
                 return True
-            if time.monotonic() >= deadline or (until_exit and self.is_dead()):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or (until_exit and self.is_dead()):
                 return False
-            self._pause(since)
+            self._pause(since, min(min_interval_s, remaining), min(poll_s, remaining))
 
     def _output_version(self) -> int | None:
         if isinstance(self.server, ControlledServer):
             return self.server.output_version(self.pane_id)
         return None
 
-    def _pause(self, since: int | None) -> None:
-        """Until the pane writes after `since` (at least `MIN_INTERVAL_S`), or at most
-        `POLL_INTERVAL_S`: the screen may also change for reasons no output shows."""
+    def _pause(
+        self,
+        since: int | None,
+        min_interval_s: float = MIN_INTERVAL_S,
+        poll_s: float = POLL_INTERVAL_S,
+    ) -> None:
+        """Until the pane writes after `since` (at least `min_interval_s`), or at most `poll_s`
+        (without a control connection, `poll_s`): the screen may also change for reasons no
+        output shows."""
         if not isinstance(self.server, ControlledServer):
-            time.sleep(POLL_INTERVAL_S)
+            time.sleep(poll_s)
             return
         begin = time.monotonic()
-        self.server.wait_for_output(self.pane_id, since, POLL_INTERVAL_S)
-        rest = MIN_INTERVAL_S - (time.monotonic() - begin)
+        self.server.wait_for_output(self.pane_id, since, max(poll_s, min_interval_s))
+        rest = min_interval_s - (time.monotonic() - begin)
         if rest > 0:
             time.sleep(rest)
 

@@ -29,7 +29,8 @@ from agent_shim.text import marker_token
 
 log = logging.getLogger("agent_shim")
 
-BUSY_POLL_S = 0.25  # how often a busy agent's screen is looked at for its prompt
+BUSY_POLL_S = 0.25  # how long one step waits for a busy agent's prompt
+BUSY_LOOK_S = 0.05  # how often, at most, a busy agent's screen is looked at as it writes
 USAGE_LIMIT_POLL_S = 5.0
 HEARTBEAT_QUIET_FACTOR = 2  # an unchanged heartbeat is sent every second interval
 DEAD_AGENT_POLL_S = 0.5
@@ -205,7 +206,12 @@ class Shim:
                 pane.send_keys(*self.profile.submit_keys)
                 return BUSY_POLL_S
         if not ready:
-            return BUSY_POLL_S
+            # Woken by the pane's output (its control connection), so the next message goes
+            # as soon as the prompt is back, not at the next poll.
+            pane.wait_until(
+                self._ready, BUSY_POLL_S, min_interval_s=BUSY_LOOK_S, poll_s=BUSY_POLL_S
+            )
+            return 0.0
         self._in_long_poll = True
         try:
             if self._stop.is_set():
