@@ -204,7 +204,7 @@ def run() -> list[Result]:
         verdict = rate >= 1500 if target else None
         name = (
             f"API POST /v1/messages, {clients} client{'s' if clients > 1 else ''} "
-            f"({'the agents' if client == 'agent' else 'the operator'}' client)"
+            f"({'the agents'' if client == 'agent' else 'the operator's'} client)"
         )
         results.append(Result(name, f"{rate:,.0f} req/s ({cpu_ms:.2f} ms server CPU each)",
                               target, verdict))  # fmt: skip
