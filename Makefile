@@ -19,10 +19,10 @@ setup:
 
 # Base image (pulled, or built with debootstrap when no registry answers), then the sandbox.
 image: setup
-	$(PYTHON_VENV) -m agentvisor.sandbox.images --agent-clis $(AGENT_CLIS) --tag $(IMAGE_TAG)
+	$(AGENTVISOR) image build --agent-clis $(AGENT_CLIS) --tag $(IMAGE_TAG)
 
 image-test: setup
-	$(PYTHON_VENV) -m agentvisor.sandbox.images --agent-clis none --tag agentvisor/sandbox:test
+	$(AGENTVISOR) image build --agent-clis none --tag agentvisor/sandbox:test
 
 # Two workers, whole files to one worker (module fixtures such as a team of sandboxes are made
 # once): most tests wait on real servers, sandboxes and timers, so two halve the wall time on
@@ -75,4 +75,4 @@ fmt:
 # The supervisor's own image, for compose/docker-compose.yml (docs/guides/compose.md).
 .PHONY: image-supervisor
 image-supervisor: setup
-	$(PYTHON_VENV) -m agentvisor.sandbox.server_image --tag agentvisor/supervisor:latest
+	$(AGENTVISOR) image build-supervisor --tag agentvisor/supervisor:latest
