@@ -1,4 +1,6 @@
 # agentvisor: set-up, images, tests. `make test` is what CI runs (.ci/run).
+# `make setup` installs what running needs (up, down, status, image); `make setup-dev` adds what
+# the tests and lint need (the dev extras, chromium, systemd, docker-compose).
 
 PYTHON_VENV := .venv/bin/python
 AGENTVISOR  := .venv/bin/agentvisor
@@ -12,30 +14,33 @@ endif
 PYTEST_ARGS ?=
 ARGS        ?=
 
-.PHONY: setup image image-test test fuzz chaos up down status bench lint fmt
+.PHONY: setup setup-dev image image-test test fuzz chaos up down status bench lint fmt
 
 setup:
 	bash scripts/setup.sh
 
+setup-dev:
+	bash scripts/setup.sh --dev
+
 # Base image (pulled, or built with debootstrap when no registry answers), then the sandbox.
 image: setup
-	$(PYTHON_VENV) -m agentvisor.sandbox.images --agent-clis $(AGENT_CLIS) --tag $(IMAGE_TAG)
+	$(AGENTVISOR) image build --agent-clis $(AGENT_CLIS) --tag $(IMAGE_TAG)
 
 image-test: setup
-	$(PYTHON_VENV) -m agentvisor.sandbox.images --agent-clis none --tag agentvisor/sandbox:test
+	$(AGENTVISOR) image build --agent-clis none --tag agentvisor/sandbox:test
 
 # Two workers, whole files to one worker (module fixtures such as a team of sandboxes are made
 # once): most tests wait on real servers, sandboxes and timers, so two halve the wall time on
 # two cores. TEST_WORKERS=0 runs them in this process, one after the other.
 TEST_WORKERS ?= 2
-test: setup image-test lint
+test: setup-dev image-test lint
 	$(PYTHON_VENV) -m pytest -q -ra --color=no --durations=10 -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # schemathesis over the live server's schema, as an agent and as the operator, for FUZZ_S
 # seconds each (`make test` runs the same test for 60 s). The bar: 0 answers 5xx, 0 schema
 # violations. FUZZ_S=3600 make fuzz for an hour.
 FUZZ_S ?= 600
-fuzz: setup
+fuzz: setup-dev
 	AGENTVISOR_FUZZ_S=$(FUZZ_S) $(PYTHON_VENV) -m pytest -q -s -ra --color=no \
 		--timeout=$$(( $(FUZZ_S) * 3 + 600 )) tests/integration/test_api_fuzz.py
 
@@ -59,10 +64,10 @@ down: setup
 status: setup
 	$(AGENTVISOR) status $(ARGS)
 
-bench: setup image-test
+bench: setup-dev image-test
 	$(PYTHON_VENV) -m benchmarks $(ARGS)
 
-lint: setup
+lint: setup-dev
 	.venv/bin/ruff format --check .
 	.venv/bin/ruff check .
 	.venv/bin/mypy
@@ -75,4 +80,4 @@ fmt:
 # The supervisor's own image, for compose/docker-compose.yml (docs/guides/compose.md).
 .PHONY: image-supervisor
 image-supervisor: setup
-	$(PYTHON_VENV) -m agentvisor.sandbox.server_image --tag agentvisor/supervisor:latest
+	$(AGENTVISOR) image build-supervisor --tag agentvisor/supervisor:latest

@@ -5,7 +5,9 @@
 # with sudo rights: only the apt and dockerd steps use sudo, the venv belongs to the user (also
 # under `sudo make setup`, where it is created as $SUDO_USER).
 #
-#   scripts/setup.sh             do it
+#   scripts/setup.sh             what running agentvisor needs (`make setup`, `make up`)
+#   scripts/setup.sh --dev       and what the tests and lint need: the dev extras, chromium (the
+#                                dashboard's browser test), systemd, docker-compose (`make test`)
 #   scripts/setup.sh --dry-run   print the privileged commands instead of running them
 #
 # Environment: PYTHON (default python3, must be >= 3.11), DOCKERD_TIMEOUT_S (default 60),
@@ -16,16 +18,21 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
-STAMP="$VENV/.agentvisor-setup-stamp"
+# The stamps of a finished install: the runtime one, and the dev one (whose name is the one
+# setup wrote when it always installed the dev extras, so an older venv counts as complete).
+STAMP="$VENV/.agentvisor-setup-runtime-stamp"
+DEV_STAMP="$VENV/.agentvisor-setup-stamp"
 DOCKERD_LOG=/var/log/agentvisor-dockerd.log
 DOCKERD_TIMEOUT_S="${DOCKERD_TIMEOUT_S:-60}"
 PYTHON="${PYTHON:-python3}"
 DRY_RUN=0
+DEV=0
 
 for arg in "$@"; do
     case "$arg" in
         --dry-run) DRY_RUN=1 ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        --dev) DEV=1 ;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
         *) echo "setup: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -71,9 +78,11 @@ pkg_installed() {
 }
 
 install_packages() {
-    # chromium: the dashboard's browser test drives Debian's chromium through Playwright.
-    # systemd: `systemd-analyze verify` checks the unit `agentvisor service install` writes.
-    local wanted=(tmux git python3-venv debootstrap ca-certificates chromium systemd) missing=() pkg
+    local wanted=(tmux git python3-venv debootstrap ca-certificates) missing=() pkg
+    # Only for the tests: the dashboard's browser test drives Debian's chromium through
+    # Playwright; `systemd-analyze verify` checks the unit `agentvisor service install` writes
+    # (a host that runs systemd has it already).
+    [ "$DEV" -eq 1 ] && wanted+=(chromium systemd)
     # docker.io only when no engine is reachable and none is installed: a machine with Docker's
     # own docker-ce packages (or Docker Desktop, or a remote DOCKER_HOST) keeps what it has.
     if ! docker_answers && ! command -v dockerd >/dev/null 2>&1; then
@@ -145,8 +154,13 @@ ensure_venv() {
     "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
         || die "$PYTHON is $("$PYTHON" -V 2>&1), agentvisor needs >= 3.11: set PYTHON to a newer one"
 
+    # The dev install holds the runtime one: after it, plain setup has nothing to do.
+    local stamp="$DEV_STAMP" extras="[dev]" what="agentvisor and its dev dependencies"
+    if [ "$DEV" -eq 0 ]; then
+        stamp="$STAMP" extras="" what="agentvisor"
+    fi
     if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c '' 2>/dev/null \
-        && [ -f "$STAMP" ] && [ "$STAMP" -nt "$ROOT/pyproject.toml" ]; then
+        && { fresh "$stamp" || fresh "$DEV_STAMP"; }; then
         say "venv up to date ($VENV)"
         return 0
     fi
@@ -156,11 +170,14 @@ ensure_venv() {
         as_user "$PYTHON" -m venv "$VENV" \
             || die "'$PYTHON -m venv' failed: install python3-venv"
     fi
-    say "installing agentvisor and its dev dependencies into $VENV"
-    as_user "$VENV/bin/pip" install --quiet --disable-pip-version-check -e "${ROOT}[dev]" \
-        || die "pip install -e '.[dev]' failed: see the pip output above"
+    say "installing $what into $VENV"
+    as_user "$VENV/bin/pip" install --quiet --disable-pip-version-check -e "${ROOT}${extras}" \
+        || die "pip install -e '.${extras}' failed: see the pip output above"
     as_user touch "$STAMP"
+    [ "$DEV" -eq 0 ] || as_user touch "$DEV_STAMP"
 }
+
+fresh() { [ -f "$1" ] && [ "$1" -nt "$ROOT/pyproject.toml" ]; }
 
 # --- docker compose for the compose test -------------------------------------------------------
 # tests/integration/test_compose.py runs compose/docker-compose.yml with the `docker compose`
@@ -208,7 +225,7 @@ ensure_cli_link() {
 
 install_packages
 ensure_docker
-ensure_compose
+[ "$DEV" -eq 0 ] || ensure_compose
 ensure_venv
 ensure_cli_link
 say "ready"

@@ -266,7 +266,7 @@ def agent_git_env(tmp_path: Path, port: int) -> dict[str, str]:
     """The agent's git inside the sandbox: the image's /etc/gitconfig (its channel port
     replaced by the test's), the token in its file, no other config."""
     system = tmp_path / "gitconfig"
-    text = (REPO / "images" / "sandbox" / "gitconfig").read_text()
+    text = (REPO / "supervisor" / "agentvisor" / "images" / "sandbox" / "gitconfig").read_text()
     system.write_text(text.replace("127.0.0.1:7399", f"127.0.0.1:{port}"))
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")

@@ -123,23 +123,6 @@ def serve(
 
 
 @app.command()
-def image(
-    agent_clis: Annotated[
-        str, typer.Option("--agent-clis", help="Agent CLIs in the image: claude, or none.")
-    ] = "claude",
-    tag: Annotated[str | None, typer.Option("--tag", help="Image tag.")] = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Rebuild every layer.")] = False,
-) -> None:
-    """Build the sandbox image (and its base, locally when no registry answers)."""
-    from agentvisor.sandbox import images
-
-    args = ["--agent-clis", agent_clis] + (["--tag", tag] if tag else [])
-    code = images.main(args + (["--no-cache"] if no_cache else []))
-    if code:
-        raise typer.Exit(code)
-
-
-@app.command()
 def doctor(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """Check what agentvisor needs: tools, Docker, images, disk, the server."""
     from agentvisor.server.doctor import run_checks
@@ -470,6 +453,9 @@ def _register_more() -> None:
         git as cli_git,
     )
     from agentvisor.cli import (
+        images as cli_images,
+    )
+    from agentvisor.cli import (
         project as cli_project,
     )
     from agentvisor.cli import (
@@ -485,6 +471,7 @@ def _register_more() -> None:
     cli_project.register(app)
     cli_egress.register(app)
     cli_git.register(app)
+    cli_images.register(app)
     cli_queue.register(app)
     cli_usage.register(app)
     cli_service.register(app)

@@ -64,7 +64,7 @@ def resolve_image(settings: Settings, wanted: str | None) -> str:
     shown = " or ".join(t for t in candidates if t)
     raise SandboxError(
         f"the demo sandbox image {shown} is missing; build it with 'make image-test' (or "
-        f"'agentvisor image --agent-clis none --tag {candidates[0]}')"
+        f"'agentvisor image build --agent-clis none --tag {candidates[0]}')"
     )
 
 

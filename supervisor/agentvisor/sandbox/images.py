@@ -1,18 +1,21 @@
-"""The sandbox image: make sure a base image exists, prepare the build context, build the image.
+"""The sandbox image: make sure a base image exists, make the build context, build the image.
 
-Used by `agentvisor image` and `agentvisor up`; `python -m agentvisor.sandbox.images` is the same
-for make.
+Used by `agentvisor image build` and `agentvisor up`. The build files ship in the package
+(`agentvisor/images/`, supervisor/agentvisor/images/ in a checkout), and so does agent_shim,
+which the image copies: an installed agentvisor builds its images without a source checkout.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib.metadata
+import importlib.resources
+import importlib.util
+import io
 import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,16 +23,14 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from agentvisor.errors import AgentvisorError, EngineUnavailable, InvalidInput, SandboxError
+from agentvisor.errors import EngineUnavailable, InvalidInput, SandboxError
+from agentvisor.sandbox.build_context import Entry, context_tar, tree_entries
 from agentvisor.sandbox.docker_engine import docker_client
 
 Progress = Callable[[str], None]
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-DOCKERFILE = "images/sandbox/Dockerfile"
-BUILD_BASE_SCRIPT = REPO_ROOT / "images" / "base" / "build-base.sh"
-# Files the Dockerfile copies from the context that are made here, not kept in git.
-CONTEXT_EXTRAS = REPO_ROOT / "build" / "image"
+# The sandbox's context: sandbox/ (these build files), agent_shim/, wheels/ and ca/ (made here).
+DOCKERFILE = "sandbox/Dockerfile"
 
 DEFAULT_TAG = "agentvisor/sandbox:latest"
 TEST_TAG = "agentvisor/sandbox:test"
@@ -65,6 +66,37 @@ def to_stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def build_files() -> Path:
+    """The folder of the images' build files: base/, sandbox/, supervisor/ (package data)."""
+    found = importlib.resources.files("agentvisor") / "images"
+    if not isinstance(found, Path) or not (found / "sandbox" / "Dockerfile").is_file():
+        raise SandboxError(
+            f"the image build files are missing from the agentvisor package ({found}): "
+            "reinstall agentvisor"
+        )
+    return found
+
+
+def agent_shim_dir() -> Path:
+    """The agent_shim package the image copies: the checkout's, or the one installed beside
+    agentvisor (found, not imported: the host side never runs it)."""
+    spec = importlib.util.find_spec("agent_shim")
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    if not locations or not (Path(locations[0]) / "shim.py").is_file():
+        raise SandboxError("agent_shim is not installed beside agentvisor: reinstall agentvisor")
+    return Path(locations[0])
+
+
+def cache_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    """Where image builds keep what they download: $AGENTVISOR_CACHE, else
+    ${XDG_CACHE_HOME:-~/.cache}/agentvisor (the same rule as images/base/build-base.sh)."""
+    explicit = environ.get("AGENTVISOR_CACHE", "").strip()
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = environ.get("XDG_CACHE_HOME", "").strip()
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "agentvisor"
+
+
 def image_exists(tag: str, client: docker.DockerClient | None = None) -> bool:
     client = client or docker_client()
     try:
@@ -83,16 +115,13 @@ def ensure_base_image(base_image: str | None = None, progress: Progress | None =
     pullable, else agentvisor/base:bookworm made with debootstrap (which needs root or sudo).
     """
     progress = progress or quiet
-    if not BUILD_BASE_SCRIPT.is_file():
-        raise SandboxError(
-            f"{BUILD_BASE_SCRIPT} is missing: build images from an agentvisor source checkout"
-        )
+    script = build_files() / "base" / "build-base.sh"
     env = dict(os.environ)
     if base_image:
         env["BASE_IMAGE"] = base_image
     # The script writes progress to stderr and only the answer to stdout.
     with subprocess.Popen(
-        ["bash", str(BUILD_BASE_SCRIPT)],
+        ["bash", str(script)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -158,66 +187,69 @@ def _system_certificate_bodies(ca_dir: Path = SYSTEM_CA_DIR) -> set[str]:
     return bodies
 
 
-def prepare_context(extra_ca: Path | None, progress: Progress | None = None) -> None:
-    """Fill build/image/: the libtmux wheel for the image's Python, and the extra CAs if any."""
+def libtmux_wheel(progress: Progress | None = None, cache: Path | None = None) -> Path:
+    """The wheel of the libtmux installed here, for the image's Python: downloaded once into
+    the cache's wheels/ folder."""
     progress = progress or quiet
-    wheels = CONTEXT_EXTRAS / "wheels"
-    wheels.mkdir(parents=True, exist_ok=True)
+    wheels = (cache or cache_dir()) / "wheels"
     try:
         version = importlib.metadata.version("libtmux")
     except importlib.metadata.PackageNotFoundError as exc:
-        raise SandboxError("libtmux is not installed here: run `make setup`") from exc
+        raise SandboxError("libtmux is not installed here: reinstall agentvisor") from exc
     wanted = f"libtmux-{version}-"
-    for stale in wheels.glob("*.whl"):
-        if not stale.name.startswith(wanted):
-            stale.unlink()
-    if not any(wheels.glob(f"{wanted}*.whl")):
-        progress(f"downloading the libtmux {version} wheel into {wheels}")
-        cmd = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--no-deps",
-            "--only-binary=:all:",
-            "--python-version",
-            IMAGE_PYTHON_VERSION,
-            "--dest",
-            str(wheels),
-            f"libtmux=={version}",
-        ]
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            raise SandboxError(
-                f"cannot download the libtmux {version} wheel ({tail}): check that pip reaches "
-                "PyPI, or put the wheel in build/image/wheels/"
-            )
+    found = sorted(wheels.glob(f"{wanted}*.whl"))
+    if found:
+        return found[0]
+    wheels.mkdir(parents=True, exist_ok=True)
+    progress(f"downloading the libtmux {version} wheel into {wheels}")
+    cmd = [
+        sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+        "--no-deps", "--only-binary=:all:", "--python-version", IMAGE_PYTHON_VERSION,
+        "--dest", str(wheels), f"libtmux=={version}",
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    found = sorted(wheels.glob(f"{wanted}*.whl"))
+    if done.returncode != 0 or not found:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise SandboxError(
+            f"cannot download the libtmux {version} wheel ({tail}): check that pip reaches "
+            f"PyPI, or put the wheel in {wheels}/"
+        )
+    return found[0]
 
-    ca_dir = CONTEXT_EXTRAS / "ca"
-    ca_dir.mkdir(parents=True, exist_ok=True)
-    certificates: list[str] = []
-    if extra_ca is not None:
-        try:
-            text = extra_ca.read_text(errors="replace")
-        except OSError as exc:
-            raise InvalidInput(f"cannot read the CA bundle {extra_ca}: {exc.strerror}") from exc
-        if not pem_certificates(text):
-            raise InvalidInput(f"{extra_ca} holds no PEM certificate: give a PEM bundle")
-        certificates = extra_certificates(text, _system_certificate_bodies())
-    # One file per certificate, as update-ca-certificates wants; unchanged files keep the cache.
-    wanted_files = {f"extra-{i:03d}.crt": pem for i, pem in enumerate(certificates)}
-    for old in ca_dir.iterdir():
-        if old.name not in wanted_files:
-            old.unlink()
-    for name, pem in wanted_files.items():
-        path = ca_dir / name
-        if not path.is_file() or path.read_text() != pem:
-            path.write_text(pem)
-    if extra_ca is not None:
-        progress(f"extra CA certificates from {extra_ca}: {len(certificates)} not in Debian's set")
+
+def extra_ca_certificates(extra_ca: Path | None, progress: Progress | None = None) -> list[str]:
+    """The certificates of the bundle `extra_ca` that Debian's set lacks (none for None)."""
+    if extra_ca is None:
+        return []
+    try:
+        text = extra_ca.read_text(errors="replace")
+    except OSError as exc:
+        raise InvalidInput(f"cannot read the CA bundle {extra_ca}: {exc.strerror}") from exc
+    if not pem_certificates(text):
+        raise InvalidInput(f"{extra_ca} holds no PEM certificate: give a PEM bundle")
+    certificates = extra_certificates(text, _system_certificate_bodies())
+    (progress or quiet)(
+        f"extra CA certificates from {extra_ca}: {len(certificates)} not in Debian's set"
+    )
+    return certificates
+
+
+def sandbox_context_entries(
+    image_files: Path, shim: Path, wheels: Iterable[Path], certificates: Iterable[str]
+) -> Iterator[Entry]:
+    """What images/sandbox/Dockerfile copies: sandbox/ (the build files), ca/ (one file per
+    extra certificate, as update-ca-certificates wants), wheels/ and agent_shim/. Every mode is
+    0644 (the Dockerfile sets what runs), so that a checkout and an installed package, which
+    may keep modes differently, give the same context."""
+    yield from tree_entries("sandbox", image_files, keep_mode=False)
+    yield Entry("ca", None)
+    for i, pem in enumerate(certificates):
+        yield Entry(f"ca/extra-{i:03d}.crt", pem.encode())
+    yield Entry("wheels", None)
+    for wheel in sorted(wheels):
+        yield Entry(f"wheels/{wheel.name}", wheel.read_bytes())
+    yield from tree_entries("agent_shim", shim, keep_mode=False)
 
 
 def check_agent_clis(agent_clis: str) -> None:
@@ -256,13 +288,21 @@ def build_sandbox_image(
     if extra_ca == "auto":
         extra_ca = detect_extra_ca()
     base = ensure_base_image(base_image, progress)
-    prepare_context(extra_ca, progress)
+    context = context_tar(
+        sandbox_context_entries(
+            build_files() / "sandbox",
+            agent_shim_dir(),
+            [libtmux_wheel(progress)],
+            extra_ca_certificates(extra_ca, progress),
+        )
+    )
     progress(f"building {tag} from {base} (agent CLIs: {agent_clis})")
     return run_build(
         client,
         tag,
         progress,
-        path=str(REPO_ROOT),
+        fileobj=io.BytesIO(context),
+        custom_context=True,
         dockerfile=DOCKERFILE,
         buildargs={
             "BASE_IMAGE": base,
@@ -313,46 +353,15 @@ def follow_build(stream: Iterable[dict[str, Any]], tag: str, progress: Progress)
     return image_id
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m agentvisor.sandbox.images",
-        description="Build the agentvisor sandbox image.",
-    )
-    parser.add_argument("--tag", default=None, help=f"default {DEFAULT_TAG}, {TEST_TAG} for none")
-    parser.add_argument("--agent-clis", default="claude", help="claude (default) or none")
-    parser.add_argument("--base-image", default=None, help="default: chosen by build-base.sh")
-    parser.add_argument("--extra-ca", default="auto", help="PEM bundle, none, or auto (default)")
-    parser.add_argument("--uid", type=int, default=1000, help="build-time uid of `agent`")
-    parser.add_argument("--gid", type=int, default=1000, help="build-time gid of `agent`")
-    parser.add_argument("--no-cache", action="store_true")
-    args = parser.parse_args(argv)
-
-    tag = args.tag or (TEST_TAG if args.agent_clis == "none" else DEFAULT_TAG)
-    extra_ca: Path | Literal["auto"] | None
-    if args.extra_ca == "auto":
-        extra_ca = "auto"
-    elif args.extra_ca == "none":
-        extra_ca = None
-    else:
-        extra_ca = Path(args.extra_ca)
-
-    try:
-        image_id = build_sandbox_image(
-            tag=tag,
-            agent_clis=args.agent_clis,
-            extra_ca=extra_ca,
-            base_image=args.base_image,
-            agent_uid=args.uid,
-            agent_gid=args.gid,
-            no_cache=args.no_cache,
-            progress=to_stderr,
-        )
-    except AgentvisorError as exc:
-        print(f"agentvisor image: {exc.message}", file=sys.stderr)
-        return 1
-    print(f"{tag} {image_id}")
-    return 0
+def default_tag(agent_clis: str) -> str:
+    """The tag a build gets when none is given: the test image's for `none`."""
+    return TEST_TAG if agent_clis.strip() == "none" else DEFAULT_TAG
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def extra_ca_choice(value: str) -> Path | Literal["auto"] | None:
+    """`--extra-ca`: `auto` (detect_extra_ca), `none`, or a PEM bundle's path."""
+    if value == "auto":
+        return "auto"
+    if value == "none":
+        return None
+    return Path(value)

@@ -132,8 +132,8 @@ class SandboxBackend:
             return self.client.containers.create(**spec.create_kwargs())
         except docker.errors.ImageNotFound:
             raise SandboxError(
-                f"the image {spec.image} is missing; build it with 'agentvisor image' or 'make "
-                "image'"
+                f"the image {spec.image} is missing; build it with 'agentvisor image build' or "
+                "'make image'"
             ) from None
         except docker.errors.APIError as exc:
             if exc.status_code == 409:  # created meanwhile by another thread or process
@@ -432,7 +432,8 @@ class SandboxBackend:
             return str(self.client.images.get(image).id)
         except docker.errors.ImageNotFound:
             raise SandboxError(
-                f"the image {image} is missing; build it with 'agentvisor image' or 'make image'"
+                f"the image {image} is missing; build it with 'agentvisor image build' or "
+                "'make image'"
             ) from None
         except docker.errors.APIError as exc:
             raise SandboxError(f"cannot look up the image {image}: {_why(exc)}") from None

@@ -1,21 +1,18 @@
 """The supervisor's own image, `agentvisor serve` in a container for compose (compose/).
 
 The Python dependencies are downloaded as wheels on the host (where pip already reaches PyPI,
-proxy and CA included) and installed offline in the build;
-`python -m agentvisor.sandbox.server_image` is the same for make.
+proxy and CA included) and installed offline in the build; agentvisor itself is built from the
+source checkout. `agentvisor image build-supervisor` runs it.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import importlib.metadata
 import io
-import os
 import shutil
 import subprocess
 import sys
-import tarfile
 import tomllib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -24,21 +21,20 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from agentvisor.errors import AgentvisorError, EngineUnavailable, SandboxError
+import agentvisor
+from agentvisor.errors import EngineUnavailable, SandboxError
+from agentvisor.sandbox.build_context import Entry, context_tar, file_entry
 from agentvisor.sandbox.docker_engine import docker_client
 from agentvisor.sandbox.images import (
     IMAGE_PYTHON_VERSION,
-    REPO_ROOT,
     Progress,
+    build_files,
     ensure_base_image,
     quiet,
     run_build,
-    to_stderr,
 )
 
 DEFAULT_TAG = "agentvisor/supervisor:latest"
-IMAGE_DIR = REPO_ROOT / "images" / "supervisor"
-WHEELS = REPO_ROOT / "build" / "supervisor" / "wheels"
 STAMP_NAME = ".agentvisor-stamp"
 # setuptools and wheel build agentvisor from source in the image; pip replaces the venv's own.
 BUILD_REQUIREMENTS = ("setuptools>=68", "wheel", "pip")
@@ -100,27 +96,29 @@ def build_context(root: Path, image_dir: Path, wheels: Path, requirements: list[
     the wheels and the package's source under src/. Owners and times are fixed, so an unchanged
     file never invalidates the layer cache."""
 
-    def add(tar: tarfile.TarFile, name: str, data: bytes, executable: bool = False) -> None:
-        info = tarfile.TarInfo(name)
-        info.size = len(data)
-        info.mode = 0o755 if executable else 0o644  # what git keeps of a mode
-        info.mtime = 0
-        tar.addfile(info, io.BytesIO(data))
-
-    def add_file(tar: tarfile.TarFile, name: str, path: Path) -> None:
-        add(tar, name, path.read_bytes(), os.access(path, os.X_OK))
-
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
+    def entries() -> Iterator[Entry]:
         for path in sorted(image_dir.iterdir()):
             if path.is_file():
-                add_file(tar, path.name, path)
-        add(tar, "requirements.txt", ("\n".join(requirements) + "\n").encode())
+                yield file_entry(path.name, path)
+        yield Entry("requirements.txt", ("\n".join(requirements) + "\n").encode())
         for wheel in sorted(wheels.glob("*.whl")):
-            add_file(tar, f"wheels/{wheel.name}", wheel)
+            yield file_entry(f"wheels/{wheel.name}", wheel)
         for path in _source_files(root):
-            add_file(tar, f"src/{path.relative_to(root).as_posix()}", path)
-    return buffer.getvalue()
+            yield file_entry(f"src/{path.relative_to(root).as_posix()}", path)
+
+    return context_tar(entries())
+
+
+def source_checkout() -> Path:
+    """The agentvisor source checkout this package runs from: the image installs agentvisor
+    from its source (an installed wheel has none to give)."""
+    root = Path(agentvisor.__file__).resolve().parents[2]
+    if not (root / "pyproject.toml").is_file() or not (root / "agent_shim").is_dir():
+        raise SandboxError(
+            "the supervisor image is built from an agentvisor source checkout (it installs "
+            f"agentvisor from source), and {root} is none: run this from a checkout's venv"
+        )
+    return root
 
 
 # --- I/O: pip on the host, the Docker build -----------------------------------------------------
@@ -137,7 +135,7 @@ def _installed() -> list[tuple[str, str]]:
 def download_wheels(
     requirements: list[str],
     platforms: list[str],
-    wheels: Path = WHEELS,
+    wheels: Path,
     progress: Progress | None = None,
 ) -> Path:
     """Fill `wheels` with wheels of `requirements` (and their dependencies) for the image's
@@ -194,11 +192,12 @@ def build_server_image(
     """Build the supervisor's image as `tag` and return its id."""
     progress = progress or quiet
     client = client or docker_client()
+    root = source_checkout()
     base = ensure_base_image(base_image, progress)
-    requirements = runtime_requirements((REPO_ROOT / "pyproject.toml").read_text())
-    wheels = download_wheels(requirements, manylinux_platforms(_engine_arch(client)), WHEELS,
-                             progress)  # fmt: skip
-    context = build_context(REPO_ROOT, IMAGE_DIR, wheels, requirements)
+    requirements = runtime_requirements((root / "pyproject.toml").read_text())
+    wheels = download_wheels(requirements, manylinux_platforms(_engine_arch(client)),
+                             root / "build" / "supervisor" / "wheels", progress)  # fmt: skip
+    context = build_context(root, build_files() / "supervisor", wheels, requirements)
     progress(f"building {tag} from {base} ({len(context) // 2**20} MB context)")
     return run_build(
         client,
@@ -211,26 +210,3 @@ def build_server_image(
         labels={"org.agentvisor.image": "supervisor"},
         nocache=no_cache,
     )
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m agentvisor.sandbox.server_image",
-        description="Build the image that runs the agentvisor server under docker compose.",
-    )
-    parser.add_argument("--tag", default=DEFAULT_TAG, help=f"default {DEFAULT_TAG}")
-    parser.add_argument("--base-image", default=None, help="default: chosen by build-base.sh")
-    parser.add_argument("--no-cache", action="store_true")
-    args = parser.parse_args(argv)
-
-    try:
-        image_id = build_server_image(args.tag, args.base_image, args.no_cache, to_stderr)
-    except AgentvisorError as exc:
-        print(f"agentvisor supervisor image: {exc.message}", file=sys.stderr)
-        return 1
-    print(f"{args.tag} {image_id}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
