@@ -202,10 +202,8 @@ def run() -> list[Result]:
         rate, cpu_ms = api_requests_per_second(clients, client=client)
         target = "≥ 1,500 req/s" if (clients, client) == (8, "agent") else ""
         verdict = rate >= 1500 if target else None
-        name = (
-            f"API POST /v1/messages, {clients} client{'s' if clients > 1 else ''} "
-            f"({'the agents'' if client == 'agent' else 'the operator's'} client)"
-        )
+        whose = {"agent": "the agents' client", "operator": "the operator's client"}[client]
+        name = f"API POST /v1/messages, {clients} client{'s' if clients > 1 else ''} ({whose})"
         results.append(Result(name, f"{rate:,.0f} req/s ({cpu_ms:.2f} ms server CPU each)",
                               target, verdict))  # fmt: skip
     return results
