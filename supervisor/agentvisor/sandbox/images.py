@@ -1,7 +1,8 @@
 """The sandbox image: make sure a base image exists, make the build context, build the image.
 
 Used by `agentvisor image build` and `agentvisor up`. The build files ship in the package
-(`agentvisor/images/`, supervisor/agentvisor/images/ in a checkout), and so does agent_shim,
+(`agentvisor/images/`: in a checkout the link `supervisor/agentvisor/images` to the top-level
+`images/`), and so does agent_shim,
 which the image copies: an installed agentvisor builds its images without a source checkout.
 """
 
