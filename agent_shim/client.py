@@ -204,6 +204,22 @@ class ApiClient:
     def ack(self, message_id: str, lease_id: str) -> dict[str, Any]:
         return self.request("POST", f"/v1/inbox/{quote(message_id)}/ack", {"lease_id": lease_id})
 
+    def ack_and_lease(self, message_id: str, lease_id: str) -> Lease | None:
+        """Ack, and lease the agent's next message in the same round trip (None: none queued,
+        or a server that does not offer it; the next long poll brings it then)."""
+        answer = self.request(
+            "POST",
+            f"/v1/inbox/{quote(message_id)}/ack",
+            {"lease_id": lease_id},
+            query={"lease_next": "true"},
+        )
+        following = answer.get("next") if isinstance(answer, dict) else None
+        if not following:
+            return None
+        return Lease(
+            following["message"], str(following["lease_id"]), float(following["lease_expires_at"])
+        )
+
     def nack(
         self, message_id: str, lease_id: str, reason: str, retry: bool = True
     ) -> dict[str, Any]:

@@ -220,8 +220,8 @@ class Shim:
         finally:
             self._in_long_poll = False
         self._states.report("api", "ok", "host API reachable again")
-        if lease is not None:
-            self._deliver(pane, lease)
+        while lease is not None and not self._stop.is_set():
+            lease = self._deliver(pane, lease)
         return 0.0
 
     def _ready(self, lines: list[str]) -> bool:
@@ -292,7 +292,8 @@ class Shim:
 
     # Delivery.
 
-    def _deliver(self, pane: AgentPane, lease: Lease) -> None:
+    def _deliver(self, pane: AgentPane, lease: Lease) -> Lease | None:
+        """Deliver one leased message; the next one, when it came leased with the ack."""
         marker, token = lease.marker, marker_token(lease.marker)
         witness = "journal" if marker in self.journal else None
         if witness is None and self._hook_confirmed(marker):
@@ -311,8 +312,7 @@ class Shim:
                 token,
                 witness,
             )
-            self._ack(lease)
-            return
+            return self._ack(lease, pane)
         wait_s = min(
             self.config.ready_timeout_s, lease.lease_expires_at - self._clock() - LEASE_MARGIN_S
         )
@@ -326,21 +326,21 @@ class Shim:
                 if pane.is_dead()
                 else f"the agent did not show its ready prompt within {wait_s:.0f} s",
             )
-            return
+            return None
         pane.type_message(marker, lease.body, lease.sender)
         self._typed.append(lease.body)
         verify_s = self.config.verify_timeout_s
         if not pane.wait_shown(marker, lease.body, verify_s):
             self._nack(lease, f"the typed text did not show in the pane within {verify_s:.0f} s")
-            return
+            return None
         # From here the text is in the pane: record it before anything else can fail.
         self.journal.record(marker)
         self._test_crash("before-submit")
         if not self._submit(pane, token):
             self._nack(lease, "the agent kept the text in its input box after the submit key")
-            return
+            return None
         self._test_crash("after-submit")
-        self._ack(lease)
+        return self._ack(lease, pane)
 
     def _submit(self, pane: AgentPane, token: str) -> bool:
         """Send the submit keys once the screen has been still for the profile's `settle_s`;
@@ -374,18 +374,42 @@ class Shim:
             log.warning("%s still in the input box after the submit key", token)
         return False
 
-    def _ack(self, lease: Lease) -> None:
+    def _takes_next(self, pane: AgentPane) -> bool:
+        """Whether the agent would take its next message now (the checks of `_step`): then the
+        ack brings it leased, and no long poll is needed for it."""
+        if self._stop.is_set() or self._nudge.is_set():
+            return False
+        try:
+            lines = pane.capture_screen()
+        except PaneError:
+            return False
+        return (
+            not self._usage_limit_holds(lines)
+            and screen.pending_marker(self.profile, lines) is None
+            and self._ready(lines)
+        )
+
+    def _ack(self, lease: Lease, pane: AgentPane | None = None) -> Lease | None:
+        """Ack a delivered message (retried while the lease holds). With `pane`, when the agent
+        is ready again, the agent's next message comes leased with the ack."""
+        take_next = pane is not None and self._takes_next(pane)
         backoff = Backoff()
         while True:
             try:
-                self.client.ack(lease.message_id, lease.lease_id)
+                following = None
+                if take_next:
+                    following = self.client.ack_and_lease(lease.message_id, lease.lease_id)
+                else:
+                    self.client.ack(lease.message_id, lease.lease_id)
                 log.info("delivered message %s [%s]", lease.message_id, lease.marker)
-                return
+                return following
             except ApiError as error:
                 # The lease ran out: the message comes back and its marker settles it.
                 log.warning("ack of message %s refused: %s", lease.message_id, error)
-                return
+                return None
             except ClientError as error:
+                # Asked again with lease_next: a next message leased by an answer that was
+                # lost comes back in the answer to the retry.
                 if self._stop.is_set() or self._clock() > lease.lease_expires_at:
                     log.warning(
                         "ack of message %s not sent (%s); it will be offered again "
@@ -393,7 +417,7 @@ class Shim:
                         lease.message_id,
                         error,
                     )
-                    return
+                    return None
                 self._report_api_error(error)
                 self._stop.wait(backoff.next())
 

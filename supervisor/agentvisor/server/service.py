@@ -373,6 +373,23 @@ class Service:
             self._notify([agent["id"]])
         return message
 
+    def ack_and_lease(
+        self, caller: Caller, message_id: int, lease_id: str
+    ) -> tuple[Row, Row | None]:
+        """Ack a delivered message and lease the agent's next one, in one transaction: the
+        ack stands even when the lease fails (it then comes by the next long poll). A lease
+        the agent already holds is handed out again: the answer that carried it was lost (the
+        shim asks once more), and without it the message would wait for its lease to run out."""
+        acked = self.ack(caller, message_id, lease_id)
+        try:
+            with self.store.transaction():
+                leased = self.lease(caller)
+                if leased is None:
+                    leased = self.store.held_lease(caller.require_agent()["id"])
+                return acked, leased
+        except AgentvisorError:
+            return acked, None
+
     def nack(self, caller: Caller, message_id: int, lease_id: str, reason: str, retry: bool) -> Row:
         agent = caller.require_agent()
         message = self.store.nack(

@@ -481,6 +481,14 @@ class Store:
         )
         return None if row is None or row["at"] is None else float(row["at"])
 
+    def held_lease(self, agent_id: int) -> Row | None:
+        """The agent's message under an unexpired lease, if any (with its lease_id)."""
+        return self.fetch_one(
+            "SELECT * FROM messages WHERE recipient_id = ? AND state = ? "
+            "AND lease_expires_at > ? ORDER BY id LIMIT 1",
+            (agent_id, MessageState.LEASED.value, self.clock.now()),
+        )
+
     def lease_next(self, agent_id: int, lease_s: float, max_attempts: int) -> Row | None:
         """Lease the recipient's oldest pending message, in order, one at a time.
 

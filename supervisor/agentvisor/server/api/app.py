@@ -56,6 +56,15 @@ from agentvisor.store.database import Row
 INBOX_RECHECK_S = 5.0
 
 
+def lease_answer(message: Row) -> dict[str, Any]:
+    """A leased message as the shim gets it (`LeaseAnswer`)."""
+    return {
+        "message": message,
+        "lease_id": message["lease_id"],
+        "lease_expires_at": message["lease_expires_at"],
+    }
+
+
 def _error(detail: str, status: int) -> JSONResponse:
     # A detail echoing bad input must still encode: a lone surrogate becomes its escape.
     safe = detail.encode("utf-8", "backslashreplace").decode("utf-8")
@@ -315,13 +324,7 @@ def create_app(
             if pending:
                 message = await svc.write(lambda: svc.lease(who))
             if message is not None:
-                return JSONResponse(
-                    {
-                        "message": message,
-                        "lease_id": message["lease_id"],
-                        "lease_expires_at": message["lease_expires_at"],
-                    }
-                )
+                return JSONResponse(lease_answer(message))
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return Response(status_code=204)
@@ -335,8 +338,18 @@ def create_app(
             await svc.waiters.wait(agent["id"], pause, seen)
 
     @app.post("/v1/inbox/{message_id}/ack", responses=_doc(403, 404, 409, 507))
-    async def ack(message_id: RowId, body: LeaseRef, who: Caller = Depends(caller)) -> Row:
-        return await svc.write(lambda: svc.ack(who, message_id, body.lease_id))
+    async def ack(
+        message_id: RowId,
+        body: LeaseRef,
+        lease_next: bool = Query(False),
+        who: Caller = Depends(caller),
+    ) -> Row:
+        # With lease_next, the agent's next message comes leased in the same answer (under
+        # "next", null when there is none): one round trip per delivery instead of two.
+        if not lease_next:
+            return await svc.write(lambda: svc.ack(who, message_id, body.lease_id))
+        acked, leased = await svc.write(lambda: svc.ack_and_lease(who, message_id, body.lease_id))
+        return {**acked, "next": None if leased is None else lease_answer(leased)}
 
     @app.post("/v1/inbox/{message_id}/nack", responses=_doc(403, 404, 409, 507))
     async def nack(message_id: RowId, body: NackBody, who: Caller = Depends(caller)) -> Row:
