@@ -146,12 +146,6 @@ def test_cancel_of_a_finished_entry_is_a_conflict(queue: QueueStore, state: str)
     assert queue.get(row["id"])["state"] == state
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: QueueStore.finish (and update) overwrite a cancelled entry; the runner's "
-    "_check/_fail work from a list('running') read earlier, so an operator's cancel made "
-    "meanwhile is lost (the entry ends done/failed, or is requeued and runs again)",
-)
 def test_a_cancel_is_final_even_when_the_runner_finishes_the_entry_late(
     queue: QueueStore,
 ) -> None:
@@ -160,6 +154,18 @@ def test_a_cancel_is_final_even_when_the_runner_finishes_the_entry_late(
     queue.cancel(row["id"])  # the operator, while the runner checks the entry it listed
     queue.finish(row["id"], "done")  # the runner, from its earlier read
     assert queue.get(row["id"])["state"] == "cancelled"
+
+
+def test_a_cancel_is_final_even_when_the_runner_requeues_the_entry_late(
+    queue: QueueStore,
+) -> None:
+    row = add(queue, "a", max_attempts=2)
+    queue.claim_next(60)
+    queue.cancel(row["id"])
+    requeued = queue.update(row["id"], state="queued", current_spec="/specs/a-retry-1.md")
+    assert requeued["state"] == "cancelled"
+    assert queue.claim_next(60) is None
+    assert queue.update(row["id"], escalated_at=T0)["escalated_at"] == T0  # other fields land
 
 
 def test_cancel_of_an_unknown_entry_is_not_found(queue: QueueStore) -> None:
