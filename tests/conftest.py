@@ -18,6 +18,7 @@ import pytest
 from agentvisor.client import ApiClient
 from agentvisor.config import Settings, load_settings
 from tests.helpers import wait_until
+from tests.in_process_api import InProcessServer, in_process_server
 
 REPO = Path(__file__).resolve().parent.parent
 IN_CI = bool(os.environ.get("CI"))
@@ -134,6 +135,13 @@ def server(short_tmp: Path) -> Iterator[ServerProcess]:
     proc = ServerProcess(short_tmp / "state").start()
     yield proc
     proc.kill(signal.SIGTERM)
+
+
+@pytest.fixture
+def api(short_tmp: Path) -> Iterator[InProcessServer]:
+    """The real app on a throwaway state directory, served in this process (no socket)."""
+    with in_process_server(short_tmp / "state") as served:
+        yield served
 
 
 CLAUDE_TEST_IMAGE = os.environ.get("AGENTVISOR_CLAUDE_TEST_IMAGE", "agentvisor/sandbox:claude-test")
