@@ -8,6 +8,7 @@ import stat
 
 import pytest
 
+from agentvisor.client import ApiClient
 from agentvisor.errors import (
     Conflict,
     Forbidden,
@@ -17,16 +18,13 @@ from agentvisor.errors import (
     Unauthorized,
 )
 from tests.conftest import ServerProcess
-from tests.helpers import wait_until
+from tests.helpers import team_clients, wait_until
 from tests.in_process_api import InProcessServer, in_process_server
 
 
 @pytest.fixture
-def team(api: InProcessServer) -> dict[str, object]:
-    tokens = {
-        role: api.register_agent("demo", role) for role in ("orchestrator", "developer", "tester")
-    }
-    return {role: api.client_for(token) for role, token in tokens.items()}
+def team(api: InProcessServer) -> dict[str, ApiClient]:
+    return team_clients(api)
 
 
 def test_socket_and_operator_token_have_tight_modes(server: ServerProcess):

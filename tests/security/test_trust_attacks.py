@@ -26,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from agentvisor.client import ApiClient
 from agentvisor.errors import Forbidden, InvalidInput
 from tests.conftest import REPO, ServerProcess
+from tests.helpers import team_clients
 from tests.in_process_api import InProcessServer, in_process_server
 
 PROJECT = "demo"
@@ -34,8 +35,7 @@ ROLES = ("orchestrator", "developer", "tester")
 
 @pytest.fixture
 def team(api: InProcessServer) -> dict[str, ApiClient]:
-    tokens = {role: api.register_agent(PROJECT, role) for role in ROLES}
-    return {role: api.client_for(token) for role, token in tokens.items()}
+    return team_clients(api, PROJECT, ROLES)
 
 
 def _refused(client: ApiClient, path: str) -> str:
@@ -142,8 +142,7 @@ def test_an_agent_lists_only_its_own_messages_check_ins_and_events(api: InProces
 def test_reading_the_whole_teams_messages_is_opt_in(short_tmp: Path):
     env = {"AGENTVISOR_AGENTS_READ_TEAM_MESSAGES": "true"}
     with in_process_server(short_tmp / "state", env=env) as server:
-        tokens = {role: server.register_agent(PROJECT, role) for role in ROLES}
-        clients = {role: server.client_for(token) for role, token in tokens.items()}
+        clients = team_clients(server, PROJECT, ROLES)
         clients["developer"].post("/v1/messages", {"to": "orchestrator", "body": "team-wide"})
         assert [m["body"] for m in clients["tester"].get("/v1/messages")] == ["team-wide"]
         checkin = clients["developer"].post("/v1/checkins", {"minutes": 5, "note": "seen"})
@@ -234,8 +233,7 @@ def hostile_rows() -> Iterator[ServerProcess]:
 
 
 def _leave_hostile_rows(server: ServerProcess) -> ServerProcess:
-    tokens = {role: server.register_agent(PROJECT, role) for role in ROLES}
-    team = {role: server.client_for(token) for role, token in tokens.items()}
+    team = team_clients(server, PROJECT, ROLES)
     dev = team["developer"]
     for text in (ESCAPES, MARKUP):
         dev.post("/v1/messages", {"to": "tester", "body": text})
