@@ -17,6 +17,7 @@ import pytest
 
 from agentvisor.client import ApiClient
 from agentvisor.config import Settings, load_settings
+from tests.api_host import ApiHost
 from tests.helpers import wait_until
 from tests.in_process_api import InProcessServer, in_process_server
 
@@ -41,15 +42,15 @@ def short_tmp() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-class ServerProcess:
+class ServerProcess(ApiHost):
     """A real `agentvisor serve` process on its own state directory."""
 
     def __init__(self, state_dir: Path, env: dict[str, str] | None = None) -> None:
         self.state_dir = state_dir
         self.env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
         self.env.pop("AGENTVISOR_STATE", None)
+        super().__init__()
         self.proc: subprocess.Popen[bytes] | None = None
-        self._clients: list[ApiClient] = []
 
     @property
     def settings(self) -> Settings:
@@ -100,34 +101,14 @@ class ServerProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
             self.proc.wait(timeout=15)
-        for client in self._clients:
-            client.close()
-        self._clients.clear()
+        self.close_clients()
 
     def restart(self) -> ServerProcess:
         self.kill(signal.SIGTERM)
         return self.start()
 
-    @property
-    def client(self) -> ApiClient:
-        """An operator client (a new one after each restart)."""
-        if not self._clients:
-            self._clients.append(ApiClient(self.settings))
-        return self._clients[0]
-
-    def client_for(self, token: str) -> ApiClient:
-        client = ApiClient(self.settings, token=token)
-        self._clients.append(client)
-        return client
-
-    def ensure_project(self, project: str = "demo", path: str = "/tmp/demo") -> dict:
-        return self.client.post("/v1/projects", {"name": project, "path": path})
-
-    def register_agent(self, project: str, role: str, profile: str = "demo") -> str:
-        self.ensure_project(project, "")  # made if missing; an existing path is kept
-        return self.client.post(
-            "/v1/agents", {"project": project, "role": role, "profile": profile}
-        )["token"]
+    def new_client(self, token: str | None) -> ApiClient:
+        return ApiClient(self.settings, token=token)
 
 
 @pytest.fixture

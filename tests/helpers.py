@@ -9,10 +9,11 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from agentvisor.client import ApiClient
+    from tests.api_host import ApiHost
 
 T = TypeVar("T")
 
@@ -86,15 +87,6 @@ def make_repo(
 
 
 TEAM_ROLES = ("orchestrator", "developer", "tester")
-
-
-class ApiHost(Protocol):
-    """A served API that registers agents: tests.conftest.ServerProcess (a real process) or
-    tests.in_process_api.InProcessServer (the app in process)."""
-
-    def register_agent(self, project: str, role: str, profile: str = "demo") -> str: ...
-
-    def client_for(self, token: str) -> ApiClient: ...
 
 
 def team_clients(

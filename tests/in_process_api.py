@@ -15,6 +15,7 @@ from agentvisor.client import ApiClient
 from agentvisor.config import Settings, load_settings
 from agentvisor.server.server import build_app
 from agentvisor.server.service import Service
+from tests.api_host import ApiHost
 
 
 class PortalTransport(httpx.BaseTransport):
@@ -40,7 +41,7 @@ class PortalTransport(httpx.BaseTransport):
         return self._portal.call(send)
 
 
-class InProcessServer:
+class InProcessServer(ApiHost):
     """The same app `agentvisor serve` runs, on its own state directory, in this process: the
     interface of tests.conftest.ServerProcess where it means the same (clients, a project, an
     agent). What only a process has (the socket, peer credentials, restarts) is not here."""
@@ -48,7 +49,7 @@ class InProcessServer:
     def __init__(self, state_dir: Path, env: dict[str, str] | None = None) -> None:
         self.state_dir = state_dir
         self.settings: Settings = load_settings(state_dir, env=dict(env or {}))
-        self._clients: list[ApiClient] = []
+        super().__init__()
         self._stack = contextlib.ExitStack()
         self.app: FastAPI | None = None
         self.service: Service | None = None
@@ -68,9 +69,7 @@ class InProcessServer:
         return self
 
     def stop(self) -> None:
-        for client in self._clients:
-            client.close()
-        self._clients.clear()
+        self.close_clients()
         self._stack.close()  # the lifespan's end: scheduler, queue and watchdog stop
         if self.service is not None:
             self.service.store.close()
@@ -83,26 +82,8 @@ class InProcessServer:
             transport=self._transport, base_url="http://agentvisor", headers=headers
         )
 
-    @property
-    def client(self) -> ApiClient:
-        """An operator client."""
-        if not self._clients:
-            self._clients.append(ApiClient(self.settings, transport=self._transport))
-        return self._clients[0]
-
-    def client_for(self, token: str) -> ApiClient:
-        client = ApiClient(self.settings, token=token, transport=self._transport)
-        self._clients.append(client)
-        return client
-
-    def ensure_project(self, project: str = "demo", path: str = "/tmp/demo") -> dict:
-        return self.client.post("/v1/projects", {"name": project, "path": path})
-
-    def register_agent(self, project: str, role: str, profile: str = "demo") -> str:
-        self.ensure_project(project, "")  # made if missing; an existing path is kept
-        return self.client.post(
-            "/v1/agents", {"project": project, "role": role, "profile": profile}
-        )["token"]
+    def new_client(self, token: str | None) -> ApiClient:
+        return ApiClient(self.settings, token=token, transport=self._transport)
 
 
 @contextlib.contextmanager
