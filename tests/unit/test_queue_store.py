@@ -1,5 +1,6 @@
 """The project queue's rows over a real SQLite file: add, claim in order with a deadline,
-update, finish, list by state, cancel, and attempts across retries."""
+update, finish, list by state, cancel (final, even against the runner's late writes), and
+attempts across retries."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from agentvisor.clock import FakeClock
+from agentvisor.config import Settings
 from agentvisor.errors import Conflict, NotFound
+from agentvisor.server.project_queue import QueueRunner
 from agentvisor.store.database import Row, Store
 from agentvisor.store.queue_store import QueueStore
 from tests.helpers import CLOCK_T0
@@ -224,3 +227,23 @@ def test_two_stores_on_one_file_never_claim_the_same_entry(
     assert {r["attempts"] for r in QueueStore(stores[0]).list()} == {1}
     for store in stores:
         store.close()
+
+
+@pytest.mark.parametrize("max_attempts", [1, 2], ids=["last attempt", "one retry left"])
+def test_the_runner_neither_retries_nor_escalates_an_entry_cancelled_after_it_read_it(
+    tmp_path: Path, store: Store, queue: QueueStore, max_attempts: int
+) -> None:
+    escalated = tmp_path / "escalated"
+    settings = Settings(state_dir=tmp_path / "state", escalation_command=f"touch {escalated}")
+    runner = QueueRunner(settings, store)
+    spec = tmp_path / "a.md"
+    spec.write_text("# a\n", encoding="utf-8")
+    queue.add(str(spec), None, {}, max_attempts)
+    stale = queue.claim_next(60)  # what the runner's pass read
+    assert stale is not None
+    queue.cancel(stale["id"])  # the operator, meanwhile
+    runner._fail(stale, "the project did not complete within 1m")  # the pass goes on
+    assert queue.get(stale["id"])["state"] == "cancelled"
+    assert kinds(store)[-1] == "queue.cancelled"  # no failed, retry or escalated after it
+    assert not escalated.exists()
+    assert queue.claim_next(60) is None
