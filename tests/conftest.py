@@ -17,7 +17,9 @@ import pytest
 
 from agentvisor.client import ApiClient
 from agentvisor.config import Settings, load_settings
+from tests.api_host import ApiHost
 from tests.helpers import wait_until
+from tests.in_process_api import InProcessServer, in_process_server
 
 REPO = Path(__file__).resolve().parent.parent
 IN_CI = bool(os.environ.get("CI"))
@@ -40,7 +42,7 @@ def short_tmp() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-class ServerProcess:
+class ServerProcess(ApiHost):
     """A real `agentvisor serve` process on its own state directory."""
 
     def __init__(self, state_dir: Path, env: dict[str, str] | None = None) -> None:
@@ -49,8 +51,8 @@ class ServerProcess:
         path = os.pathsep.join((str(REPO / "supervisor"), str(REPO)))
         self.env = {**os.environ, "PYTHONPATH": path, **(env or {})}
         self.env.pop("AGENTVISOR_STATE", None)
+        super().__init__()
         self.proc: subprocess.Popen[bytes] | None = None
-        self._clients: list[ApiClient] = []
 
     @property
     def settings(self) -> Settings:
@@ -101,34 +103,14 @@ class ServerProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
             self.proc.wait(timeout=15)
-        for client in self._clients:
-            client.close()
-        self._clients.clear()
+        self.close_clients()
 
     def restart(self) -> ServerProcess:
         self.kill(signal.SIGTERM)
         return self.start()
 
-    @property
-    def client(self) -> ApiClient:
-        """An operator client (a new one after each restart)."""
-        if not self._clients:
-            self._clients.append(ApiClient(self.settings))
-        return self._clients[0]
-
-    def client_for(self, token: str) -> ApiClient:
-        client = ApiClient(self.settings, token=token)
-        self._clients.append(client)
-        return client
-
-    def ensure_project(self, project: str = "demo", path: str = "/tmp/demo") -> dict:
-        return self.client.post("/v1/projects", {"name": project, "path": path})
-
-    def register_agent(self, project: str, role: str, profile: str = "demo") -> str:
-        self.ensure_project(project, "")  # made if missing; an existing path is kept
-        return self.client.post(
-            "/v1/agents", {"project": project, "role": role, "profile": profile}
-        )["token"]
+    def new_client(self, token: str | None) -> ApiClient:
+        return ApiClient(self.settings, token=token)
 
 
 @pytest.fixture
@@ -136,6 +118,13 @@ def server(short_tmp: Path) -> Iterator[ServerProcess]:
     proc = ServerProcess(short_tmp / "state").start()
     yield proc
     proc.kill(signal.SIGTERM)
+
+
+@pytest.fixture
+def api(short_tmp: Path) -> Iterator[InProcessServer]:
+    """The real app on a throwaway state directory, served in this process (no socket)."""
+    with in_process_server(short_tmp / "state") as served:
+        yield served
 
 
 CLAUDE_TEST_IMAGE = os.environ.get("AGENTVISOR_CLAUDE_TEST_IMAGE", "agentvisor/sandbox:claude-test")

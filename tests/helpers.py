@@ -1,4 +1,5 @@
-"""Small helpers shared by the tests: waiting on conditions instead of sleeping."""
+"""Small helpers shared by the tests: waiting on conditions instead of sleeping, git and
+throwaway repositories, Docker."""
 
 from __future__ import annotations
 
@@ -6,9 +7,13 @@ import contextlib
 import os
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from agentvisor.client import ApiClient
+    from tests.api_host import ApiHost
 
 T = TypeVar("T")
 
@@ -40,27 +45,56 @@ def wait_until(
     return last
 
 
-def git(cwd: Path, *args: str) -> str:
-    """Run git in `cwd` (trusting repositories handed to the sandbox uid); its stdout."""
+def git(cwd: Path, *args: str, env: Mapping[str, str] | None = None) -> str:
+    """Run git in `cwd` (trusting repositories handed to the sandbox uid); its stdout. The one
+    git of the tests: a repository made by `make_repo` has an identity to commit with."""
     return subprocess.run(
         ["git", "-c", "safe.directory=*", *args],
         cwd=cwd,
+        env=None if env is None else dict(env),
         check=True,
         capture_output=True,
         text=True,
     ).stdout
 
 
-def make_repo(path: Path, spec: str, branch: str = "main") -> Path:
-    """A git repository at `path` whose one commit holds `spec.md`."""
+def make_repo(
+    path: Path,
+    spec: str | None = None,
+    branch: str = "main",
+    *,
+    files: Mapping[str, str] | None = None,
+    message: str = "spec",
+) -> Path:
+    """A git repository at `path` (made, with its parents) whose one commit holds `spec.md`
+    (`spec`) or `files` (name: text); a local identity, Test <test@example.com>, to commit
+    with. Its resolved path."""
+    contents = dict(files or {})
+    if spec is not None:
+        contents["spec.md"] = spec
+    if not contents:
+        raise ValueError("make_repo needs a spec or files to commit")
     path.mkdir(parents=True)
     git(path, "init", "-q", "-b", branch)
     git(path, "config", "user.name", "Test")
     git(path, "config", "user.email", "test@example.com")
-    (path / "spec.md").write_text(spec, encoding="utf-8")
-    git(path, "add", "spec.md")
-    git(path, "commit", "-qm", "spec")
-    return path
+    for name, text in contents.items():
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_text(text, encoding="utf-8")
+    git(path, "add", "--", *contents)
+    git(path, "commit", "-qm", message)
+    return path.resolve()
+
+
+TEAM_ROLES = ("orchestrator", "developer", "tester")
+
+
+def team_clients(
+    host: ApiHost, project: str = "demo", roles: tuple[str, ...] = TEAM_ROLES
+) -> dict[str, ApiClient]:
+    """Register `roles` in `project` (made if missing); a client with each one's token."""
+    tokens = {role: host.register_agent(project, role) for role in roles}
+    return {role: host.client_for(token) for role, token in tokens.items()}
 
 
 def docker_answers() -> bool:

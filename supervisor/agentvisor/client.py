@@ -35,15 +35,22 @@ _ERRORS: dict[int, type[AgentvisorError]] = {
 
 class ApiClient:
     def __init__(
-        self, settings: Settings, token: str | None = None, timeout_s: float = 30.0
+        self,
+        settings: Settings,
+        token: str | None = None,
+        timeout_s: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
+        """`transport`: the Unix socket in `settings` unless given (the tests serve the app
+        in process)."""
         self.settings = settings
         if token is None:
             try:
                 token = settings.operator_token_path.read_text(encoding="utf-8").strip()
             except OSError:
                 token = ""
-        transport = httpx.HTTPTransport(uds=str(settings.socket_path))
+        if transport is None:
+            transport = httpx.HTTPTransport(uds=str(settings.socket_path))
         self._http = httpx.Client(
             transport=transport,
             base_url="http://agentvisor",

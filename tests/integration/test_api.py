@@ -1,13 +1,14 @@
-"""The host API over its real Unix socket, served by a real server process."""
+"""The host API: most tests over the real app served in process (tests/in_process_api.py); the
+socket, a second server, a restart and `doctor` over a real server process and its socket."""
 
 from __future__ import annotations
 
 import os
 import stat
 
-import httpx
 import pytest
 
+from agentvisor.client import ApiClient
 from agentvisor.errors import (
     Conflict,
     Forbidden,
@@ -17,25 +18,13 @@ from agentvisor.errors import (
     Unauthorized,
 )
 from tests.conftest import ServerProcess
-from tests.helpers import wait_until
+from tests.helpers import team_clients, wait_until
+from tests.in_process_api import InProcessServer, in_process_server
 
 
 @pytest.fixture
-def team(server: ServerProcess) -> dict[str, object]:
-    tokens = {
-        role: server.register_agent("demo", role)
-        for role in ("orchestrator", "developer", "tester")
-    }
-    return {role: server.client_for(token) for role, token in tokens.items()}
-
-
-def raw(server: ServerProcess, token: str | None = None) -> httpx.Client:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.Client(
-        transport=httpx.HTTPTransport(uds=str(server.socket_path)),
-        base_url="http://agentvisor",
-        headers=headers,
-    )
+def team(api: InProcessServer) -> dict[str, ApiClient]:
+    return team_clients(api)
 
 
 def test_socket_and_operator_token_have_tight_modes(server: ServerProcess):
@@ -43,14 +32,14 @@ def test_socket_and_operator_token_have_tight_modes(server: ServerProcess):
     assert stat.S_IMODE(os.stat(server.settings.operator_token_path).st_mode) == 0o600
 
 
-def test_health_and_openapi_need_no_token(server: ServerProcess):
-    with raw(server) as http:
+def test_health_and_openapi_need_no_token(api: InProcessServer):
+    with api.http() as http:
         assert http.get("/v1/health").json()["ok"] is True
         assert "/v1/messages" in http.get("/openapi.json").json()["paths"]
         assert http.get("/docs").status_code == 200
 
 
-def test_messages_to_one_recipient_arrive_in_order(server: ServerProcess, team):
+def test_messages_to_one_recipient_arrive_in_order(api: InProcessServer, team):
     for i in range(20):
         team["orchestrator"].post("/v1/messages", {"to": "developer", "body": f"m{i}"})
     dev = team["developer"]
@@ -61,7 +50,7 @@ def test_messages_to_one_recipient_arrive_in_order(server: ServerProcess, team):
     assert got == [f"m{i}" for i in range(20)]
 
 
-def test_idempotency_key_makes_a_resend_a_no_op(server: ServerProcess, team):
+def test_idempotency_key_makes_a_resend_a_no_op(api: InProcessServer, team):
     orch = team["orchestrator"]
     first = orch.post("/v1/messages", {"to": "tester", "body": "x", "idempotency_key": "k1"})
     again = orch.post("/v1/messages", {"to": "tester", "body": "x", "idempotency_key": "k1"})
@@ -69,10 +58,10 @@ def test_idempotency_key_makes_a_resend_a_no_op(server: ServerProcess, team):
     c1 = orch.post("/v1/checkins", {"minutes": 5, "note": "n", "idempotency_key": "loop"})
     c2 = orch.post("/v1/checkins", {"minutes": 5, "note": "n", "idempotency_key": "loop"})
     assert c1["id"] == c2["id"]
-    assert len(server.client.get("/v1/checkins")) == 1
+    assert len(api.client.get("/v1/checkins")) == 1
 
 
-def test_long_poll_returns_as_soon_as_a_message_is_sent(server: ServerProcess, team):
+def test_long_poll_returns_as_soon_as_a_message_is_sent(api: InProcessServer, team):
     import threading
     import time
 
@@ -92,23 +81,23 @@ def test_long_poll_returns_as_soon_as_a_message_is_sent(server: ServerProcess, t
     assert result["waited"] < 2
 
 
-def test_long_poll_times_out_with_204(server: ServerProcess, team):
+def test_long_poll_times_out_with_204(api: InProcessServer, team):
     assert team["developer"].post("/v1/inbox/lease", wait_s=0.2) is None
 
 
-def test_forged_and_missing_tokens_are_refused(server: ServerProcess, team):
-    forged = server.client_for("ava_" + "A" * 43)
+def test_forged_and_missing_tokens_are_refused(api: InProcessServer, team):
+    forged = api.client_for("ava_" + "A" * 43)
     with pytest.raises(Unauthorized, match="unknown or revoked"):
         forged.get("/v1/agents")
-    with raw(server) as http:
+    with api.http() as http:
         response = http.post("/v1/messages", json={"to": "developer", "body": "x"})
         assert response.status_code == 401
         assert "bearer token" in response.json()["detail"]
-    with raw(server, "x") as http:
+    with api.http("x") as http:
         assert http.get("/v1/agents", headers={"Authorization": "Basic abc"}).status_code == 401
 
 
-def test_agent_identity_comes_from_its_token_not_the_body(server: ServerProcess, team):
+def test_agent_identity_comes_from_its_token_not_the_body(api: InProcessServer, team):
     dev = team["developer"]
     with pytest.raises(InvalidInput, match="sender"):
         dev.post("/v1/messages", {"to": "tester", "body": "x", "sender": "orchestrator"})
@@ -116,7 +105,7 @@ def test_agent_identity_comes_from_its_token_not_the_body(server: ServerProcess,
     assert sent["sender"] == "developer"
 
 
-def test_agent_cannot_ack_or_read_another_agents_inbox(server: ServerProcess, team):
+def test_agent_cannot_ack_or_read_another_agents_inbox(api: InProcessServer, team):
     team["orchestrator"].post("/v1/messages", {"to": "developer", "body": "private"})
     lease = team["developer"].post("/v1/inbox/lease", wait_s=0)
     with pytest.raises(NotFound):
@@ -127,8 +116,8 @@ def test_agent_cannot_ack_or_read_another_agents_inbox(server: ServerProcess, te
     assert team["tester"].post("/v1/inbox/lease", wait_s=0) is None
 
 
-def test_agent_cannot_act_in_another_project(server: ServerProcess, team):
-    other = server.client_for(server.register_agent("other", "developer"))
+def test_agent_cannot_act_in_another_project(api: InProcessServer, team):
+    other = api.client_for(api.register_agent("other", "developer"))
     with pytest.raises(Forbidden, match="cannot act on project 'demo'"):
         other.post("/v1/messages", {"to": "developer", "body": "x", "project": "demo"})
     with pytest.raises(NotFound):  # 'tester' does not exist in project 'other'
@@ -137,9 +126,9 @@ def test_agent_cannot_act_in_another_project(server: ServerProcess, team):
         other.post("/v1/agents", {"project": "demo", "role": "evil"})
 
 
-def test_agent_cannot_cancel_checkins_of_another_project(server: ServerProcess, team):
+def test_agent_cannot_cancel_checkins_of_another_project(api: InProcessServer, team):
     checkin = team["developer"].post("/v1/checkins", {"minutes": 10, "note": "mine"})
-    other = server.client_for(server.register_agent("other", "developer"))
+    other = api.client_for(api.register_agent("other", "developer"))
     with pytest.raises(NotFound):
         other.delete(f"/v1/checkins/{checkin['id']}")
 
@@ -157,15 +146,15 @@ def test_agent_cannot_cancel_checkins_of_another_project(server: ServerProcess, 
         ({"to": "developer", "body": 5}, InvalidInput, "body"),
     ],
 )
-def test_bad_messages_get_clear_4xx(server: ServerProcess, team, body, error, text):
+def test_bad_messages_get_clear_4xx(api: InProcessServer, team, body, error, text):
     with pytest.raises(error, match=text):
         team["orchestrator"].post("/v1/messages", body)
 
 
-def test_a_body_at_the_limit_is_accepted(server: ServerProcess, team):
+def test_a_body_at_the_limit_is_accepted(api: InProcessServer, team):
     body = "é" * (128 * 1024)  # 256 KiB of UTF-8
     sent = team["orchestrator"].post("/v1/messages", {"to": "developer", "body": body})
-    assert server.client.get("/v1/messages", limit=1)[0]["body"] == body
+    assert api.client.get("/v1/messages", limit=1)[0]["body"] == body
     assert sent["state"] == "queued"
 
 
@@ -182,13 +171,13 @@ def test_a_body_at_the_limit_is_accepted(server: ServerProcess, team):
         ({"minutes": 5, "note": "n", "to": "ghost"}, "unknown agent"),
     ],
 )
-def test_bad_checkins_get_clear_4xx(server: ServerProcess, team, body, text):
+def test_bad_checkins_get_clear_4xx(api: InProcessServer, team, body, text):
     with pytest.raises((InvalidInput, NotFound), match=text):
         team["developer"].post("/v1/checkins", body)
 
 
-def test_malformed_json_gets_clear_422(server: ServerProcess, team):
-    with raw(server, server.operator_token) as http:
+def test_malformed_json_gets_clear_422(api: InProcessServer, team):
+    with api.http(api.operator_token) as http:
         response = http.post(
             "/v1/messages", content=b"{not json", headers={"content-type": "application/json"}
         )
@@ -196,22 +185,22 @@ def test_malformed_json_gets_clear_422(server: ServerProcess, team):
     assert response.json()["detail"] == "the request body is not valid JSON: send a JSON object"
 
 
-def test_operator_must_name_a_project_when_there_are_several(server: ServerProcess, team):
-    server.register_agent("other", "orchestrator")
+def test_operator_must_name_a_project_when_there_are_several(api: InProcessServer, team):
+    api.register_agent("other", "orchestrator")
     with pytest.raises(InvalidInput, match="say which project"):
-        server.client.post("/v1/messages", {"to": "developer", "body": "x"})
-    sent = server.client.post("/v1/messages", {"to": "developer", "body": "x", "project": "demo"})
+        api.client.post("/v1/messages", {"to": "developer", "body": "x"})
+    sent = api.client.post("/v1/messages", {"to": "developer", "body": "x", "project": "demo"})
     assert sent["state"] == "queued"
 
 
-def test_stale_lease_ack_is_a_conflict(server: ServerProcess, team):
+def test_stale_lease_ack_is_a_conflict(api: InProcessServer, team):
     team["orchestrator"].post("/v1/messages", {"to": "developer", "body": "x"})
     lease = team["developer"].post("/v1/inbox/lease", wait_s=0)
     with pytest.raises(Conflict, match="no longer valid"):
         team["developer"].post(f"/v1/inbox/{lease['message']['id']}/ack", {"lease_id": "nope"})
 
 
-def test_a_lease_says_whether_the_message_was_handed_out_before(server: ServerProcess, team):
+def test_a_lease_says_whether_the_message_was_handed_out_before(api: InProcessServer, team):
     team["orchestrator"].post("/v1/messages", {"to": "developer", "body": "x"})
     first = team["developer"].post("/v1/inbox/lease", wait_s=0)
     assert first["message"]["leases"] == 1  # never typed: the shim skips the history search
@@ -221,7 +210,7 @@ def test_a_lease_says_whether_the_message_was_handed_out_before(server: ServerPr
     assert again["message"]["id"] == first["message"]["id"] and again["message"]["leases"] == 2
 
 
-def test_done_reports_completion_to_the_orchestrator(server: ServerProcess, team):
+def test_done_reports_completion_to_the_orchestrator(api: InProcessServer, team):
     team["developer"].post("/v1/done", {"summary": "feature X works"})
     lease = team["orchestrator"].post("/v1/inbox/lease", wait_s=0)
     assert lease["message"]["kind"] == "completion"
@@ -229,7 +218,7 @@ def test_done_reports_completion_to_the_orchestrator(server: ServerProcess, team
     assert "feature X works" in lease["message"]["body"]
 
 
-def test_checkin_fires_on_time_in_real_time(server: ServerProcess, team):
+def test_checkin_fires_on_time_in_real_time(api: InProcessServer, team):
     import time
 
     checkin = team["developer"].post("/v1/checkins", {"minutes": 0.01, "note": "soon"})
@@ -240,14 +229,14 @@ def test_checkin_fires_on_time_in_real_time(server: ServerProcess, team):
     assert received - checkin["due_at"] < 1.0
 
 
-def test_metrics_count_deliveries_and_pending_checkins(server: ServerProcess, team):
+def test_metrics_count_deliveries_and_pending_checkins(api: InProcessServer, team):
     team["orchestrator"].post("/v1/messages", {"to": "developer", "body": "x"})
     lease = team["developer"].post("/v1/inbox/lease", wait_s=0)
     team["developer"].post(
         f"/v1/inbox/{lease['message']['id']}/ack", {"lease_id": lease["lease_id"]}
     )
     team["developer"].post("/v1/checkins", {"minutes": 30, "note": "later"})
-    text = server.client.get("/metrics")
+    text = api.client.get("/metrics")
     assert 'agentvisor_deliveries_total{state="delivered"} 1' in text
     assert "agentvisor_checkins_pending 1" in text
     assert "agentvisor_delivery_latency_seconds_count 1" in text
@@ -270,8 +259,10 @@ def test_second_server_on_same_state_is_refused(server: ServerProcess):
     assert server.client.get("/v1/health")["ok"]
 
 
-def test_accepted_messages_survive_a_restart(server: ServerProcess, team):
-    team["orchestrator"].post("/v1/messages", {"to": "developer", "body": "durable"})
+def test_accepted_messages_survive_a_restart(server: ServerProcess):
+    server.register_agent("demo", "developer")
+    orchestrator = server.client_for(server.register_agent("demo", "orchestrator"))
+    orchestrator.post("/v1/messages", {"to": "developer", "body": "durable"})
     server.restart()
     token = server.register_agent("demo", "developer")  # fresh token after restart
     dev = server.client_for(token)
@@ -281,17 +272,16 @@ def test_accepted_messages_survive_a_restart(server: ServerProcess, team):
 
 def test_recurring_checkin_keeps_its_cadence_in_real_time(short_tmp):
     """every 0.6 s (a test-only minimum) for 5 firings: each lands on the original grid."""
-    server = ServerProcess(short_tmp / "rt", env={"AGENTVISOR_MIN_EVERY_MINUTES": "0.005"})
-    server.start()
-    try:
-        dev = server.client_for(server.register_agent("demo", "developer"))
+    settings = {"AGENTVISOR_MIN_EVERY_MINUTES": "0.005"}
+    with in_process_server(short_tmp / "rt", env=settings) as api:
+        dev = api.client_for(api.register_agent("demo", "developer"))
         checkin = dev.post("/v1/checkins", {"minutes": 0.01, "every_minutes": 0.01, "note": "tick"})
         period, first_due = 0.6, checkin["due_at"]
 
         def fired_five() -> list[dict] | None:
             rows = [
                 m
-                for m in server.client.get("/v1/messages", limit=50)
+                for m in api.client.get("/v1/messages", limit=50)
                 if m["checkin_id"] == checkin["id"]
             ]
             return rows if len(rows) >= 5 else None
@@ -302,12 +292,10 @@ def test_recurring_checkin_keeps_its_cadence_in_real_time(short_tmp):
             assert 0 <= message["created_at"] - due < 0.2, (k, message["created_at"] - due)
             assert message["body"] == "Scheduled check-in: tick"
         dev.delete(f"/v1/checkins/{checkin['id']}")
-    finally:
-        server.kill()
 
 
-def test_health_reports_database_disk_and_docker(server: ServerProcess):
-    health = server.client.get("/v1/health")
+def test_health_reports_database_disk_and_docker(api: InProcessServer):
+    health = api.client.get("/v1/health")
     assert health["db"] == "ok" and health["disk_free_mb"] > 0
     assert health["docker"] == "ok" or health["docker"].startswith("not reachable")
 
@@ -333,13 +321,13 @@ def test_doctor_checks_tools_engine_disk_and_server(server: ServerProcess):
 
 
 def test_only_the_operator_sets_a_projects_state_and_only_to_a_known_one(
-    server: ServerProcess, team
+    api: InProcessServer, team
 ):
-    operator = server.client
+    operator = api.client
     assert operator.post("/v1/projects/demo/state", {"state": "running"})["state"] == "running"
     with pytest.raises(Forbidden):
         team["developer"].post("/v1/projects/demo/state", {"state": "complete"})
-    with raw(server, server.operator_token) as http:
+    with api.http(api.operator_token) as http:
         refused = http.post("/v1/projects/demo/state", json={"state": "paused"})
     assert refused.status_code == 422 and "state" in refused.json()["detail"]
     assert operator.post("/v1/projects/demo/state", {"state": "stopped"})["state"] == "stopped"

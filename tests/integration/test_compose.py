@@ -23,7 +23,7 @@ from agentvisor.launch import project_name
 from agentvisor.sandbox.sandboxes import SandboxBackend
 from agentvisor.server import server_control
 from tests.conftest import REPO, require
-from tests.helpers import wait_until
+from tests.helpers import make_repo, wait_until
 
 if TYPE_CHECKING:
     from docker.models.containers import Container
@@ -109,24 +109,6 @@ class ComposeProject:
         self.clients.clear()
 
 
-def _git(cwd: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True
-    ).stdout
-
-
-def _repo(projects: Path, name: str) -> Path:
-    repo = projects / name
-    repo.mkdir()
-    _git(repo, "init", "-q", "-b", "main")
-    _git(repo, "config", "user.name", "Test")
-    _git(repo, "config", "user.email", "test@example.com")
-    (repo / "spec.md").write_text(SPEC.format(title=name), encoding="utf-8")
-    _git(repo, "add", "spec.md")
-    _git(repo, "commit", "-qm", "spec")
-    return repo
-
-
 def _ensure_images() -> None:
     from agentvisor.sandbox import images, server_image
 
@@ -196,8 +178,8 @@ def test_compose_supervisor_serves_projects_and_brings_schedule_and_agents_back(
     compose.up_and_healthy()
     settings = compose.settings
     tag = compose.name.removeprefix("avc")
-    queued_repo = _repo(compose.projects, f"calc-{tag}")
-    direct_repo = _repo(compose.projects, f"greet-{tag}")
+    queued_repo = make_repo(compose.projects / f"calc-{tag}", SPEC.format(title=f"calc-{tag}"))
+    direct_repo = make_repo(compose.projects / f"greet-{tag}", SPEC.format(title=f"greet-{tag}"))
     client = compose.client()
 
     # The queue: the server in the container makes the worktrees and starts the sandboxes.

@@ -1,6 +1,7 @@
 """No ghost leases (issue 14): a long poll left open by a shim that died, or superseded by a new
 shim, leases nothing; a stopped project's agents lease nothing, so a message sent after `down`
-waits, queued and cancellable, for `resume`. Against a real server over its socket."""
+waits, queued and cancellable, for `resume`. The polls a dead shim leaves open against a real
+server over its socket; the rest against the real app in process."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ import pytest
 from agentvisor.errors import Forbidden
 from tests.conftest import ServerProcess
 from tests.helpers import wait_until
+from tests.in_process_api import InProcessServer
 
 
-def _message(server: ServerProcess, message_id: int) -> dict:
-    rows = server.client.get("/v1/messages", project="demo", limit=500)
+def _message(host: ServerProcess | InProcessServer, message_id: int) -> dict:
+    rows = host.client.get("/v1/messages", project="demo", limit=500)
     return next(m for m in rows if m["id"] == message_id)
 
 
@@ -73,32 +75,32 @@ def test_a_new_shims_poll_supersedes_the_old_one_which_leases_nothing(server: Se
 
 
 def test_a_message_sent_after_down_waits_queued_and_cancellable_until_resume(
-    server: ServerProcess,
+    api: InProcessServer,
 ):
-    token = server.register_agent("demo", "developer")
-    agent = server.client_for(token)
+    token = api.register_agent("demo", "developer")
+    agent = api.client_for(token)
     held = agent.post("/v1/inbox/lease", wait_s=0)
     assert held is None
-    first = server.client.post("/v1/messages", {"project": "demo", "to": "developer", "body": "1"})
+    first = api.client.post("/v1/messages", {"project": "demo", "to": "developer", "body": "1"})
     leased = agent.post("/v1/inbox/lease", wait_s=0)
     assert leased["message"]["id"] == first["id"]
     # `down`: the project is stopped, then what its shims held goes back.
-    server.client.post("/v1/projects/demo/state", {"state": "stopped"})
-    assert server.client.post("/v1/projects/demo/release") == {"released": 1}
-    later = server.client.post("/v1/messages", {"project": "demo", "to": "developer", "body": "2"})
+    api.client.post("/v1/projects/demo/state", {"state": "stopped"})
+    assert api.client.post("/v1/projects/demo/release") == {"released": 1}
+    later = api.client.post("/v1/messages", {"project": "demo", "to": "developer", "body": "2"})
     assert agent.post("/v1/inbox/lease", wait_s=1) is None  # a sandbox still stopping
-    assert _message(server, later["id"])["state"] == "queued"
-    server.client.post(f"/v1/messages/{later['id']}/action", {"action": "cancel"})
-    assert _message(server, later["id"])["state"] == "cancelled"
+    assert _message(api, later["id"])["state"] == "queued"
+    api.client.post(f"/v1/messages/{later['id']}/action", {"action": "cancel"})
+    assert _message(api, later["id"])["state"] == "cancelled"
     # `resume`: the first message comes again, the cancelled one never.
-    server.client.post("/v1/projects/demo/state", {"state": "running"})
+    api.client.post("/v1/projects/demo/state", {"state": "running"})
     again = agent.post("/v1/inbox/lease", wait_s=0)
     assert again["message"]["id"] == first["id"]
     assert agent.post("/v1/inbox/lease", wait_s=0) is None
 
 
-def test_only_the_operator_releases_a_projects_leases(server: ServerProcess):
-    agent = server.client_for(server.register_agent("demo", "developer"))
+def test_only_the_operator_releases_a_projects_leases(api: InProcessServer):
+    agent = api.client_for(api.register_agent("demo", "developer"))
     with pytest.raises(Forbidden):
         agent.post("/v1/projects/demo/release")
-    wait_until(lambda: server.client.post("/v1/projects/demo/release") == {"released": 0})
+    wait_until(lambda: api.client.post("/v1/projects/demo/release") == {"released": 0})

@@ -11,13 +11,13 @@ from typer.testing import CliRunner
 from agentvisor import cli
 from agentvisor.errors import Forbidden
 from tests.conftest import ServerProcess
+from tests.helpers import team_clients
 
 
 def test_task_complete_from_developer_to_tester_also_reaches_the_orchestrator(
     server: ServerProcess,
 ):
-    tokens = {r: server.register_agent("demo", r) for r in ("orchestrator", "developer", "tester")}
-    developer = server.client_for(tokens["developer"])
+    developer = team_clients(server)["developer"]
     sent = developer.post("/v1/messages", {"to": "tester", "body": "Task complete: the parser"})
     developer.post("/v1/messages", {"to": "tester", "body": "what is for lunch?"})
     to_hub = server.client.get("/v1/messages", project="demo", recipient="orchestrator")
@@ -43,18 +43,18 @@ def test_task_complete_from_developer_to_tester_also_reaches_the_orchestrator(
 
 
 def test_strict_hub_spoke_refuses_direct_messages_between_agents(server: ServerProcess):
-    tokens = {r: server.register_agent("demo", r) for r in ("orchestrator", "developer", "tester")}
+    team = team_clients(server)
     state = ["--state", str(server.state_dir)]
     on = CliRunner().invoke(cli.app, [*state, "routing", "demo", "--hub-only", "--json"])
     assert on.exit_code == 0 and json.loads(on.output)["hub_only"] is True
-    developer = server.client_for(tokens["developer"])
+    developer = team["developer"]
     try:
         developer.post("/v1/messages", {"to": "tester", "body": "psst"})
         raise AssertionError("a direct message went through")
     except Forbidden as exc:
         assert "strict hub-spoke" in exc.message
     developer.post("/v1/messages", {"to": "orchestrator", "body": "via the hub"})
-    server.client_for(tokens["orchestrator"]).post("/v1/messages", {"to": "tester", "body": "ok"})
+    team["orchestrator"].post("/v1/messages", {"to": "tester", "body": "ok"})
     # Agents cannot change the routing; the operator can turn it off.
     try:
         developer.post("/v1/projects/demo/routing", {"hub_only": False})

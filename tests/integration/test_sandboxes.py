@@ -36,7 +36,7 @@ from agentvisor.sandbox.sandbox_tokens import write_token_file
 from agentvisor.sandbox.sandbox_user import sandbox_owner
 from agentvisor.sandbox.sandboxes import SandboxBackend, build_spec
 from tests.conftest import ServerProcess, require
-from tests.helpers import remove_labelled, wait_until
+from tests.helpers import make_repo, remove_labelled, wait_until
 
 pytestmark = pytest.mark.docker
 
@@ -73,15 +73,6 @@ class Team:
     def agent(self, project: str, role: str) -> dict:
         rows = self.server.client.get("/v1/agents", project=project)
         return next(r for r in rows if r["role"] == role)
-
-
-def make_repo(path: Path) -> Path:
-    path.mkdir(parents=True)
-    run_git(path, "init", "--quiet", "-b", "main")
-    (path / "README.md").write_text("hello\n")
-    run_git(path, "add", "README.md")
-    run_git(path, "-c", "user.name=Host", "-c", "user.email=host@example.com", "commit", "-qm", "1")
-    return path.resolve()
 
 
 def worktree_list(output: str) -> list[str]:
@@ -135,7 +126,7 @@ def team(engine: docker.DockerClient) -> Iterator[Team]:
         )
         team = Team(run, tmp, server, settings, SandboxBackend(settings), engine, {}, {})
         for project, roles in ((team.a, ROLES_A), (team.b, ROLES_B)):
-            repo = make_repo(tmp / project)
+            repo = make_repo(tmp / project, files={"README.md": "hello\n"})
             team.repos[project] = repo
             server.ensure_project(project, str(repo))  # the git channel serves this one
             owner = sandbox_owner(settings)  # root host: the sandbox user owns its clone

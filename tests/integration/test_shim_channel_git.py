@@ -25,23 +25,17 @@ from agent_shim.__main__ import start_channel
 from agent_shim.channel import Relay
 from agent_shim.config import ShimConfig
 from agent_shim.git_publish import GitBranch, Publisher, PublishSchedule
-from tests.helpers import wait_until
+from tests.helpers import git, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "tok-0123456789abcdef"
 ROLE = "dev"
 
 
-def run_git(cwd: Path, *args: str, env: dict[str, str] | None = None) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True
-    ).stdout.strip()
-
-
 def commit(workdir: Path, message: str, *extra: str) -> str:
-    run_git(workdir, "-c", "user.name=A", "-c", "user.email=a@x", "commit", "-q", *extra,
+    git(workdir, "-c", "user.name=A", "-c", "user.email=a@x", "commit", "-q", *extra,
             "--allow-empty", "-m", message)  # fmt: skip
-    return run_git(workdir, "rev-parse", "HEAD")
+    return git(workdir, "rev-parse", "HEAD").strip()
 
 
 def remote_tip(bare: Path, ref: str = f"refs/heads/agent/{ROLE}") -> str | None:
@@ -60,12 +54,12 @@ def repos(short_tmp: Path) -> tuple[Path, Path]:
     bare = short_tmp / "project.git"
     seed = short_tmp / "seed"
     seed.mkdir()
-    run_git(seed, "init", "-q", "-b", "main")
+    git(seed, "init", "-q", "-b", "main")
     commit(seed, "start")
-    run_git(short_tmp, "clone", "-q", "--bare", str(seed), str(bare))
+    git(short_tmp, "clone", "-q", "--bare", str(seed), str(bare))
     workdir = short_tmp / "work"
-    run_git(short_tmp, "clone", "-q", str(bare), str(workdir))
-    run_git(workdir, "checkout", "-q", "-b", f"agent/{ROLE}")
+    git(short_tmp, "clone", "-q", str(bare), str(workdir))
+    git(workdir, "checkout", "-q", "-b", f"agent/{ROLE}")
     return bare, workdir
 
 
@@ -116,13 +110,13 @@ def test_a_refused_push_is_logged_once_and_goes_through_once_allowed(repos, stop
     )
     publisher.step()
     assert remote_tip(bare) == first
-    run_git(bare, "config", "receive.denyNonFastForwards", "true")
+    git(bare, "config", "receive.denyNonFastForwards", "true")
     amended = commit(workdir, "rewritten", "--amend")
     wait_until(lambda: (publisher.step(), schedule.failures >= 3)[1])
     assert remote_tip(bare) == first
     refused = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
     assert len(refused) == 1 and "non-fast-forward" in refused[0]
-    run_git(bare, "config", "receive.denyNonFastForwards", "false")
+    git(bare, "config", "receive.denyNonFastForwards", "false")
     wait_until(lambda: (publisher.step(), remote_tip(bare) == amended)[1])
     assert "pushing agent/dev works again" in caplog.text
 
@@ -287,10 +281,10 @@ def test_the_agents_git_fetches_and_pushes_over_the_channel_with_its_token(
     relay, backend = channel
     env = agent_git_env(tmp_path, relay.port)
     url = f"http://127.0.0.1:{relay.port}/git/{bare.name}"
-    run_git(workdir, "remote", "set-url", "origin", url)
-    run_git(workdir, "fetch", "-q", "origin", env=env)
+    git(workdir, "remote", "set-url", "origin", url)
+    git(workdir, "fetch", "-q", "origin", env=env)
     tip = commit(workdir, "over http")
-    run_git(workdir, "push", "-q", "origin", env=env)  # push.default=current
+    git(workdir, "push", "-q", "origin", env=env)  # push.default=current
     assert remote_tip(bare) == tip
     assert "POST /git/project.git/git-receive-pack basic agent" in backend.seen
     # Without the image's helper the channel refuses.
@@ -305,7 +299,7 @@ def test_the_publisher_pushes_over_the_channel_with_a_bearer_header(repos, chann
     bare, workdir = repos
     relay, backend = channel
     url = f"http://127.0.0.1:{relay.port}/git/{bare.name}"
-    run_git(workdir, "remote", "set-url", "origin", url)
+    git(workdir, "remote", "set-url", "origin", url)
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}  # no helper: only the header
@@ -347,7 +341,7 @@ def test_the_shim_starts_the_channel_and_publishes_the_agents_branch(
     server = UnixHTTPServer(str(short_tmp / "shim-api.sock"), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     port = free_port()
-    run_git(workdir, "remote", "set-url", "origin", f"http://127.0.0.1:{port}/git/{bare.name}")
+    git(workdir, "remote", "set-url", "origin", f"http://127.0.0.1:{port}/git/{bare.name}")
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN)
     monkeypatch.setenv("GIT_CONFIG_GLOBAL", "/dev/null")

@@ -1,20 +1,20 @@
 """A usage-limit report pauses the agent: its messages are held until the reset time plus the
 margin, then it is told to continue and the held messages flow. The server's clock is moved
-with its test-only offset file."""
+with its test-only offset file; the real app, served in process."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from tests.conftest import ServerProcess
 from tests.helpers import wait_until
+from tests.in_process_api import in_process_server
 
 
 def test_usage_limit_pauses_then_resumes_at_the_named_time(short_tmp: Path):
     offset = short_tmp / "clock-offset"
     offset.write_text("0")
-    server = ServerProcess(
+    with in_process_server(
         short_tmp / "state",
         env={
             "AGENTVISOR_CLOCK_OFFSET_FILE": str(offset),
@@ -22,8 +22,7 @@ def test_usage_limit_pauses_then_resumes_at_the_named_time(short_tmp: Path):
             # the clock jumps in this test: let the scheduler look again within a second
             "AGENTVISOR_SCHEDULER_MAX_SLEEP_S": "0.5",
         },
-    ).start()
-    try:
+    ) as server:
         server.register_agent("demo", "orchestrator")
         dev = server.client_for(server.register_agent("demo", "developer"))
         reset_at = time.time() + 3600
@@ -53,5 +52,3 @@ def test_usage_limit_pauses_then_resumes_at_the_named_time(short_tmp: Path):
         dev.post(f"/v1/inbox/{first['message']['id']}/ack", {"lease_id": first["lease_id"]})
         second = wait_until(lambda: dev.post("/v1/inbox/lease", wait_s=1), timeout_s=20)
         assert second["message"]["body"] == "held while paused"
-    finally:
-        server.kill()

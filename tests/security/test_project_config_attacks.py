@@ -29,16 +29,11 @@ from agentvisor.sandbox.sandbox_spec import SandboxSpec, build_spec
 from agentvisor.sandbox.sandbox_tokens import write_token_file
 from agentvisor.sandbox.sandboxes import SandboxBackend
 from tests.conftest import require
-from tests.helpers import remove_labelled, wait_until
+from tests.helpers import git, make_repo, remove_labelled, wait_until
 
 PROJECT, ROLE = "shop", "developer"
 SANDBOX_TOML = ".agentvisor/sandbox.toml"
 TEST_LABEL = "agentvisor-test.run"
-
-
-def git(repo: Path, *args: str) -> str:
-    command = ["git", "-c", "user.name=T", "-c", "user.email=t@example.com", "-C", str(repo)]
-    return subprocess.run([*command, *args], check=True, capture_output=True, text=True).stdout
 
 
 def commit(repo: Path, files: dict[str, str], message: str = "change") -> None:
@@ -55,11 +50,7 @@ def env_table(**variables: str) -> str:
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    path = tmp_path / PROJECT
-    path.mkdir()
-    git(path, "init", "-q", "-b", "main")
-    commit(path, {"README.md": "hello\n"}, "first")
-    return path.resolve()
+    return make_repo(tmp_path / PROJECT, files={"README.md": "hello\n"}, message="first")
 
 
 @pytest.fixture

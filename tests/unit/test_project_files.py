@@ -3,7 +3,6 @@ repositories, committed trees only, every odd entry an agent could commit."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,11 +14,7 @@ from agentvisor.git.project_files import (
     committed_role_briefings,
     committed_sandbox_toml,
 )
-
-
-def git(repo: Path, *args: str) -> str:
-    command = ["git", "-c", "user.name=T", "-c", "user.email=t@example.com", "-C", str(repo)]
-    return subprocess.run([*command, *args], check=True, capture_output=True, text=True).stdout
+from tests.helpers import git, make_repo
 
 
 def commit_all(repo: Path, message: str = "change") -> None:
@@ -29,12 +24,7 @@ def commit_all(repo: Path, message: str = "change") -> None:
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    path = tmp_path / "project"
-    path.mkdir()
-    git(path, "init", "-q", "-b", "main")
-    (path / "README.md").write_text("hello\n")
-    commit_all(path, "first")
-    return path
+    return make_repo(tmp_path / "project", files={"README.md": "hello\n"}, message="first")
 
 
 def roles(repo: Path, **files: str | bytes) -> Path:

@@ -1,5 +1,6 @@
 """The project queue's rows over a real SQLite file: add, claim in order with a deadline,
-update, finish, list by state, cancel, and attempts across retries."""
+update, finish, list by state, cancel (final, even against the runner's late writes), and
+attempts across retries."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from agentvisor.clock import FakeClock
+from agentvisor.config import Settings
 from agentvisor.errors import Conflict, NotFound
+from agentvisor.server.project_queue import QueueRunner
 from agentvisor.store.database import Row, Store
 from agentvisor.store.queue_store import QueueStore
 from tests.helpers import CLOCK_T0
@@ -146,12 +149,6 @@ def test_cancel_of_a_finished_entry_is_a_conflict(queue: QueueStore, state: str)
     assert queue.get(row["id"])["state"] == state
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: QueueStore.finish (and update) overwrite a cancelled entry; the runner's "
-    "_check/_fail work from a list('running') read earlier, so an operator's cancel made "
-    "meanwhile is lost (the entry ends done/failed, or is requeued and runs again)",
-)
 def test_a_cancel_is_final_even_when_the_runner_finishes_the_entry_late(
     queue: QueueStore,
 ) -> None:
@@ -160,6 +157,18 @@ def test_a_cancel_is_final_even_when_the_runner_finishes_the_entry_late(
     queue.cancel(row["id"])  # the operator, while the runner checks the entry it listed
     queue.finish(row["id"], "done")  # the runner, from its earlier read
     assert queue.get(row["id"])["state"] == "cancelled"
+
+
+def test_a_cancel_is_final_even_when_the_runner_requeues_the_entry_late(
+    queue: QueueStore,
+) -> None:
+    row = add(queue, "a", max_attempts=2)
+    queue.claim_next(60)
+    queue.cancel(row["id"])
+    requeued = queue.update(row["id"], state="queued", current_spec="/specs/a-retry-1.md")
+    assert requeued["state"] == "cancelled"
+    assert queue.claim_next(60) is None
+    assert queue.update(row["id"], escalated_at=T0)["escalated_at"] == T0  # other fields land
 
 
 def test_cancel_of_an_unknown_entry_is_not_found(queue: QueueStore) -> None:
@@ -218,3 +227,23 @@ def test_two_stores_on_one_file_never_claim_the_same_entry(
     assert {r["attempts"] for r in QueueStore(stores[0]).list()} == {1}
     for store in stores:
         store.close()
+
+
+@pytest.mark.parametrize("max_attempts", [1, 2], ids=["last attempt", "one retry left"])
+def test_the_runner_neither_retries_nor_escalates_an_entry_cancelled_after_it_read_it(
+    tmp_path: Path, store: Store, queue: QueueStore, max_attempts: int
+) -> None:
+    escalated = tmp_path / "escalated"
+    settings = Settings(state_dir=tmp_path / "state", escalation_command=f"touch {escalated}")
+    runner = QueueRunner(settings, store)
+    spec = tmp_path / "a.md"
+    spec.write_text("# a\n", encoding="utf-8")
+    queue.add(str(spec), None, {}, max_attempts)
+    stale = queue.claim_next(60)  # what the runner's pass read
+    assert stale is not None
+    queue.cancel(stale["id"])  # the operator, meanwhile
+    runner._fail(stale, "the project did not complete within 1m")  # the pass goes on
+    assert queue.get(stale["id"])["state"] == "cancelled"
+    assert kinds(store)[-1] == "queue.cancelled"  # no failed, retry or escalated after it
+    assert not escalated.exists()
+    assert queue.claim_next(60) is None

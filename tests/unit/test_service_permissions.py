@@ -252,11 +252,6 @@ def test_under_strict_hub_spoke_an_agent_cannot_message_a_peer_directly(tmp_path
     world.store.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Service.schedule applies no routing policy, so under routing_hub_only an "
-    "agent reaches a peer directly with a check-in (it fires as a message from its role)",
-)
 def test_under_strict_hub_spoke_an_agent_cannot_reach_a_peer_with_a_check_in(
     tmp_path: Path,
 ) -> None:
@@ -264,5 +259,17 @@ def test_under_strict_hub_spoke_an_agent_cannot_reach_a_peer_with_a_check_in(
     try:
         with pytest.raises(Forbidden, match="strict hub-spoke"):
             world.service.schedule(world.agent("alpha/developer"), "psst", 0.01, to="tester")
+    finally:
+        world.store.close()
+
+
+def test_under_strict_hub_spoke_check_ins_for_oneself_and_from_the_hub_still_go(
+    tmp_path: Path,
+) -> None:
+    world = build(tmp_path, routing_hub_only=True)
+    try:
+        world.service.schedule(world.agent("alpha/developer"), "mine", 0.01)
+        world.service.schedule(world.agent("alpha/developer"), "hub", 0.01, to="orchestrator")
+        world.service.schedule(world.agent("alpha/orchestrator"), "go", 0.01, to="tester")
     finally:
         world.store.close()

@@ -8,7 +8,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import git
 import pytest
 
 from agentvisor.errors import Conflict, GitError, InvalidInput, SpecError
@@ -23,6 +22,7 @@ from agentvisor.git.worktrees import (
     uncommitted_paths,
     worktrees_dir,
 )
+from tests.helpers import git, make_repo
 
 
 @pytest.fixture(autouse=True)
@@ -40,16 +40,8 @@ def isolated_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def sh(cwd: Path, *args: str) -> str:
-    return git.Git(str(cwd)).execute(["git", *args])
-
-
-def make_repo(path: Path, branch: str = "main") -> Path:
-    path.mkdir(parents=True)
-    sh(path, "init", "--quiet", "-b", branch)
-    (path / "README.md").write_text("hello\n")
-    sh(path, "add", "README.md")
-    sh(path, "commit", "--quiet", "-m", "first")
-    return path.resolve()
+    """git's output without its last newline, as these tests compare it."""
+    return git(cwd, *args).removesuffix("\n")
 
 
 def commit_file(cwd: Path, name: str, text: str, message: str) -> str:
@@ -61,7 +53,7 @@ def commit_file(cwd: Path, name: str, text: str, message: str) -> str:
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    return make_repo(tmp_path / "proj")
+    return make_repo(tmp_path / "proj", files={"README.md": "hello\n"}, message="first")
 
 
 # --- finding the project -----------------------------------------------------------------------

@@ -218,14 +218,19 @@ class QueueRunner:
             retry = folder / f"spec-retry-{row['attempts']}.md"
             text = retry_spec_text(original, row["attempts"], reason, panes, events, research)
             retry.write_text(text, encoding="utf-8")
-            self.queue.update(row["id"], state="queued", current_spec=str(retry), last_error=reason)
+            requeued = self.queue.update(
+                row["id"], state="queued", current_spec=str(retry), last_error=reason
+            )
+            if requeued["state"] == "cancelled":  # the operator cancelled it meanwhile
+                return
             data = {"queue_id": row["id"], "reason": reason, "spec": str(retry)}
             self.store.log_event(
                 "queue.retry", data={**data, **({"research": note} if note else {})}
             )
             return
         final = self.queue.finish(row["id"], "failed", reason)
-        self._escalate(final)
+        if final["state"] == "failed":  # not when the operator cancelled it meanwhile
+            self._escalate(final)
 
     def _research(
         self,

@@ -274,6 +274,11 @@ class Service:
                 raise InvalidInput("say who the check-in is for: give 'to' (a role)")
             to = caller.agent["role"]
         recipient = self._recipient(proj, to)
+        if caller.agent is not None and recipient["role"] != caller.agent["role"]:
+            # A check-in for a peer fires as a message from this agent: the same rule.
+            refused = routing.refusal(self.routing(proj), caller.name, recipient["role"])
+            if refused:
+                raise Forbidden(refused)
         self._text(note, "check-in note", self.settings.max_note_bytes)
         now = self.store.clock.now()
         if (minutes is None) == (due_at is None):

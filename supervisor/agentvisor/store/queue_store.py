@@ -71,23 +71,47 @@ class QueueStore:
         return self.get(row["id"])
 
     def update(self, queue_id: int, **fields: Any) -> Row:
+        """Set `fields`; a change of state leaves a cancelled entry cancelled (the runner
+        requeues from a read made before the operator's cancel)."""
+        if not fields:
+            return self.get(queue_id)
+        assignments = ", ".join(f"[{name}] = ?" for name in fields)
+        final = " AND state != 'cancelled'" if "state" in fields else ""
         with self.store.transaction() as db:
-            db.table("queue").update(queue_id, fields)
+            db.execute(
+                f"UPDATE queue SET {assignments} WHERE id = ?{final}",
+                (*fields.values(), queue_id),
+            )
         return self.get(queue_id)
 
     def finish(self, queue_id: int, state: str, error: str | None = None) -> Row:
+        """End the entry as `state`; a cancelled entry stays cancelled (a cancel is final)."""
         with self.store.transaction() as db:
-            db.table("queue").update(
-                queue_id,
-                {"state": state, "last_error": error, "finished_at": self.store.clock.now()},
-            )
-            self.store.log_event(
-                f"queue.{state}", data={"queue_id": queue_id, "error": error}, db=db
-            )
+            changed = db.execute(
+                "UPDATE queue SET state = ?, last_error = ?, finished_at = ? "
+                "WHERE id = ? AND state != 'cancelled'",
+                (state, error, self.store.clock.now(), queue_id),
+            ).rowcount
+            if changed:
+                self.store.log_event(
+                    f"queue.{state}", data={"queue_id": queue_id, "error": error}, db=db
+                )
         return self.get(queue_id)
 
     def cancel(self, queue_id: int) -> Row:
-        row = self.get(queue_id)
-        if row["state"] in ("done", "failed", "cancelled"):
+        """Cancel a queued or running entry: read and write in one transaction, so a finish
+        racing it either lands first (Conflict) or is refused after it."""
+        with self.store.transaction() as db:
+            changed = db.execute(
+                "UPDATE queue SET state = 'cancelled', last_error = NULL, finished_at = ? "
+                "WHERE id = ? AND state IN ('queued', 'running')",
+                (self.store.clock.now(), queue_id),
+            ).rowcount
+            if changed:
+                self.store.log_event(
+                    "queue.cancelled", data={"queue_id": queue_id, "error": None}, db=db
+                )
+        row = self.get(queue_id)  # NotFound for an unknown id
+        if not changed:
             raise Conflict(f"queue entry {queue_id} is already {row['state']}")
-        return self.finish(queue_id, "cancelled")
+        return row
