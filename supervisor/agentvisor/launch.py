@@ -359,7 +359,7 @@ def _start_sandboxes(
 ) -> dict[str, str]:
     from agentvisor.sandbox.claude import sandbox_extras
     from agentvisor.sandbox.sandbox_tokens import write_token_file
-    from agentvisor.sandbox.sandboxes import build_spec
+    from agentvisor.sandbox.sandboxes import build_spec, gather_spec_inputs
 
     settings, client, name, root = launch.settings, launch.client, launch.name, launch.root
     worktrees, branch, progress = launch.worktrees, launch.branch, launch.progress
@@ -379,22 +379,24 @@ def _start_sandboxes(
         mcp = mcp_config.sandbox_env(mcp_config.servers_for(settings, name, role))
         specs.append(
             build_spec(
-                settings,
-                project=name,
-                role=role,
-                worktree=worktree.path,
-                repo_root=root,
-                token_file=token_files[role],
-                profile=profile,
-                image=image,
-                extra_env={
-                    **extras.env,
-                    **(mcp if profile == "claude" else {}),
-                    **_test_clock_env(settings),
-                },
-                credential_mounts=extras.mounts,
-                resume=resume,
-                start_branch=branch,
+                gather_spec_inputs(
+                    settings,
+                    project=name,
+                    role=role,
+                    worktree=worktree.path,
+                    repo_root=root,
+                    token_file=token_files[role],
+                    profile=profile,
+                    image=image,
+                    extra_env={
+                        **extras.env,
+                        **(mcp if profile == "claude" else {}),
+                        **_test_clock_env(settings),
+                    },
+                    credential_mounts=extras.mounts,
+                    resume=resume,
+                    start_branch=branch,
+                )
             )
         )
     progress(f"starting {len(specs)} sandboxes")
