@@ -215,13 +215,9 @@ def up(settings: Settings, options: UpOptions, progress: Progress = lambda _: No
             progress(refinement_line(refinement))
             team = refinement.team
         worktrees = _worktrees(root, team.roles, branch, settings, progress)
-        launches = _start_sandboxes(
-            settings, client, backend, name, root, worktrees, profile, image, progress, branch
-        )
-        message_ids = _brief(
-            settings, client, name, spec, team.roles, worktrees, branch, root,
-            options.checkin_minutes,
-        )  # fmt: skip
+        team_launch = TeamLaunch(settings, client, name, root, branch, worktrees, progress)
+        launches = _start_sandboxes(team_launch, backend, profile, image)
+        message_ids = _brief(team_launch, spec, team.roles, options.checkin_minutes)
         _schedule_routines(settings, client, name, team, options)
         progress("waiting for every briefing to arrive in its pane")
         states = _wait_delivered(client, name, message_ids, options.wait_s)
@@ -345,22 +341,28 @@ def _worktrees(
     return worktrees
 
 
+@dataclass(frozen=True)
+class TeamLaunch:
+    """What starting a team's sandboxes and briefing it share (`up`, `resume`)."""
+
+    settings: Settings
+    client: ApiClient
+    name: str  # the project
+    root: Path  # the project repository
+    branch: str  # its start branch
+    worktrees: dict[str, Worktree]  # each role's own clone
+    progress: Progress
+
+
 def _start_sandboxes(
-    settings: Settings,
-    client: ApiClient,
-    backend: Any,
-    name: str,
-    root: Path,
-    worktrees: dict[str, Worktree],
-    profile: str,
-    image: str,
-    progress: Progress,
-    branch: str,
-    resume: bool = False,
+    launch: TeamLaunch, backend: Any, profile: str, image: str, resume: bool = False
 ) -> dict[str, str]:
     from agentvisor.sandbox.claude import sandbox_extras
     from agentvisor.sandbox.sandbox_tokens import write_token_file
-    from agentvisor.sandbox.sandboxes import build_spec
+    from agentvisor.sandbox.sandboxes import build_spec, gather_spec_inputs
+
+    settings, client, name, root = launch.settings, launch.client, launch.name, launch.root
+    worktrees, branch, progress = launch.worktrees, launch.branch, launch.progress
 
     token_files = {}
     for role in worktrees:
@@ -377,22 +379,24 @@ def _start_sandboxes(
         mcp = mcp_config.sandbox_env(mcp_config.servers_for(settings, name, role))
         specs.append(
             build_spec(
-                settings,
-                project=name,
-                role=role,
-                worktree=worktree.path,
-                repo_root=root,
-                token_file=token_files[role],
-                profile=profile,
-                image=image,
-                extra_env={
-                    **extras.env,
-                    **(mcp if profile == "claude" else {}),
-                    **_test_clock_env(settings),
-                },
-                credential_mounts=extras.mounts,
-                resume=resume,
-                start_branch=branch,
+                gather_spec_inputs(
+                    settings,
+                    project=name,
+                    role=role,
+                    worktree=worktree.path,
+                    repo_root=root,
+                    token_file=token_files[role],
+                    profile=profile,
+                    image=image,
+                    extra_env={
+                        **extras.env,
+                        **(mcp if profile == "claude" else {}),
+                        **_test_clock_env(settings),
+                    },
+                    credential_mounts=extras.mounts,
+                    resume=resume,
+                    start_branch=branch,
+                )
             )
         )
     progress(f"starting {len(specs)} sandboxes")
@@ -410,19 +414,16 @@ def _test_clock_env(settings: Settings) -> dict[str, str]:
 
 
 def _brief(
-    settings: Settings,
-    client: ApiClient,
-    name: str,
+    launch: TeamLaunch,
     spec: Spec,
     roles: tuple[str, ...],
-    worktrees: dict[str, Worktree],
-    branch: str,
-    root: Path,
     checkin_minutes: float | None,
     again: bool = False,
 ) -> dict[str, int]:
     """Each role's briefing, once per spec text (an `up` again sends none); `again`: a new
     one all the same, said to be one (`resume --rebrief`)."""
+    settings, client, name, root = launch.settings, launch.client, launch.name, launch.root
+    worktrees, branch = launch.worktrees, launch.branch
     overrides = committed_role_briefings(root, branch)  # never a checkout's copy
     digest = hashlib.sha1(spec.text.encode("utf-8")).hexdigest()[:12]
     ids = {}
@@ -590,26 +591,12 @@ def resume(
         worktrees = _worktrees(root, roles, branch, settings, progress)
         backend = _backend(settings)
         client.post(f"/v1/projects/{name}/state", {"state": "running"})
-        _start_sandboxes(
-            settings,
-            client,
-            backend,
-            name,
-            root,
-            worktrees,
-            profile,
-            image,
-            progress,
-            branch,
-            resume=True,
-        )
+        team_launch = TeamLaunch(settings, client, name, root, branch, worktrees, progress)
+        _start_sandboxes(team_launch, backend, profile, image, resume=True)
         if rebrief:
             if not row["spec_path"]:
                 raise InvalidInput(f"project '{name}' has no spec on record to brief from")
-            _brief(
-                settings, client, name, load_spec(row["spec_path"]), roles, worktrees, branch,
-                root, None, again=True,
-            )  # fmt: skip
+            _brief(team_launch, load_spec(row["spec_path"]), roles, None, again=True)
             progress(f"briefed {len(roles)} agents again")
         report = UpReport(name, root, branch, profile, None)
         report.agents = _rows(client, backend, name, root)

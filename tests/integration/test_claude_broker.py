@@ -26,7 +26,7 @@ from agentvisor.sandbox.docker_engine import docker_client
 from agentvisor.sandbox.images import build_sandbox_image
 from agentvisor.sandbox.sandbox_tokens import write_token_file
 from agentvisor.sandbox.sandbox_user import sandbox_owner
-from agentvisor.sandbox.sandboxes import SandboxBackend, build_spec
+from agentvisor.sandbox.sandboxes import SandboxBackend, build_spec, gather_spec_inputs
 from agentvisor.testing.model_server import ModelServer, last_user_text
 from agentvisor.testing.tls import make_test_ca
 from tests.conftest import ServerProcess, require
@@ -126,21 +126,23 @@ def world() -> Iterator[dict[str, Any]]:
             {"ANTHROPIC_API_KEY": REAL_KEY, "DISABLE_TELEMETRY": "1"},
         )
         spec = build_spec(
-            settings,
-            project=project,
-            role=ROLE,
-            worktree=worktree,
-            repo_root=repo,
-            token_file=token,
-            profile="claude",
-            image=IMAGE,
-            extra_env={
-                **extras.env,
-                "AGENTVISOR_SHIM_HEARTBEAT_S": "0.5",
-                "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-            },
-            credential_mounts=extras.mounts,
-            extra_labels={TEST_LABEL: run},
+            gather_spec_inputs(
+                settings,
+                project=project,
+                role=ROLE,
+                worktree=worktree,
+                repo_root=repo,
+                token_file=token,
+                profile="claude",
+                image=IMAGE,
+                extra_env={
+                    **extras.env,
+                    "AGENTVISOR_SHIM_HEARTBEAT_S": "0.5",
+                    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+                },
+                credential_mounts=extras.mounts,
+                extra_labels={TEST_LABEL: run},
+            )
         )
         backend = SandboxBackend(settings)
         backend.ensure_running(spec)

@@ -34,7 +34,7 @@ from agentvisor.sandbox.mounts import Mount
 from agentvisor.sandbox.sandbox_spec import SandboxSpec
 from agentvisor.sandbox.sandbox_tokens import write_token_file
 from agentvisor.sandbox.sandbox_user import sandbox_owner
-from agentvisor.sandbox.sandboxes import SandboxBackend, build_spec
+from agentvisor.sandbox.sandboxes import SandboxBackend, build_spec, gather_spec_inputs
 from agentvisor.testing import model_server
 from agentvisor.testing.model_server import gateway_token, last_user_text
 from tests.conftest import ServerProcess, require
@@ -212,18 +212,20 @@ def claude() -> Iterator[Claude]:
 
         def spec(resume: bool = False) -> SandboxSpec:
             return build_spec(
-                settings,
-                project=project,
-                role=ROLE,
-                worktree=worktree,
-                repo_root=repo,
-                token_file=token,
-                profile="claude",
-                image=IMAGE,
-                extra_env={**extras.env, **direct, "AGENTVISOR_SHIM_HEARTBEAT_S": "0.5"},
-                credential_mounts=[*extras.mounts, Mount(model, Path(MODEL_DIR), True)],
-                extra_labels={TEST_LABEL: run},
-                resume=resume,
+                gather_spec_inputs(
+                    settings,
+                    project=project,
+                    role=ROLE,
+                    worktree=worktree,
+                    repo_root=repo,
+                    token_file=token,
+                    profile="claude",
+                    image=IMAGE,
+                    extra_env={**extras.env, **direct, "AGENTVISOR_SHIM_HEARTBEAT_S": "0.5"},
+                    credential_mounts=[*extras.mounts, Mount(model, Path(MODEL_DIR), True)],
+                    extra_labels={TEST_LABEL: run},
+                    resume=resume,
+                )
             )
 
         backend = SandboxBackend(settings)

@@ -34,7 +34,7 @@ from agentvisor.sandbox.images import TEST_TAG
 from agentvisor.sandbox.sandbox_spec import SandboxSpec, ownership_labels
 from agentvisor.sandbox.sandbox_tokens import write_token_file
 from agentvisor.sandbox.sandbox_user import sandbox_owner
-from agentvisor.sandbox.sandboxes import SandboxBackend, build_spec
+from agentvisor.sandbox.sandboxes import SandboxBackend, build_spec, gather_spec_inputs
 from tests.conftest import ServerProcess, require
 from tests.helpers import make_repo, remove_labelled, wait_until
 
@@ -136,14 +136,16 @@ def team(engine: docker.DockerClient) -> Iterator[Team]:
                     settings, project, role, server.register_agent(project, role)
                 )
                 team.specs[project, role] = build_spec(
-                    settings,
-                    project=project,
-                    role=role,
-                    worktree=worktree,
-                    repo_root=repo,
-                    token_file=token,
-                    profile="demo",
-                    extra_labels={TEST_LABEL: run},
+                    gather_spec_inputs(
+                        settings,
+                        project=project,
+                        role=role,
+                        worktree=worktree,
+                        repo_root=repo,
+                        token_file=token,
+                        profile="demo",
+                        extra_labels={TEST_LABEL: run},
+                    )
                 )
         started = time.monotonic()
         team.backend.start_many(team.specs.values())
@@ -475,14 +477,16 @@ def test_another_state_dir_neither_lists_nor_adopts_these_sandboxes(team: Team):
     project, role = team.a, "developer"
     token = write_token_file(other, project, role, "ava_other")
     spec = build_spec(
-        other,
-        project=project,
-        role=role,
-        worktree=Path(team.specs[project, role].mounts[0].source),
-        repo_root=team.repos[project],
-        token_file=token,
-        profile="demo",
-        extra_labels={TEST_LABEL: team.run},
+        gather_spec_inputs(
+            other,
+            project=project,
+            role=role,
+            worktree=Path(team.specs[project, role].mounts[0].source),
+            repo_root=team.repos[project],
+            token_file=token,
+            profile="demo",
+            extra_labels={TEST_LABEL: team.run},
+        )
     )
     backend = SandboxBackend(other)
 
@@ -500,15 +504,17 @@ def test_stale_sandbox_is_replaced_and_keeps_its_home(team: Team):
     assert code == 0, output
     spec = team.specs[project, role]
     changed = build_spec(
-        team.settings,
-        project=project,
-        role=role,
-        worktree=Path(spec.mounts[0].source),
-        repo_root=team.repos[project],
-        token_file=Path(spec.mounts[-2].source),
-        profile="demo",
-        extra_labels={TEST_LABEL: team.run},
-        extra_env={"PROJECT_FLAVOUR": "changed"},
+        gather_spec_inputs(
+            team.settings,
+            project=project,
+            role=role,
+            worktree=Path(spec.mounts[0].source),
+            repo_root=team.repos[project],
+            token_file=Path(spec.mounts[-2].source),
+            profile="demo",
+            extra_labels={TEST_LABEL: team.run},
+            extra_env={"PROJECT_FLAVOUR": "changed"},
+        )
     )
 
     info = team.backend.ensure_running(changed)

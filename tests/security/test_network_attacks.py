@@ -35,7 +35,7 @@ from agentvisor.errors import EngineUnavailable
 from agentvisor.git.git_run import run_git
 from agentvisor.git.worktrees import ensure_worktree
 from agentvisor.sandbox.docker_engine import docker_client
-from agentvisor.sandbox.sandbox_spec import build_spec
+from agentvisor.sandbox.sandbox_spec import build_spec, gather_spec_inputs
 from agentvisor.sandbox.sandbox_tokens import write_token_file
 from agentvisor.sandbox.sandbox_user import sandbox_owner
 from agentvisor.sandbox.sandboxes import SandboxBackend
@@ -188,15 +188,17 @@ def net() -> Iterator[Net]:
         worktree = ensure_worktree(repo, ROLE, "main", owner=sandbox_owner(settings)).path
         token = write_token_file(settings, project, ROLE, server.register_agent(project, ROLE))
         spec = build_spec(
-            settings,
-            project=project,
-            role=ROLE,
-            worktree=worktree,
-            repo_root=repo,
-            token_file=token,
-            profile="demo",
-            extra_labels={TEST_LABEL: run},
-            start_branch="main",
+            gather_spec_inputs(
+                settings,
+                project=project,
+                role=ROLE,
+                worktree=worktree,
+                repo_root=repo,
+                token_file=token,
+                profile="demo",
+                extra_labels={TEST_LABEL: run},
+                start_branch="main",
+            )
         )
         allowed, unlisted, anywhere = (port for _, port in sites)
         server.client.post(

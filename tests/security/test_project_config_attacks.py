@@ -25,7 +25,7 @@ from agentvisor.git.project_files import committed_role_briefings
 from agentvisor.git.worktrees import ensure_worktree
 from agentvisor.sandbox.docker_engine import docker_client
 from agentvisor.sandbox.images import TEST_TAG
-from agentvisor.sandbox.sandbox_spec import SandboxSpec, build_spec
+from agentvisor.sandbox.sandbox_spec import SandboxSpec, build_spec, gather_spec_inputs
 from agentvisor.sandbox.sandbox_tokens import write_token_file
 from agentvisor.sandbox.sandboxes import SandboxBackend
 from tests.conftest import require
@@ -72,14 +72,16 @@ def token(settings: Settings) -> Path:
 
 def spec_for(settings: Settings, repo: Path, worktree: Path, token: Path, **kwargs) -> SandboxSpec:
     return build_spec(
-        settings,
-        project=PROJECT,
-        role=ROLE,
-        worktree=worktree,
-        repo_root=repo,
-        token_file=token,
-        profile="demo",
-        **{"start_branch": "main", **kwargs},
+        gather_spec_inputs(
+            settings,
+            project=PROJECT,
+            role=ROLE,
+            worktree=worktree,
+            repo_root=repo,
+            token_file=token,
+            profile="demo",
+            **{"start_branch": "main", **kwargs},
+        )
     )
 
 
@@ -341,15 +343,17 @@ def test_only_the_committed_narrowing_config_reaches_a_real_sandbox(
     token = write_token_file(settings, PROJECT, ROLE, "ava_secret")
     run = uuid.uuid4().hex[:8]
     spec = build_spec(
-        settings,
-        project=f"{PROJECT}-{run}",
-        role=ROLE,
-        worktree=worktree,
-        repo_root=repo,
-        token_file=token,
-        profile="demo",
-        extra_labels={TEST_LABEL: run},
-        start_branch="main",
+        gather_spec_inputs(
+            settings,
+            project=f"{PROJECT}-{run}",
+            role=ROLE,
+            worktree=worktree,
+            repo_root=repo,
+            token_file=token,
+            profile="demo",
+            extra_labels={TEST_LABEL: run},
+            start_branch="main",
+        )
     )
     backend = SandboxBackend(settings)
     try:

@@ -23,6 +23,7 @@ from agentvisor.sandbox.sandbox_spec import (
     SandboxSpec,
     build_spec,
     container_name,
+    gather_spec_inputs,
     token_file_path,
 )
 from agentvisor.sandbox.sandbox_tokens import write_token_file
@@ -81,13 +82,15 @@ def token(settings: Settings) -> Path:
 def spec_for(settings: Settings, repo: Path, worktree: Path, token: Path, **kwargs) -> SandboxSpec:
     options = {"profile": "demo", **kwargs}
     return build_spec(
-        settings,
-        project=PROJECT,
-        role=ROLE,
-        worktree=worktree,
-        repo_root=repo,
-        token_file=token,
-        **options,
+        gather_spec_inputs(
+            settings,
+            project=PROJECT,
+            role=ROLE,
+            worktree=worktree,
+            repo_root=repo,
+            token_file=token,
+            **options,
+        )
     )
 
 
@@ -213,13 +216,15 @@ def test_missing_token_file_or_worktree_is_named(settings, repo, worktree, token
 def test_names_that_cannot_name_a_container_are_refused(settings, repo, worktree, token, name):
     with pytest.raises(SandboxError, match="cannot name a container"):
         build_spec(
-            settings,
-            project=name,
-            role=ROLE,
-            worktree=worktree,
-            repo_root=repo,
-            token_file=token,
-            profile="demo",
+            gather_spec_inputs(
+                settings,
+                project=name,
+                role=ROLE,
+                worktree=worktree,
+                repo_root=repo,
+                token_file=token,
+                profile="demo",
+            )
         )
 
 

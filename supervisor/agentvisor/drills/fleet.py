@@ -202,7 +202,7 @@ class Fleet:
         from agentvisor.git.worktrees import ensure_worktree
         from agentvisor.sandbox.sandbox_tokens import write_token_file
         from agentvisor.sandbox.sandbox_user import sandbox_owner
-        from agentvisor.sandbox.sandboxes import build_spec
+        from agentvisor.sandbox.sandboxes import build_spec, gather_spec_inputs
 
         self.progress(f"starting a throwaway server in {self.settings.state_dir}")
         self.server.start()
@@ -220,15 +220,17 @@ class Fleet:
             worktree = ensure_worktree(repo, role, "main", owner=sandbox_owner(self.settings))
             specs.append(
                 build_spec(
-                    self.settings,
-                    project=self.project,
-                    role=role,
-                    worktree=worktree.path,
-                    repo_root=repo,
-                    token_file=write_token_file(self.settings, self.project, role, token),
-                    profile="demo",
-                    image=self.image,
-                    extra_labels={"agentvisor-drill": self.kind},
+                    gather_spec_inputs(
+                        self.settings,
+                        project=self.project,
+                        role=role,
+                        worktree=worktree.path,
+                        repo_root=repo,
+                        token_file=write_token_file(self.settings, self.project, role, token),
+                        profile="demo",
+                        image=self.image,
+                        extra_labels={"agentvisor-drill": self.kind},
+                    )
                 )
             )
         self.progress(f"starting {len(specs)} demo sandboxes of project {self.project}")

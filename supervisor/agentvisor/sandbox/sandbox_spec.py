@@ -1,7 +1,8 @@
 """What a sandbox container is made of: name, labels, environment, mounts, limits, lock-down.
 
-Pure apart from reading paths (and git for the git mounts): no Docker. `build_spec` is the only
-way to a `SandboxSpec`, and it refuses any input that would weaken the sandbox.
+`gather_spec_inputs` does the host's part (git, the project's TOML, paths, the token file) into
+one `SpecInputs`; `build_spec` turns that into a `SandboxSpec` with no I/O, the only way to one,
+refusing any input that would weaken the sandbox. No Docker here.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from agentvisor.sandbox.sandbox_policy import (
     ENGINE_SOCKETS,
     HOME,
     WORKDIR,
+    ProjectSandboxConfig,
     check_env,
     check_mount_source,
     check_project_env,
@@ -200,7 +202,32 @@ def ownership_labels(settings: Settings, project: str, role: str | None = None) 
 # --- the spec ----------------------------------------------------------------------------------
 
 
-def build_spec(
+@dataclass(frozen=True)
+class SpecInputs:
+    """Everything `build_spec` needs, gathered from the host by `gather_spec_inputs`: paths
+    resolved and checked, the project's committed settings read, the token read."""
+
+    settings: Settings
+    project: str
+    role: str
+    profile: str
+    image: str
+    uid: int
+    gid: int
+    worktree: Path  # the agent's own clone, resolved
+    socket_dir: Path
+    api_dir: Path  # the sandbox's own API socket folder
+    token_file: Path
+    token: str  # the token file's text
+    options: ProjectSandboxConfig  # the project's own settings (untrusted, validated)
+    owner_labels: Mapping[str, str]  # ownership_labels
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    credential_mounts: tuple[Mount, ...] = ()
+    extra_labels: Mapping[str, str] = field(default_factory=dict)
+    resume: bool = False
+
+
+def gather_spec_inputs(
     settings: Settings,
     *,
     project: str,
@@ -217,8 +244,9 @@ def build_spec(
     extra_labels: Mapping[str, str] | None = None,
     resume: bool = False,
     engine_sockets: Sequence[str] = ENGINE_SOCKETS,
-) -> SandboxSpec:
-    """The container for `role` of `project`, locked down, from trusted and untrusted inputs.
+) -> SpecInputs:
+    """The host's side of a sandbox's spec: git, the TOML file, the socket folder it creates,
+    the checks on paths. `build_spec(gather_spec_inputs(...))` is the container for `role`.
 
     Trusted (the operator's): settings, `extra_env`, `credential_mounts` (read-only host files
     such as Claude's credentials), `extra_labels`. Untrusted: `project_config`, the project's own
@@ -229,11 +257,7 @@ def build_spec(
     """
     check_project(project)
     check_role(role)
-    if profile not in PROFILES:
-        raise SandboxError(
-            f"unknown agent profile {profile!r} for {role}: use {', '.join(PROFILES)} "
-            "(resolve 'auto' before building the sandbox)"
-        )
+    _check_profile(profile, role)
     repo_root = Path(repo_root).resolve()
     worktree = Path(worktree).resolve()
     if project_config is None:
@@ -259,37 +283,60 @@ def build_spec(
         raise SandboxError(
             f"{worktree} is not an agent's repository of its own; make it with ensure_worktree"
         )
-    binds = [
-        Mount(worktree, Path(WORKDIR), False),
-        Mount(socket_dir, Path(SOCKET_DIR_TARGET), False),
-        Mount(api_dir, Path(API_DIR_TARGET), False),
-        Mount(token, Path(TOKEN_TARGET), True),
-    ]
-    fixed_targets = [str(m.target) for m in binds] + [HOME]
-    extra: list[Mount] = []
-    for mount in credential_mounts:
-        extra.append(checked_extra_mount(mount, fixed_targets, "credential mount"))
+    binds = _binds(worktree, socket_dir, api_dir, token)
+    extra = _checked_extra_mounts(binds, credential_mounts)
     allowed_state = {socket_dir, api_dir, token}
     for mount in [*binds, *extra]:
         check_mount_source(mount.source, settings, allowed_state, engine_sockets)
-    check_unique_targets([*fixed_targets, *(str(m.target) for m in extra)])
+    return SpecInputs(
+        settings=settings,
+        project=project,
+        role=role,
+        profile=profile,
+        image=image or settings.image,
+        uid=uid,
+        gid=gid,
+        worktree=worktree,
+        socket_dir=socket_dir,
+        api_dir=api_dir,
+        token_file=token,
+        token=token.read_text(encoding="utf-8").strip(),
+        options=options,
+        owner_labels=ownership_labels(settings, project, role),
+        extra_env=dict(extra_env or {}),
+        credential_mounts=tuple(credential_mounts),
+        extra_labels=dict(extra_labels or {}),
+        resume=resume,
+    )
 
-    env = _environment(settings, project, role, profile, resume)
-    env.update(egress_environment(token.read_text(encoding="utf-8").strip()))
-    for key, value in (extra_env or {}).items():
+
+def build_spec(inputs: SpecInputs) -> SandboxSpec:
+    """The container for the role, locked down, from its gathered inputs: no I/O. It is the
+    only way to a `SandboxSpec`, and it refuses any input that would weaken the sandbox."""
+    settings, project, role = inputs.settings, inputs.project, inputs.role
+    check_project(project)
+    check_role(role)
+    _check_profile(inputs.profile, role)
+    options = inputs.options
+    binds = _binds(inputs.worktree, inputs.socket_dir, inputs.api_dir, inputs.token_file)
+    extra = _checked_extra_mounts(binds, inputs.credential_mounts)
+
+    env = _environment(settings, project, role, inputs.profile, inputs.resume)
+    env.update(egress_environment(inputs.token))
+    for key, value in inputs.extra_env.items():
         check_env(key, value, "extra_env")
         env[key] = value
     for key, value in options.env.items():  # the operator's and agentvisor's values win
         check_project_env(key, value, options.source, taken=env)
     env.update(options.env)
 
-    labels = dict(extra_labels or {})
+    labels = dict(inputs.extra_labels)
     for key in labels:
         if key.startswith(RESERVED_LABEL_PREFIX):
             raise SandboxError(
                 f"the label {key} is agentvisor's own; give extra labels another prefix"
             )
-    labels.update(ownership_labels(settings, project, role))
+    labels.update(inputs.owner_labels)
 
     memory_mb = options.memory_mb or settings.memory_mb
     tmpfs_mb = options.tmpfs_mb or settings.tmpfs_mb
@@ -298,9 +345,9 @@ def build_spec(
         name=container_name(project, role),
         project=project,
         role=role,
-        image=image or settings.image,
+        image=inputs.image,
         hostname=role,
-        user=f"{uid}:{gid}",
+        user=f"{inputs.uid}:{inputs.gid}",
         labels=labels,
         env=env,
         mounts=(
@@ -319,6 +366,32 @@ def build_spec(
         pids_limit=options.pids or settings.pids,
     )
     return replace(spec, labels={**spec.labels, LABEL_CONFIG: spec.fingerprint})
+
+
+def _check_profile(profile: str, role: str) -> None:
+    if profile not in PROFILES:
+        raise SandboxError(
+            f"unknown agent profile {profile!r} for {role}: use {', '.join(PROFILES)} "
+            "(resolve 'auto' before building the sandbox)"
+        )
+
+
+def _binds(worktree: Path, socket_dir: Path, api_dir: Path, token: Path) -> list[Mount]:
+    return [
+        Mount(worktree, Path(WORKDIR), False),
+        Mount(socket_dir, Path(SOCKET_DIR_TARGET), False),
+        Mount(api_dir, Path(API_DIR_TARGET), False),
+        Mount(token, Path(TOKEN_TARGET), True),
+    ]
+
+
+def _checked_extra_mounts(
+    binds: Sequence[Mount], credential_mounts: Sequence[Mount]
+) -> list[Mount]:
+    fixed_targets = [str(m.target) for m in binds] + [HOME]
+    extra = [checked_extra_mount(m, fixed_targets, "credential mount") for m in credential_mounts]
+    check_unique_targets([*fixed_targets, *(str(m.target) for m in extra)])
+    return extra
 
 
 def egress_environment(token: str, port: int = EGRESS_PORT) -> dict[str, str]:

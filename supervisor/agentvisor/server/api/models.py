@@ -275,3 +275,16 @@ def validation_detail(exc: RequestValidationError) -> str:
         message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
         parts.append(f"{where}: {message}")
     return "; ".join(parts) or "invalid request"
+
+
+def route_doc(
+    *codes: int, ok: dict[int | str, dict[str, Any]] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` of a route: its success answers beyond the default, the errors every
+    route may give (COMMON_ERRORS) and its own."""
+    return {**(ok or {}), **COMMON_ERRORS, **errors(*codes)}
+
+
+REPLAYED: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The same idempotency_key was used before: the first one."}
+}
