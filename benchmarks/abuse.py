@@ -22,7 +22,7 @@ from agentvisor.git.worktrees import ensure_worktree
 from agentvisor.sandbox.sandbox_spec import container_name
 from agentvisor.sandbox.sandbox_tokens import write_token_file
 from agentvisor.sandbox.sandbox_user import sandbox_owner
-from agentvisor.sandbox.sandboxes import SandboxBackend, build_spec
+from agentvisor.sandbox.sandboxes import SandboxBackend, build_spec, gather_spec_inputs
 from benchmarks.report import Result
 from tests.conftest import REPO, ServerProcess
 from tests.helpers import make_repo, wait_until
@@ -100,14 +100,16 @@ class Arena:
             token = self.server.register_agent(project, role)
             specs.append(
                 build_spec(
-                    self.settings,
-                    project=project,
-                    role=role,
-                    worktree=worktree.path,
-                    repo_root=repo,
-                    token_file=write_token_file(self.settings, project, role, token),
-                    profile="demo",
-                    image=IMAGE,
+                    gather_spec_inputs(
+                        self.settings,
+                        project=project,
+                        role=role,
+                        worktree=worktree.path,
+                        repo_root=repo,
+                        token_file=write_token_file(self.settings, project, role, token),
+                        profile="demo",
+                        image=IMAGE,
+                    )
                 )
             )
         begin = time.time()

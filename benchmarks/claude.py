@@ -26,7 +26,7 @@ from agentvisor.sandbox.images import build_sandbox_image
 from agentvisor.sandbox.mounts import Mount
 from agentvisor.sandbox.sandbox_tokens import write_token_file
 from agentvisor.sandbox.sandbox_user import sandbox_owner
-from agentvisor.sandbox.sandboxes import SandboxBackend, build_spec
+from agentvisor.sandbox.sandboxes import SandboxBackend, build_spec, gather_spec_inputs
 from agentvisor.testing import model_server
 from benchmarks.report import Result
 from tests.helpers import remove_labelled
@@ -101,16 +101,18 @@ def _cold_start(
     }
     extras = sandbox_extras(settings, "claude", agent["session_id"], {})
     spec = build_spec(
-        settings,
-        project=project,
-        role="developer",
-        worktree=worktree,
-        repo_root=repo,
-        token_file=token,
-        profile="claude",
-        extra_env={**extras.env, **direct, "AGENTVISOR_SHIM_HEARTBEAT_S": "0.2"},
-        credential_mounts=[*extras.mounts, Mount(tmp / "model", Path(MODEL_DIR), True)],
-        extra_labels={LABEL: run},
+        gather_spec_inputs(
+            settings,
+            project=project,
+            role="developer",
+            worktree=worktree,
+            repo_root=repo,
+            token_file=token,
+            profile="claude",
+            extra_env={**extras.env, **direct, "AGENTVISOR_SHIM_HEARTBEAT_S": "0.2"},
+            credential_mounts=[*extras.mounts, Mount(tmp / "model", Path(MODEL_DIR), True)],
+            extra_labels={LABEL: run},
+        )
     )
 
     def agent_row() -> dict:

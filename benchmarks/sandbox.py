@@ -16,7 +16,7 @@ from agentvisor.config import Settings, load_settings
 from agentvisor.git.worktrees import ensure_worktree
 from agentvisor.sandbox.sandbox_tokens import write_token_file
 from agentvisor.sandbox.sandbox_user import sandbox_owner
-from agentvisor.sandbox.sandboxes import SandboxBackend, build_spec
+from agentvisor.sandbox.sandboxes import SandboxBackend, build_spec, gather_spec_inputs
 from benchmarks.report import Result
 from tests.conftest import ServerProcess
 from tests.helpers import make_repo, wait_until
@@ -47,14 +47,16 @@ class Fleet:
             token_file = write_token_file(self.settings, self.project, role, token)
             specs.append(
                 build_spec(
-                    self.settings,
-                    project=self.project,
-                    role=role,
-                    worktree=worktree.path,
-                    repo_root=self.repo,
-                    token_file=token_file,
-                    profile="demo",
-                    image=IMAGE,
+                    gather_spec_inputs(
+                        self.settings,
+                        project=self.project,
+                        role=role,
+                        worktree=worktree.path,
+                        repo_root=self.repo,
+                        token_file=token_file,
+                        profile="demo",
+                        image=IMAGE,
+                    )
                 )
             )
         begin = time.time()
