@@ -29,6 +29,7 @@ from agentvisor.store.queue_store import QueueStore
 
 if TYPE_CHECKING:
     from agentvisor.model.model_assist import ModelAssist
+    from agentvisor.sandbox.sandboxes import SandboxBackend
 
 log = logging.getLogger("agentvisor.queue")
 PANE_TAIL_LINES = 30
@@ -122,7 +123,7 @@ class QueueRunner:
         # the setting model_assist on.
         self.assist: ModelAssist | None = None
 
-    def backend(self) -> Any:
+    def backend(self) -> SandboxBackend:
         if self._backend_factory is not None:
             return self._backend_factory()
         from agentvisor.sandbox.sandboxes import SandboxBackend

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from agentvisor.config import Settings
 from agentvisor.core import routing
@@ -26,6 +26,9 @@ from agentvisor.server.inbox_waiters import InboxWaiters
 from agentvisor.server.metrics import Metrics
 from agentvisor.server.scheduler import Fired, Scheduler
 from agentvisor.store.database import AGENTVISOR, OPERATOR, Row, Store, project_settings
+
+if TYPE_CHECKING:
+    from agentvisor.server.project_queue import QueueRunner
 
 T = TypeVar("T")
 
@@ -62,7 +65,7 @@ class Service:
     scheduler: Scheduler | None
     waiters: InboxWaiters
     metrics: Metrics
-    queue_runner: Any = None  # QueueRunner, set by the server
+    queue_runner: QueueRunner | None = None  # set by the server
 
     # -- helpers ---------------------------------------------------------------------------
     def project_for(self, caller: Caller, project: str | None) -> Row:

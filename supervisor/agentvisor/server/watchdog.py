@@ -14,11 +14,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentvisor.core.recurrence import format_duration
 from agentvisor.errors import AgentvisorError
 from agentvisor.store.database import AGENTVISOR, Row
+
+if TYPE_CHECKING:
+    from agentvisor.sandbox.sandboxes import SandboxBackend
+    from agentvisor.server.service import Service
 
 log = logging.getLogger("agentvisor.watchdog")
 
@@ -74,13 +78,15 @@ class ReviveLog:
 
 
 class Watchdog:
-    def __init__(self, service: Any, backend_factory: Callable[[], Any] | None = None) -> None:
+    def __init__(
+        self, service: Service, backend_factory: Callable[[], SandboxBackend] | None = None
+    ) -> None:
         self.service = service
         self.store = service.store
         self.settings = service.settings
         self._backend_factory = backend_factory
         self.revives = ReviveLog({})
-        self._backend: Any = None
+        self._backend: SandboxBackend | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()  # a sandbox died or started: a pass now
         self._events_live = threading.Event()  # the engine's event stream is being read
@@ -88,7 +94,7 @@ class Watchdog:
         self._thread: threading.Thread | None = None
         self._events_thread: threading.Thread | None = None
 
-    def backend(self) -> Any:
+    def backend(self) -> SandboxBackend:
         if self._backend is None:
             if self._backend_factory is not None:
                 self._backend = self._backend_factory()
