@@ -275,3 +275,11 @@ def test_the_usage_limit_reset_notice_comes_before_the_messages_held_meanwhile(
         got.append(lease["body"])
         store.ack(team["developer"], lease["id"], lease["lease_id"])
     assert got[0].endswith("reset") and got[1:] == ["held 1", "held 2"]
+
+
+def test_match_builds_a_where_clause_of_the_values_asked_only() -> None:
+    from agentvisor.store.database import match
+
+    assert match({"a": None, "b": None}) == (None, [])
+    assert match({"a": 1, "b": None, "c": "x"}) == ("a = ? AND c = ?", [1, "x"])
+    assert match({"a": None}, ("(b = ? OR c = ?)", [2, 3])) == ("(b = ? OR c = ?)", [2, 3])

@@ -89,6 +89,19 @@ def insert_row(db: sqlite_utils.Database, table: str, row: dict[str, Any]) -> in
     return pk
 
 
+def match(
+    equal: dict[str, Any], extra: tuple[str, list[Any]] | None = None
+) -> tuple[str | None, list[Any]]:
+    """A WHERE clause and its parameters for `rows_where`: every column of `equal` whose value
+    is not None equals it, and `extra` (a clause of its own) holds; None when nothing is asked."""
+    clauses = [f"{column} = ?" for column, value in equal.items() if value is not None]
+    params = [value for value in equal.values() if value is not None]
+    if extra is not None:
+        clauses.append(extra[0])
+        params += extra[1]
+    return (" AND ".join(clauses) or None), params
+
+
 class Store:
     """One SQLite database. Safe to share between threads (each gets its own connection)."""
 
@@ -161,6 +174,12 @@ class Store:
         """Every row of a query as dicts, on this thread's connection."""
         return [dict(r) for r in self.db.execute(sql, params).fetchall()]
 
+    def _rows(
+        self, table: str, where: str | None, params: list[Any], order_by: str, limit: int
+    ) -> list[Row]:
+        """A listing through sqlite-utils' `rows_where`, on this thread's connection."""
+        return list(self.db.table(table).rows_where(where, params, order_by=order_by, limit=limit))
+
     def close(self) -> None:
         """Close this thread's connection and the writer connection."""
         db = getattr(self._local, "db", None)
@@ -201,19 +220,10 @@ class Store:
         kind: str | None = None,
         agent_id: int | None = None,
     ) -> list[Row]:
-        where: list[str] = ["1=1"]
-        params: list[Any] = []
-        for column, value in (("project_id", project_id), ("agent_id", agent_id)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
-        if kind:
-            where.append("kind = ?")
-            params.append(kind)
-        rows = self.fetch_all(
-            f"SELECT * FROM events WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
-            (*params, limit),
+        where, params = match(
+            {"project_id": project_id, "agent_id": agent_id, "kind": kind or None}
         )
+        rows = self._rows("events", where, params, "id DESC", limit)
         for row in rows:
             row["data"] = json.loads(row["data"] or "{}")
         return rows
@@ -437,23 +447,11 @@ class Store:
         party: tuple[int, str] | None = None,
     ) -> list[Row]:
         """`party` (agent id, role): only the messages that agent sent or receives."""
-        where: list[str] = ["1=1"]
-        params: list[Any] = []
-        for column, value in (
-            ("project_id", project_id),
-            ("recipient_id", recipient_id),
-            ("state", state),
-        ):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
-        if party is not None:
-            where.append("(recipient_id = ? OR sender = ?)")
-            params += list(party)
-        return self.fetch_all(
-            f"SELECT * FROM messages WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
-            (*params, limit),
+        extra = None if party is None else ("(recipient_id = ? OR sender = ?)", list(party))
+        where, params = match(
+            {"project_id": project_id, "recipient_id": recipient_id, "state": state}, extra
         )
+        return self._rows("messages", where, params, "id DESC", limit)
 
     def pending_messages(self, recipient_id: int) -> list[Row]:
         return self.fetch_all(
@@ -705,23 +703,11 @@ class Store:
         party: int | None = None,
     ) -> list[Row]:
         """`party`: only the check-ins this agent scheduled or receives."""
-        where: list[str] = ["1=1"]
-        params: list[Any] = []
-        for column, value in (
-            ("project_id", project_id),
-            ("state", state),
-            ("recipient_id", recipient_id),
-        ):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
-        if party is not None:
-            where.append("(created_by = ? OR recipient_id = ?)")
-            params += [party, party]
-        return self.fetch_all(
-            f"SELECT * FROM checkins WHERE {' AND '.join(where)} ORDER BY due_at LIMIT ?",
-            (*params, limit),
+        extra = None if party is None else ("(created_by = ? OR recipient_id = ?)", [party] * 2)
+        where, params = match(
+            {"project_id": project_id, "state": state, "recipient_id": recipient_id}, extra
         )
+        return self._rows("checkins", where, params, "due_at", limit)
 
     def cancel_checkin(self, checkin_id: int, project_id: int | None = None) -> Row:
         with self.transaction() as db:
