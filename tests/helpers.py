@@ -97,6 +97,29 @@ def team_clients(
     return {role: host.client_for(token) for role, token in tokens.items()}
 
 
+def kill_tmux(socket_path: str) -> None:
+    """End the tmux server on `socket_path` and every tmux process of it. `kill-server` alone
+    can leave a server behind whose control client (`tmux -C`) lost its reader, a shim that
+    was stopped: both are killed by their command line then."""
+    subprocess.run(["tmux", "-S", socket_path, "kill-server"], capture_output=True, check=False)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if (
+            argv
+            and Path(argv[0].decode(errors="replace")).name == "tmux"
+            and any(
+                arg.decode(errors="replace") in (f"-S{socket_path}", socket_path) for arg in argv
+            )
+        ):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(entry.name), 9)
+
+
 def docker_answers() -> bool:
     import docker
 

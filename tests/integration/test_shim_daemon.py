@@ -19,7 +19,7 @@ import pytest
 
 from agent_shim.receipts import append, receipt
 from tests.conftest import ServerProcess
-from tests.helpers import wait_until
+from tests.helpers import kill_tmux, wait_until
 
 pytestmark = pytest.mark.tmux
 
@@ -129,8 +129,7 @@ class ShimProcess:
 
     def close(self) -> None:
         self.stop()
-        if self.tmux.is_alive():
-            self.tmux.kill()
+        kill_tmux(self.tmux_socket)
 
 
 @pytest.fixture
