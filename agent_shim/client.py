@@ -58,6 +58,11 @@ class Lease:
     lease_id: str
     lease_expires_at: float
 
+    @classmethod
+    def from_answer(cls, answer: Mapping[str, Any]) -> Lease:
+        """The lease in the server's answer (`LeaseAnswer`: a long poll's, or an ack's next)."""
+        return cls(answer["message"], str(answer["lease_id"]), float(answer["lease_expires_at"]))
+
     @property
     def message_id(self) -> str:
         return str(self.message["id"])
@@ -194,7 +199,7 @@ class ApiClient:
         )
         if answer is None:
             return None
-        return Lease(answer["message"], str(answer["lease_id"]), float(answer["lease_expires_at"]))
+        return Lease.from_answer(answer)
 
     def release(self) -> int:
         """Hand back leases a previous shim of this agent held when it died."""
@@ -216,9 +221,7 @@ class ApiClient:
         following = answer.get("next") if isinstance(answer, dict) else None
         if not following:
             return None
-        return Lease(
-            following["message"], str(following["lease_id"]), float(following["lease_expires_at"])
-        )
+        return Lease.from_answer(following)
 
     def nack(
         self, message_id: str, lease_id: str, reason: str, retry: bool = True

@@ -99,11 +99,7 @@ class GroupCommit:
             with self._savepoint(f"nested{self._local.depth}") as conn:
                 yield conn
             return
-        with self._count:
-            self._waiting += 1
-        self._writer.acquire()
-        with self._count:
-            self._waiting -= 1
+        self._acquire_writer()
         try:
             batch = self._join()
             with self._savepoint("member") as conn:
@@ -157,6 +153,15 @@ class GroupCommit:
                 self._conn.close()
                 self._conn = None
 
+    def _acquire_writer(self) -> None:
+        """Take the writer lock, counted as waiting meanwhile: the holder commits its batch
+        only when nobody waits."""
+        with self._count:
+            self._waiting += 1
+        self._writer.acquire()
+        with self._count:
+            self._waiting -= 1
+
     # -- the writer thread -------------------------------------------------------------------
     def _serve(self) -> None:
         while True:
@@ -176,11 +181,7 @@ class GroupCommit:
             self._run(jobs)
 
     def _run(self, jobs: list[tuple[Callable[[], Any], Future[Any]]]) -> None:
-        with self._count:
-            self._waiting += 1
-        self._writer.acquire()
-        with self._count:
-            self._waiting -= 1
+        self._acquire_writer()
         try:
             for fn, future in jobs:
                 if not future.set_running_or_notify_cancel():
