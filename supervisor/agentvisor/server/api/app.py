@@ -18,6 +18,7 @@ from agentvisor.server.api.checkins import checkins_router
 from agentvisor.server.api.egress import egress_router
 from agentvisor.server.api.events import events_router
 from agentvisor.server.api.git import git_router
+from agentvisor.server.api.hot_routes import HotRoutes
 from agentvisor.server.api.inbox import inbox_router
 from agentvisor.server.api.limits import RequestSizeLimit, quota_gate
 from agentvisor.server.api.messages import messages_router
@@ -41,14 +42,21 @@ def _error(detail: str, status: int) -> JSONResponse:
 def create_app(
     service: Service, auth: Authenticator, model_env: Mapping[str, str] | None = None
 ) -> FastAPI:
+    quotas = Quotas(service.settings, service.store)
     app = FastAPI(
         title="agentvisor host API",
         version=__version__,
         description="Messages, check-ins and the agents' inboxes. See docs/contracts.md.",
-        dependencies=[Depends(quota_gate(Quotas(service.settings, service.store), auth))],
+        dependencies=[Depends(quota_gate(quotas, auth))],
+        # FastAPI's OpenTelemetry hooks off: with none configured, they still look up three
+        # providers (environment reads) on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.service = service
     _add_error_handlers(app)
+    # The delivery hot path's common case below FastAPI (hot_routes.py); the size limit
+    # outside it, so it holds for both.
+    app.add_middleware(HotRoutes, service=service, auth=auth, quotas=quotas)
     app.add_middleware(RequestSizeLimit)
 
     credentials = model_credentials(service, model_env)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from agentvisor.server.api.callers import caller_dependency
+from agentvisor.server.api.inbox_poll import lease_answer, long_poll
 from agentvisor.server.api.models import (
     LeaseAnswer,
     LeaseRef,
@@ -19,18 +17,6 @@ from agentvisor.server.api.models import (
 from agentvisor.server.auth import Authenticator, Caller
 from agentvisor.server.service import Service
 from agentvisor.store.database import Row
-
-# How often a long poll looks at its inbox when nothing woke it (docs/delivery.md).
-INBOX_RECHECK_S = 5.0
-
-
-def lease_answer(message: Row) -> dict[str, Any]:
-    """A leased message as the shim gets it (`LeaseAnswer`)."""
-    return {
-        "message": message,
-        "lease_id": message["lease_id"],
-        "lease_expires_at": message["lease_expires_at"],
-    }
 
 
 def inbox_router(service: Service, auth: Authenticator) -> APIRouter:
@@ -55,37 +41,8 @@ def inbox_router(service: Service, auth: Authenticator) -> APIRouter:
         wait_s: float = Query(25.0, ge=0, le=60, allow_inf_nan=False),
         who: Caller = Depends(caller),
     ) -> Response:
-        agent = who.require_agent()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait_s
-        generation = svc.waiters.begin_poll(agent["id"])
-        while True:
-            seen = svc.waiters.version(agent["id"])
-            # Nothing for a poll whose shim went away, or that a newer poll or a release
-            # superseded: the message stays queued for the one that asks next.
-            if not svc.waiters.is_current(agent["id"], generation) or (
-                await request.is_disconnected()
-            ):
-                return Response(status_code=204)
-            # A plain read on the loop first (an empty inbox is the common case); the lease
-            # itself is a job of the store's writer thread (awaited, off the event loop).
-            message = None
-            pending = svc.store.has_pending(agent["id"])
-            if pending:
-                message = await svc.write(lambda: svc.lease(who))
-            if message is not None:
-                return JSONResponse(lease_answer(message))
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return Response(status_code=204)
-            # Woken at once by a new message for this agent (and by a release); the re-check
-            # comes when a lease held on its messages runs out, and every INBOX_RECHECK_S
-            # for anything else (a message queued by another process, a pause that ended).
-            pause = min(remaining, INBOX_RECHECK_S)
-            expiry = svc.store.next_lease_expiry(agent["id"]) if pending else None
-            if expiry is not None:
-                pause = min(pause, max(expiry - svc.store.clock.now(), 0.0) + 0.01)
-            await svc.waiters.wait(agent["id"], pause, seen)
+        message = await long_poll(svc, who, wait_s, request.is_disconnected)
+        return Response(status_code=204) if message is None else JSONResponse(lease_answer(message))
 
     @router.post("/v1/inbox/{message_id}/ack", responses=route_doc(403, 404, 409, 507))
     async def ack(
