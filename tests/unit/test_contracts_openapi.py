@@ -1,12 +1,15 @@
 """docs/contracts.md and the app's OpenAPI name the same routes: every documented route exists
 with its method, and every route of the app is documented. The model broker's passthrough,
-`/model/{path}` (any method), is outside the schema: it is checked by matching a request."""
+`/model/{path}` (any method), is outside the schema: it is checked by matching a request.
+Every JSON route's success answer has a schema naming its fields, and the rows the contract
+lists field by field (a message, a check-in, ...) have those fields in the schema."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -25,6 +28,20 @@ METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 # `/model/{path}` (any method): the broker passes every method on.
 ANY_METHOD = re.compile(r"`(/[^`\s]+)` \(any method\)")
 ROUTE = re.compile(r"`(GET|POST|PUT|PATCH|DELETE) (/[^`\s]*)`")
+# The answers that are not JSON: Prometheus text, a stream of server-sent events.
+NOT_JSON = {("GET", "/metrics"), ("GET", "/v1/dashboard/pane/{}/{}/stream")}
+# "A message as JSON: `{"id", ...}`", "A check-in: `{...}`": the rows listed field by field.
+ROW_FIELDS = re.compile(
+    r"(A message as JSON|A check-in|An agent|A project|An event|A queue entry):\s*`\{([^`]*)\}`"
+)
+ROW_MODELS = {
+    "A message as JSON": "Message",
+    "A check-in": "Checkin",
+    "An agent": "Agent",
+    "A project": "Project",
+    "An event": "Event",
+    "A queue entry": "QueueEntry",
+}
 
 
 def _path_shape(path: str) -> str:
@@ -86,3 +103,48 @@ def test_the_documented_model_passthrough_takes_every_method(app: FastAPI) -> No
     for method in METHODS:
         assert _serves(app, method, "/model/v1/messages"), method
     assert not _serves(app, "GET", "/v1/not-a-route")
+
+
+def _resolve(schema: dict[str, Any], openapi: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in schema:
+        schema = openapi["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    return schema
+
+
+def names_fields(schema: dict[str, Any], openapi: dict[str, Any]) -> bool:
+    """An object schema with named properties, a list of them, or a choice of them."""
+    schema = _resolve(schema, openapi)
+    if "anyOf" in schema:
+        return all(names_fields(option, openapi) for option in schema["anyOf"])
+    if schema.get("type") == "array":
+        return names_fields(schema.get("items", {}), openapi)
+    return bool(schema.get("properties"))
+
+
+def test_every_documented_route_answers_with_a_schema_naming_its_fields(app: FastAPI) -> None:
+    openapi = app.openapi()
+    operations = {
+        (method.upper(), _path_shape(path)): operation
+        for path, item in openapi["paths"].items()
+        for method, operation in item.items()
+    }
+    vague = []
+    for route in sorted(documented_routes(CONTRACTS.read_text(encoding="utf-8")) - NOT_JSON):
+        answers = [
+            answer["content"]["application/json"]["schema"]
+            for status, answer in operations[route]["responses"].items()
+            if status.startswith("2") and "application/json" in answer.get("content", {})
+        ]
+        if not answers or not all(names_fields(schema, openapi) for schema in answers):
+            vague.append(route)
+    assert vague == [], "routes whose success answer names no fields in /openapi.json"
+
+
+def test_the_rows_the_contract_lists_have_the_fields_of_their_schema(app: FastAPI) -> None:
+    schemas = app.openapi()["components"]["schemas"]
+    text = " ".join(CONTRACTS.read_text(encoding="utf-8").split())  # the lists wrap
+    listed = {row: re.findall(r'"(\w+)"', fields) for row, fields in ROW_FIELDS.findall(text)}
+    assert set(listed) == set(ROW_MODELS), "a row the contract lists went missing"
+    for row, fields in listed.items():
+        model = ROW_MODELS[row]
+        assert sorted(fields) == sorted(schemas[model]["properties"]), (row, model)

@@ -211,7 +211,7 @@ class Store:
                 row["id"] = insert_row(tx, "events", row)
         else:
             row["id"] = insert_row(target, "events", row)
-        return row
+        return {**row, "data": data or {}}  # as list_events gives it: an object, not its text
 
     def list_events(
         self,

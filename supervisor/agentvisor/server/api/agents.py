@@ -14,6 +14,14 @@ from agentvisor.server.api.models import (
     NameQuery,
     route_doc,
 )
+from agentvisor.server.api.responses import (
+    Agent,
+    DoneLogged,
+    HeartbeatAnswer,
+    Message,
+    RegisteredAgent,
+    documented,
+)
 from agentvisor.server.auth import Authenticator, Caller
 from agentvisor.server.service import Service
 from agentvisor.store.database import Row
@@ -24,7 +32,12 @@ def agents_router(service: Service, auth: Authenticator) -> APIRouter:
     caller = caller_dependency(auth)
     svc = service
 
-    @router.post("/v1/agents", status_code=201, responses=route_doc(400, 403, 404, 507))
+    @router.post(
+        "/v1/agents",
+        status_code=201,
+        response_model=RegisteredAgent,
+        responses=route_doc(400, 403, 404, 507),
+    )
     def register_agent(
         body: AgentBody, request: Request, who: Caller = Depends(caller)
     ) -> dict[str, Any]:
@@ -35,15 +48,25 @@ def agents_router(service: Service, auth: Authenticator) -> APIRouter:
             on_registered(body.project, agent["role"])
         return {**_public_agent(agent), "token": token}
 
-    @router.get("/v1/agents", responses=route_doc(400, 403, 404))
+    @router.get("/v1/agents", response_model=list[Agent], responses=route_doc(400, 403, 404))
     def agents(project: NameQuery = None, who: Caller = Depends(caller)) -> list[dict[str, Any]]:
         return [_public_agent(a) for a in svc.agents(who, project)]
 
-    @router.post("/v1/done", responses=route_doc(400, 403, 404, 413, 507))
+    @router.post(
+        "/v1/done",
+        response_model=Message | DoneLogged,
+        responses=route_doc(400, 403, 404, 413, 507),
+    )
     def done(body: DoneBody, who: Caller = Depends(caller)) -> Row:
         return svc.done(who, body.summary)
 
-    @router.post("/v1/heartbeat", responses=route_doc(403, 507))
+    @router.post(
+        "/v1/heartbeat",
+        response_model=Any,  # a hot route: documented only (responses.documented)
+        responses=route_doc(
+            403, 507, ok=documented(200, HeartbeatAnswer, "A sign of life recorded.")
+        ),
+    )
     async def heartbeat(body: HeartbeatBody, who: Caller = Depends(caller)) -> dict[str, Any]:
         return await svc.write(lambda: svc.heartbeat(who, body.state, body.info))
 

@@ -13,6 +13,7 @@ from agentvisor.core.spec import MAX_SPEC_BYTES
 from agentvisor.core.team import MAX_ROLE_NAME_CHARS, MAX_TEAM_SIZE, plan_team
 from agentvisor.model.model_assist import ModelAssist
 from agentvisor.server.api.models import Name, Strict
+from agentvisor.server.api.responses import TeamAnswer
 from agentvisor.server.auth import Authenticator, Caller
 from agentvisor.server.service import Service
 from agentvisor.store.database import Row
@@ -34,7 +35,7 @@ def assist_router(service: Service, auth: Authenticator, assist: ModelAssist) ->
     async def caller(authorization: str | None = Header(default=None)) -> Caller:
         return auth.caller(authorization)
 
-    @router.post("/v1/assist/team")
+    @router.post("/v1/assist/team", response_model=TeamAnswer)
     def refine_team(body: RefineBody, who: Caller = Depends(caller)) -> Row:
         """The keyword team for the spec, refined by the model when it can (a worker thread:
         the model may take a while)."""

@@ -6,12 +6,12 @@ from fastapi import APIRouter, Depends, Query, Response
 
 from agentvisor.server.api.callers import caller_dependency
 from agentvisor.server.api.models import (
-    REPLAYED,
     CheckinBody,
     NameQuery,
     RowId,
     route_doc,
 )
+from agentvisor.server.api.responses import Checkin, replayed
 from agentvisor.server.auth import Authenticator, Caller
 from agentvisor.server.service import Service
 from agentvisor.store.database import Row
@@ -25,7 +25,8 @@ def checkins_router(service: Service, auth: Authenticator) -> APIRouter:
     @router.post(
         "/v1/checkins",
         status_code=201,
-        responses=route_doc(400, 403, 404, 413, 429, 507, ok=REPLAYED),
+        response_model=Checkin,
+        responses=route_doc(400, 403, 404, 413, 429, 507, ok=replayed(Checkin)),
     )
     def schedule(body: CheckinBody, response: Response, who: Caller = Depends(caller)) -> Row:
         checkin, created = svc.schedule(
@@ -42,7 +43,7 @@ def checkins_router(service: Service, auth: Authenticator) -> APIRouter:
             response.status_code = 200
         return checkin
 
-    @router.get("/v1/checkins", responses=route_doc(400, 403, 404))
+    @router.get("/v1/checkins", response_model=list[Checkin], responses=route_doc(400, 403, 404))
     def checkins(
         project: NameQuery = None,
         state: NameQuery = "pending",
@@ -51,7 +52,11 @@ def checkins_router(service: Service, auth: Authenticator) -> APIRouter:
     ) -> list[Row]:
         return svc.checkins(who, project, state if state != "all" else None, limit)
 
-    @router.delete("/v1/checkins/{checkin_id}", responses=route_doc(403, 404, 409, 507))
+    @router.delete(
+        "/v1/checkins/{checkin_id}",
+        response_model=Checkin,
+        responses=route_doc(403, 404, 409, 507),
+    )
     def cancel_checkin(checkin_id: RowId, who: Caller = Depends(caller)) -> Row:
         return svc.cancel_checkin(who, checkin_id)
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Header, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentvisor.server.api.models import CleanText, Name, NameQuery
+from agentvisor.server.api.responses import EgressRule, EgressRuleRemoved, Event
 from agentvisor.server.auth import Authenticator, Caller
 from agentvisor.server.egress import allowlist
 from agentvisor.server.service import Service
@@ -34,20 +35,20 @@ def egress_router(service: Service, auth: Authenticator) -> APIRouter:
         who.require_operator()
         return who
 
-    @router.get("/v1/egress/rules")
+    @router.get("/v1/egress/rules", response_model=list[EgressRule])
     def rules(project: RequiredName, who: Caller = Depends(operator)) -> list[Row]:
         return allowlist.listing(settings, store, store.get_project(project)["id"])
 
-    @router.post("/v1/egress/rules", status_code=201)
+    @router.post("/v1/egress/rules", status_code=201, response_model=EgressRule)
     def allow(body: RuleBody, who: Caller = Depends(operator)) -> Row:
         project = store.get_project(body.project)
         return allowlist.allow(store, project["id"], body.entry, body.origin)
 
-    @router.delete("/v1/egress/rules")
+    @router.delete("/v1/egress/rules", response_model=EgressRuleRemoved)
     def deny(project: RequiredName, entry: RequiredEntry, who: Caller = Depends(operator)) -> Row:
         return allowlist.deny(settings, store, store.get_project(project)["id"], entry)
 
-    @router.get("/v1/egress/requests")
+    @router.get("/v1/egress/requests", response_model=list[Event])
     def requests(
         project: NameQuery = None,
         denied: bool = False,

@@ -10,6 +10,7 @@ from agentvisor.server.api.models import (
     NameQuery,
     route_doc,
 )
+from agentvisor.server.api.responses import Event
 from agentvisor.server.auth import Authenticator, Caller
 from agentvisor.server.service import Service
 from agentvisor.store.database import Row
@@ -20,11 +21,16 @@ def events_router(service: Service, auth: Authenticator) -> APIRouter:
     caller = caller_dependency(auth)
     svc = service
 
-    @router.post("/v1/events", status_code=201, responses=route_doc(400, 403, 429, 507))
+    @router.post(
+        "/v1/events",
+        status_code=201,
+        response_model=Event,
+        responses=route_doc(400, 403, 429, 507),
+    )
     def post_event(body: EventBody, who: Caller = Depends(caller)) -> Row:
         return svc.event(who, body.kind, body.data)
 
-    @router.get("/v1/events", responses=route_doc(400, 403, 404))
+    @router.get("/v1/events", response_model=list[Event], responses=route_doc(400, 403, 404))
     def events(
         project: NameQuery = None,
         limit: int = Query(100, ge=1, le=1000),

@@ -14,6 +14,7 @@ from agentvisor.server.api.models import (
     RowId,
     route_doc,
 )
+from agentvisor.server.api.responses import AckAnswer, Message, Released, documented
 from agentvisor.server.auth import Authenticator, Caller
 from agentvisor.server.service import Service
 from agentvisor.store.database import Row
@@ -44,7 +45,11 @@ def inbox_router(service: Service, auth: Authenticator) -> APIRouter:
         message = await long_poll(svc, who, wait_s, request.is_disconnected)
         return Response(status_code=204) if message is None else JSONResponse(lease_answer(message))
 
-    @router.post("/v1/inbox/{message_id}/ack", responses=route_doc(403, 404, 409, 507))
+    @router.post(
+        "/v1/inbox/{message_id}/ack",
+        response_model=Any,  # the hot routes: documented only (responses.documented)
+        responses=route_doc(403, 404, 409, 507, ok=documented(200, AckAnswer, "Delivered.")),
+    )
     async def ack(
         message_id: RowId,
         body: LeaseRef,
@@ -58,21 +63,29 @@ def inbox_router(service: Service, auth: Authenticator) -> APIRouter:
         acked, leased = await svc.write(lambda: svc.ack_and_lease(who, message_id, body.lease_id))
         return {**acked, "next": None if leased is None else lease_answer(leased)}
 
-    @router.post("/v1/inbox/{message_id}/nack", responses=route_doc(403, 404, 409, 507))
+    @router.post(
+        "/v1/inbox/{message_id}/nack",
+        response_model=Any,
+        responses=route_doc(403, 404, 409, 507, ok=documented(200, Message, "Queued or failed.")),
+    )
     async def nack(message_id: RowId, body: NackBody, who: Caller = Depends(caller)) -> Row:
         return await svc.write(
             lambda: svc.nack(who, message_id, body.lease_id, body.reason, body.retry)
         )
 
-    @router.post("/v1/inbox/{message_id}/extend", responses=route_doc(403, 404, 409, 507))
+    @router.post(
+        "/v1/inbox/{message_id}/extend",
+        response_model=Any,
+        responses=route_doc(403, 404, 409, 507, ok=documented(200, Message, "Lease renewed.")),
+    )
     async def extend(message_id: RowId, body: LeaseRef, who: Caller = Depends(caller)) -> Row:
         return await svc.write(lambda: svc.extend(who, message_id, body.lease_id))
 
-    @router.post("/v1/inbox/release", responses=route_doc(403, 507))
+    @router.post("/v1/inbox/release", response_model=Released, responses=route_doc(403, 507))
     def release(who: Caller = Depends(caller)) -> dict[str, int]:
         return {"released": svc.release(who)}
 
-    @router.get("/v1/inbox", responses=route_doc(403))
+    @router.get("/v1/inbox", response_model=list[Message], responses=route_doc(403))
     def inbox(who: Caller = Depends(caller)) -> list[Row]:
         return svc.inbox(who)
 

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends, Query, Response
 
 from agentvisor.server.api.callers import caller_dependency
 from agentvisor.server.api.models import (
-    REPLAYED,
     ActionBody,
     NameQuery,
     RowId,
     SendBody,
     route_doc,
 )
+from agentvisor.server.api.responses import Message, documented, replayed
 from agentvisor.server.auth import Authenticator, Caller
 from agentvisor.server.service import Service
 from agentvisor.store.database import Row
@@ -26,7 +28,16 @@ def messages_router(service: Service, auth: Authenticator) -> APIRouter:
     @router.post(
         "/v1/messages",
         status_code=201,
-        responses=route_doc(400, 403, 404, 413, 429, 507, ok=REPLAYED),
+        response_model=Any,  # a hot route: documented only (responses.documented)
+        responses=route_doc(
+            400,
+            403,
+            404,
+            413,
+            429,
+            507,
+            ok={**documented(201, Message, "The message, queued."), **replayed(Message)},
+        ),
     )
     async def send(body: SendBody, response: Response, who: Caller = Depends(caller)) -> Row:
         message, created = await svc.write(
@@ -36,7 +47,7 @@ def messages_router(service: Service, auth: Authenticator) -> APIRouter:
             response.status_code = 200
         return message
 
-    @router.get("/v1/messages", responses=route_doc(400, 403, 404))
+    @router.get("/v1/messages", response_model=list[Message], responses=route_doc(400, 403, 404))
     def messages(
         project: NameQuery = None,
         recipient: NameQuery = None,
@@ -46,7 +57,11 @@ def messages_router(service: Service, auth: Authenticator) -> APIRouter:
     ) -> list[Row]:
         return svc.messages(who, project, recipient, state, limit)
 
-    @router.post("/v1/messages/{message_id}/action", responses=route_doc(400, 403, 404, 409, 507))
+    @router.post(
+        "/v1/messages/{message_id}/action",
+        response_model=Message,
+        responses=route_doc(400, 403, 404, 409, 507),
+    )
     def message_action(message_id: RowId, body: ActionBody, who: Caller = Depends(caller)) -> Row:
         return svc.change_message(who, message_id, body.action)
 

@@ -38,6 +38,7 @@ from agentvisor.model.model_broker import (
 from agentvisor.model.model_login import CredentialSource, credential_source
 from agentvisor.server.api.assist import assist_router
 from agentvisor.server.api.models import MAX_ROW_ID, Name, NameQuery
+from agentvisor.server.api.responses import UsageChart, UsageReport
 from agentvisor.server.auth import Authenticator, Caller
 from agentvisor.server.model_usage import ModelAccounting
 from agentvisor.server.service import Service
@@ -264,7 +265,7 @@ def model_router(
     async def caller(authorization: str | None = Header(default=None)) -> Caller:
         return auth.caller(authorization)  # on the loop: one indexed read (see api.py)
 
-    @router.get("/v1/usage")
+    @router.get("/v1/usage", response_model=UsageReport, response_model_exclude_unset=True)
     def usage(
         project: NameQuery = None,
         since: float = Query(0.0, ge=0, allow_inf_nan=False),
@@ -272,12 +273,12 @@ def model_router(
     ) -> Row:
         return accounting.report(who, project, since)
 
-    @router.post("/v1/budget")
+    @router.post("/v1/budget", response_model=UsageReport, response_model_exclude_unset=True)
     def budget(body: BudgetBody, who: Caller = Depends(caller)) -> Row:
         values = {k: v for k, v in body.model_dump().items() if k != "project" and v is not None}
         return accounting.set_budget(who, body.project, values)
 
-    @router.get("/v1/usage/chart")
+    @router.get("/v1/usage/chart", response_model=UsageChart)
     def chart(
         project: NameQuery = None,
         hours: float = Query(24.0, gt=0, le=24 * 31, allow_inf_nan=False),

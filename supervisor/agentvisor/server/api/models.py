@@ -15,6 +15,9 @@ from fastapi import Path, Query
 from fastapi.exceptions import RequestValidationError
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
+# The answers live in responses.py; the lease's is named here too, for the inbox's code.
+from agentvisor.server.api.responses import LeaseAnswer as LeaseAnswer
+
 # SQLite integers are signed 64-bit: a larger id can name no row (and overflows the driver).
 MAX_ROW_ID = 2**63 - 1
 MAX_NAME_CHARS = 100  # project names, roles, profiles
@@ -219,12 +222,6 @@ class ActionBody(Strict):
     action: Kind
 
 
-class LeaseAnswer(BaseModel):
-    message: dict[str, Any]
-    lease_id: str
-    lease_expires_at: float
-
-
 # -- error answers --------------------------------------------------------------------------
 class ErrorBody(BaseModel):
     """Every 4xx and 5xx answer of the API: one sentence saying what is wrong."""
@@ -283,8 +280,3 @@ def route_doc(
     """The `responses=` of a route: its success answers beyond the default, the errors every
     route may give (COMMON_ERRORS) and its own."""
     return {**(ok or {}), **COMMON_ERRORS, **errors(*codes)}
-
-
-REPLAYED: dict[int | str, dict[str, Any]] = {
-    200: {"description": "The same idempotency_key was used before: the first one."}
-}

@@ -11,6 +11,7 @@ from agentvisor.server.api.models import (
     RowId,
     route_doc,
 )
+from agentvisor.server.api.responses import QueueEntry
 from agentvisor.server.auth import Authenticator, Caller
 from agentvisor.server.service import Service
 from agentvisor.store.database import Row
@@ -21,19 +22,26 @@ def queue_router(service: Service, auth: Authenticator) -> APIRouter:
     caller = caller_dependency(auth)
     svc = service
 
-    @router.post("/v1/queue", status_code=201, responses=route_doc(400, 403, 507))
+    @router.post(
+        "/v1/queue",
+        status_code=201,
+        response_model=QueueEntry,
+        responses=route_doc(400, 403, 507),
+    )
     def queue_add(body: QueueBody, who: Caller = Depends(caller)) -> Row:
         return svc.queue_add(who, body.spec_path, body.project_dir, body.options)
 
-    @router.get("/v1/queue", responses=route_doc(403))
+    @router.get("/v1/queue", response_model=list[QueueEntry], responses=route_doc(403))
     def queue_list(state: NameQuery = None, who: Caller = Depends(caller)) -> list[Row]:
         return svc.queue_list(who, state)
 
-    @router.get("/v1/queue/{queue_id}", responses=route_doc(403, 404))
+    @router.get("/v1/queue/{queue_id}", response_model=QueueEntry, responses=route_doc(403, 404))
     def queue_get(queue_id: RowId, who: Caller = Depends(caller)) -> Row:
         return svc.queue_get(who, queue_id)
 
-    @router.delete("/v1/queue/{queue_id}", responses=route_doc(403, 404, 409, 507))
+    @router.delete(
+        "/v1/queue/{queue_id}", response_model=QueueEntry, responses=route_doc(403, 404, 409, 507)
+    )
     def queue_cancel(queue_id: RowId, who: Caller = Depends(caller)) -> Row:
         return svc.queue_cancel(who, queue_id)
 

@@ -16,6 +16,7 @@ from agentvisor.server.api.models import (
     json_errors,
     route_doc,
 )
+from agentvisor.server.api.responses import Health, Whoami
 from agentvisor.server.auth import Authenticator, Caller
 from agentvisor.server.doctor import docker_problem
 from agentvisor.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -30,7 +31,12 @@ def status_router(
     caller = caller_dependency(auth)
     svc = service
 
-    @router.get("/v1/health", responses=errors(413))
+    @router.get(
+        "/v1/health",
+        response_model=Health,
+        response_model_exclude_unset=True,
+        responses=errors(413),
+    )
     def health() -> dict[str, Any]:
         result: dict[str, Any] = {"ok": True, "version": __version__}
         try:
@@ -58,7 +64,12 @@ def status_router(
         text = svc.metrics.render(StoreCollector(svc.store))
         return PlainTextResponse(text, media_type=METRICS_CONTENT_TYPE)
 
-    @router.get("/v1/whoami", responses=route_doc())
+    @router.get(
+        "/v1/whoami",
+        response_model=Whoami,
+        response_model_exclude_unset=True,
+        responses=route_doc(),
+    )
     def whoami(who: Caller = Depends(caller)) -> dict[str, Any]:
         if who.agent is None:
             return {"kind": "operator"}

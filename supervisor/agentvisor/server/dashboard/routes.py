@@ -30,6 +30,7 @@ from agentvisor.config import Settings
 from agentvisor.core.sandbox_status import SandboxInfo, SandboxStats
 from agentvisor.errors import AgentvisorError, NotFound, SandboxError, Unauthorized
 from agentvisor.server.api.models import NameQuery
+from agentvisor.server.api.responses import DashboardState
 from agentvisor.server.auth import Authenticator, Caller
 from agentvisor.server.dashboard.state import (
     ProjectRows,
@@ -425,7 +426,12 @@ def dashboard_router(
             raise NotFound(f"no static file {name}")
         return FileResponse(STATIC_DIR / name, media_type=media_type, headers=PAGE_HEADERS)
 
-    @router.get("/v1/dashboard/state", dependencies=[Depends(reader)])
+    @router.get(
+        "/v1/dashboard/state",
+        dependencies=[Depends(reader)],
+        response_model=DashboardState,
+        response_model_exclude_unset=True,
+    )
     def state(project: NameQuery = None) -> dict[str, Any]:
         now = store.clock.now()
         projects = store.list_projects()
@@ -456,7 +462,17 @@ def dashboard_router(
             body["sandboxes"] = {"error": view.error, "sampled_at": view.sampled_at}
         return body
 
-    @router.get("/v1/dashboard/pane/{project}/{role}/stream", dependencies=[Depends(reader)])
+    @router.get(
+        "/v1/dashboard/pane/{project}/{role}/stream",
+        dependencies=[Depends(reader)],
+        response_class=StreamingResponse,
+        responses={
+            200: {
+                "description": '`pane` events: `{"text", "error", "role", "at"}`.',
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            }
+        },
+    )
     async def pane_stream(
         project: str, role: str, lines: int = Query(300, ge=10, le=5000)
     ) -> StreamingResponse:
