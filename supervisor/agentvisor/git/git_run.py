@@ -107,7 +107,7 @@ def run_git(
     above `cwd`, command-running settings off, and `safe.directory` for `cwd` alone (a root
     operator may run agentvisor on a repository that belongs to their own login).
     """
-    if not cwd.is_dir():  # GitPython would silently fall back to the process's own folder
+    if not cwd.is_dir():  # a GitError that says so, not subprocess's FileNotFoundError
         raise GitError(f"{cwd} does not exist or is not a folder")
     command = ["git", "-c", f"safe.directory={cwd.resolve()}"]
     for setting in (*command_settings(), *config):
