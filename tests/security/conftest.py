@@ -129,7 +129,9 @@ class Team:
             XDG_CONFIG_HOME=str(self.home / ".config"),
             GIT_CONFIG_NOSYSTEM="1",
             GIT_TERMINAL_PROMPT="0",
-            PYTHONPATH=str(REPO),
+            # This checkout's agentvisor (supervisor/), whatever the venv's editable install
+            # points at, and its tests.
+            PYTHONPATH=os.pathsep.join((str(REPO / "supervisor"), str(REPO))),
         )
         return env
 

@@ -353,6 +353,34 @@ def test_fifo_in_the_agents_repository_does_not_hang_sync(team: Team, before: Sn
         team.attack(ATTACKER, "undo_fifos")
 
 
+def test_a_spec_in_a_repository_the_agent_planted_in_its_folder_runs_nothing_when_planned(
+    team: Team, before: Snapshot
+):
+    """The operator plans a spec an agent wrote in a repository of its own in its folder:
+    discovery (GitPython) must refuse it before reading it, and run none of its git. (Here
+    the sandbox's uid owns that repository, so git's own ownership check would stop a git
+    run there too; test_host_git_reading_attacks.py runs it with the operator's uid, as with
+    `sandbox_uid` set to it.)"""
+    nested = team.clones[ATTACKER] / "plans"
+    try:
+        report = team.attack(ATTACKER, "planted_repository", mark=team.marker("planted-repo"))
+        assert any("/plans/.git/config" in path for path in report["written"]), report
+        appeared = team.run_commands(
+            [
+                ("agentvisor plan SPEC", lambda: team.cli("plan", str(nested / "next.md"))),
+                (
+                    "agentvisor plan --json SPEC",
+                    lambda: team.cli("plan", "--json", str(nested / "next.md")),
+                ),
+            ]
+        )
+        team.assert_untouched(before, ATTACKER, appeared)
+        planned = team.cli("plan", str(nested / "next.md"))
+        assert "agent's worktree of" in planned.stdout + planned.stderr, planned.stdout
+    finally:
+        team.attack(ATTACKER, "undo_planted_repository")
+
+
 # --- stopping, resuming and removing the team (last: they change the team) ------------------
 
 PLANTED = ("config_commands", "hooks", "info_attributes", "alternates", "commondir")

@@ -13,7 +13,7 @@ import pytest
 from agentvisor.config import Settings
 from agentvisor.core.sandbox_status import cpu_percent, health_of, memory_mb, parse_docker_time
 from agentvisor.errors import EngineUnavailable, SandboxError
-from agentvisor.git.git_run import git_common_dir
+from agentvisor.git.refs import git_common_dir
 from agentvisor.git.worktrees import ensure_worktree
 from agentvisor.sandbox.docker_engine import docker_client
 from agentvisor.sandbox.mounts import Mount

@@ -1,4 +1,5 @@
-"""Running git on the project's repository and its worktrees, and what its refs say."""
+"""The hardened runner: every git process agentvisor starts on the host (but `git http-backend`,
+which git_http gives an environment of its own) runs through `run_git`."""
 
 from __future__ import annotations
 
@@ -10,15 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agentvisor.errors import GitError
-
-# Files in .git that say an operation is half done in the work tree that owns that git dir.
-_OPERATION_MARKERS = (
-    "MERGE_HEAD",
-    "CHERRY_PICK_HEAD",
-    "REVERT_HEAD",
-    "rebase-merge",
-    "rebase-apply",
-)
 
 
 @dataclass(frozen=True)
@@ -87,6 +79,19 @@ def command_settings() -> tuple[str, ...]:
     )
 
 
+@functools.cache
+def git_version() -> tuple[int, ...]:
+    """The version of the git on PATH (`git version 2.39.5` -> (2, 39, 5)), () if unreadable;
+    asked once per process, outside any repository."""
+    words = _execute(["git", "version"], Path("/"), {}).stdout.split()
+    numbers: list[int] = []
+    for part in (words[2] if len(words) > 2 else "").split("."):
+        if not part.isdigit():
+            break
+        numbers.append(int(part))
+    return tuple(numbers)
+
+
 def run_git(
     cwd: Path,
     *args: str,
@@ -102,7 +107,7 @@ def run_git(
     above `cwd`, command-running settings off, and `safe.directory` for `cwd` alone (a root
     operator may run agentvisor on a repository that belongs to their own login).
     """
-    if not cwd.is_dir():  # GitPython would silently fall back to the process's own folder
+    if not cwd.is_dir():  # a GitError that says so, not subprocess's FileNotFoundError
         raise GitError(f"{cwd} does not exist or is not a folder")
     command = ["git", "-c", f"safe.directory={cwd.resolve()}"]
     for setting in (*command_settings(), *config):
@@ -133,34 +138,6 @@ def _execute(
         done.stdout.decode("utf-8", "replace").rstrip("\n"),
         done.stderr.decode("utf-8", "replace"),
     )
-
-
-def git_common_dir(repo_root: Path) -> Path:
-    """The repository's shared `.git` folder (also when `repo_root` is a linked worktree)."""
-    out = run_git(resolved(repo_root), "rev-parse", "--path-format=absolute", "--git-common-dir")
-    return Path(out.stdout.strip()).resolve()
-
-
-def branch_exists(repo_root: Path, branch: str) -> bool:
-    return _rev(repo_root, f"refs/heads/{branch}") is not None
-
-
-def branch_tip(repo_root: Path, branch: str) -> str | None:
-    """The commit a local branch points at, or None when there is no such branch."""
-    return _rev(repo_root, f"refs/heads/{branch}")
-
-
-def _rev(repo_root: Path, ref: str) -> str | None:
-    run = run_git(
-        resolved(repo_root), "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False
-    )
-    return run.stdout.strip() if run.status == 0 else None
-
-
-def operation_in_progress(repo_root: Path) -> str | None:
-    """The name of the marker of a merge, rebase, cherry-pick or revert left half done."""
-    git_dir = Path(run_git(resolved(repo_root), "rev-parse", "--absolute-git-dir").stdout.strip())
-    return next((marker for marker in _OPERATION_MARKERS if (git_dir / marker).exists()), None)
 
 
 def resolved(path: str | os.PathLike[str]) -> Path:

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agentvisor.errors import GitError
-from agentvisor.git.git_run import git_common_dir, resolved
+from agentvisor.git.git_run import resolved
+from agentvisor.git.refs import git_common_dir
 from agentvisor.git.worktrees import ensure_worktree, give_to, is_old_layout, worktrees_dir
 
 KEPT_SUFFIX = ".before-migration"

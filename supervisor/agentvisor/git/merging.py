@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import git
-
 from agentvisor.errors import Conflict, GitError, InvalidInput
-from agentvisor.git.git_run import branch_exists, branch_tip, operation_in_progress, run_git
+from agentvisor.git.git_run import git_version, run_git
+from agentvisor.git.refs import branch_exists, branch_tip, operation_in_progress
 from agentvisor.git.worktrees import Worktree, checked_out_at, head_branch, uncommitted_paths
 
 INTEGRATION_BRANCH = "agentvisor/integration"
@@ -239,7 +238,7 @@ def _scratch_worktree(root: Path, commit: str) -> Iterator[Path]:
 
 
 def _merge_tree_available() -> bool:
-    return git.Git().version_info[:2] >= MERGE_TREE_MIN_GIT
+    return git_version()[:2] >= MERGE_TREE_MIN_GIT
 
 
 def _simulate(root: Path, branches: list[str], base: str, target: str) -> list[MergeResult]:

@@ -9,11 +9,10 @@ import tempfile
 import unicodedata
 from pathlib import Path
 
-import git
-
 from agentvisor.errors import Conflict, GitError, InvalidInput, SpecError
-from agentvisor.git.git_run import branch_exists, resolved, run_git
-from agentvisor.git.worktrees import worktrees_dir
+from agentvisor.git.git_run import resolved, run_git
+from agentvisor.git.refs import FileRepo, branch_exists, discover, head_branch, head_commit
+from agentvisor.git.worktrees import agent_folder_holding
 
 FALLBACK_IDENTITY = {"user.name": "agentvisor", "user.email": "agentvisor@localhost"}
 NEW_PROJECT_SPEC_NAME = "spec.md"
@@ -58,26 +57,34 @@ def _explicit_project(project_dir: Path) -> Path:
     return root
 
 
-def _discover(start: Path) -> git.Repo | None:
-    try:
-        return git.Repo(start, search_parent_directories=True)
-    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
-        return None
+def _discover(start: Path) -> FileRepo | None:
+    """The repository holding `start`, searched upwards with GitPython (no git runs). Refused
+    inside an agent's folder before anything there is read: the agent wrote all of it, a
+    repository's config included."""
+    _refuse_agent_folder(start)
+    return discover(start)
 
 
-def _usable_root(repo: git.Repo) -> Path:
+def _refuse_agent_folder(path: Path) -> None:
+    held = agent_folder_holding(path)
+    if held is not None:
+        folder, main = held
+        where = "" if folder == path else f" (in {folder})"
+        raise GitError(
+            f"{path}{where} is an agent's worktree of {main}: agentvisor reads no repository "
+            f"an agent can write; pass --project {main}, or copy the spec out of that folder"
+        )
+
+
+def _usable_root(repo: FileRepo) -> Path:
     if repo.bare or repo.working_tree_dir is None:
         raise GitError(
             f"{repo.git_dir} is a bare repository; agents need a checked-out one: "
             "clone it and pass --project with the clone"
         )
     root = resolved(repo.working_tree_dir)
-    suffix = worktrees_dir(root.parent / "x").name.removeprefix("x")  # "-worktrees"
-    if root.parent.name.endswith(suffix):
-        main = root.parent.parent / root.parent.name.removesuffix(suffix)
-        if (main / ".git").exists():
-            raise GitError(f"{root} is an agent's worktree of {main}; pass --project {main}")
-    if not repo.head.is_valid():
+    _refuse_agent_folder(root)  # core.worktree may name another folder than the one searched
+    if head_commit(repo) is None:
         raise GitError(
             f"the project {root} has no commits yet; commit something first "
             "(agents branch off a commit)"
@@ -181,13 +188,12 @@ def _ensure_identity(repo_root: Path) -> None:
 def start_branch(repo: Path | str) -> str:
     """The branch checked out in `repo`, which agents branch off and merges come back to."""
     root = resolved(repo)
-    run = run_git(root, "symbolic-ref", "--quiet", "--short", "HEAD", check=False)
-    if run.status != 0:
+    branch = head_branch(root)
+    if branch is None:
         raise GitError(
             f"{root} has a detached HEAD; check out the branch the agents should "
             "start from (git switch BRANCH) and try again"
         )
-    branch = run.stdout.strip()
     if not branch_exists(root, branch):
         raise GitError(f"the branch {branch} in {root} has no commits yet; commit something first")
     return branch

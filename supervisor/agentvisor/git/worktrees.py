@@ -18,16 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agentvisor.errors import Conflict, GitError, InvalidInput
-from agentvisor.git.git_run import (
-    GitRun,
-    branch_exists,
-    branch_tip,
-    git_common_dir,
-    resolved,
-    run_git,
-)
+from agentvisor.git.git_run import GitRun, resolved, run_git
+from agentvisor.git.refs import branch_exists, branch_tip, git_common_dir
 
 AGENT_BRANCH_PREFIX = "agent/"
+WORKTREES_SUFFIX = "-worktrees"
 # Where an agent's git finds the project: the shim's end of the channel to the host API.
 CHANNEL_REMOTE_URL = "http://127.0.0.1:7399/git/project.git"
 _ROLE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
@@ -66,7 +61,7 @@ def agent_branch(role: str) -> str:
 def worktrees_dir(repo_root: Path | str) -> Path:
     """`<repo>-worktrees`, the sibling folder holding one working copy per agent."""
     root = resolved(repo_root)
-    return root.parent / f"{root.name}-worktrees"
+    return root.parent / f"{root.name}{WORKTREES_SUFFIX}"
 
 
 def worktree_path(repo_root: Path | str, role: str) -> Path:
@@ -80,6 +75,18 @@ def _check_role(role: str) -> None:
             f"the role {role!r} cannot name a folder and a branch; use 1 to 64 "
             "letters, digits, '-' or '_', starting with a letter or digit"
         )
+
+
+def agent_folder_holding(path: Path) -> tuple[Path, Path] | None:
+    """(the agent's folder, the project) when `path` (resolved) is in a folder of
+    `<project>-worktrees`, at any depth: everything there an agent can write."""
+    for folder in (path, *path.parents):
+        holder = folder.parent
+        if holder.name.endswith(WORKTREES_SUFFIX) and holder.name != WORKTREES_SUFFIX:
+            project = holder.parent / holder.name.removesuffix(WORKTREES_SUFFIX)
+            if (project / ".git").exists():
+                return folder, project
+    return None
 
 
 def is_agent_clone(path: Path) -> bool:

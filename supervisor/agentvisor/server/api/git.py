@@ -31,7 +31,8 @@ from agentvisor.git.git_http import (
     run_backend,
     spool_body,
 )
-from agentvisor.git.git_run import git_common_dir, is_ancestor
+from agentvisor.git.git_run import is_ancestor
+from agentvisor.git.refs import git_common_dir
 from agentvisor.server.auth import Authenticator, Caller
 from agentvisor.server.service import Service
 from agentvisor.store.database import Row
