@@ -88,8 +88,8 @@ class AgentPane:
         screen (looked for every VERIFY_STEP_S, so such a delivery does not wait out
         `timeout_s`), or at the end (or once the CLI exited) anywhere in the history."""
         token = marker_token(marker)
-        width = max(1, int(self.info("#{pane_width}") or 80))
-        height = int(self.info("#{pane_height}") or 50)
+        size = self.info("#{pane_width} #{pane_height}").split()  # one tmux command for both
+        width, height = (max(1, int(size[0])), int(size[1])) if len(size) == 2 else (80, 50)
         # Physical lines the text may take once wrapped, three times over (the terminal's
         # echo of a paste and the CLI's own copy of it), and two screens of margin.
         wrapped = sum(len(line) // width + 1 for line in body.split("\n"))
